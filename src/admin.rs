@@ -1,0 +1,132 @@
+//! `mvp28 admin …`: operator commands against the same database `serve`
+//! uses; each is one transaction and takes effect live.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::clock::{rfc3339, to_ms};
+use crate::config::Config;
+use crate::db::{self, quota as repo};
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Set the price of a message beyond the free quota, in fen (100 = 1 CNY).
+    SetPrice {
+        #[arg(value_name = "FEN", value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        fen: i64,
+    },
+    /// Set the number of free messages per user per day.
+    SetFreeQuota {
+        #[arg(value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+        n: i64,
+    },
+    /// Credit (or, with a negative amount, debit) a user's balance.
+    Grant {
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+        #[arg(long, value_name = "FEN", allow_negative_numbers = true)]
+        fen: i64,
+        #[arg(long, value_name = "TEXT", default_value = "admin grant")]
+        reason: String,
+    },
+    /// Show users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Check that every balance equals the sum of its ledger rows; exit 1
+    /// listing the users that do not.
+    Audit,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Quota, balance and the last ledger rows of a user.
+    Show {
+        #[arg(value_name = "USER_ID")]
+        user: String,
+    },
+}
+
+pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    let now_ms = to_ms(now);
+    let db = crate::server::open_db(config, now_ms)?;
+    let mut conn = db.conn()?;
+    let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
+    match cmd {
+        AdminCommand::SetPrice { fen } => {
+            repo::set_setting(&conn, repo::PRICE_FEN, fen, now_ms).map_err(err)?;
+            println!("price_fen = {fen} (live)");
+        }
+        AdminCommand::SetFreeQuota { n } => {
+            repo::set_setting(&conn, repo::FREE_DAILY, n, now_ms).map_err(err)?;
+            println!("free_daily = {n} (live)");
+        }
+        AdminCommand::Grant { user, fen, reason } => {
+            if fen == 0 {
+                anyhow::bail!("--fen must not be 0");
+            }
+            if reason.trim().is_empty() {
+                anyhow::bail!("--reason must not be empty");
+            }
+            let result = db::write_tx(&mut conn, |tx| {
+                if !db::users::exists(tx, &user)? {
+                    return Ok(None);
+                }
+                repo::grant(tx, &user, fen, &reason, now_ms).map(Some)
+            })
+            .map_err(err)?;
+            match result {
+                None => anyhow::bail!("no user {user}"),
+                Some(Err(i)) => anyhow::bail!(
+                    "refused: balance {} fen ({} held by replies in flight) cannot go below zero by {fen}",
+                    i.balance_fen,
+                    i.held_fen
+                ),
+                Some(Ok(balance)) => println!("{user}: {fen:+} fen, balance {balance} fen"),
+            }
+        }
+        AdminCommand::User { command: UserCommand::Show { user } } => {
+            if !db::users::exists(&conn, &user).map_err(err)? {
+                anyhow::bail!("no user {user}");
+            }
+            let today = crate::quota::local_day(now, config.quota.offset());
+            let q = crate::quota::view(&conn, &user, &today).map_err(err)?;
+            let state = repo::quota_state(&conn, &user, &today).map_err(err)?;
+            println!("user {user}");
+            println!("  free today   {}/{} used ({today})", q.free_used_today, q.free_limit);
+            println!("  balance      {} fen ({} held)", state.balance_fen, state.held_fen);
+            println!("  price        {} fen", q.price_fen);
+            println!("  last ledger rows:");
+            for r in repo::ledger_tail(&conn, &user, 10).map_err(err)? {
+                println!(
+                    "    #{:<6} {}  {:>+8}  -> {:>8}  {:<6} {}",
+                    r.id,
+                    rfc3339(r.created_at),
+                    r.delta_fen,
+                    r.balance_after,
+                    r.kind,
+                    r.reference
+                );
+            }
+        }
+        AdminCommand::Audit => {
+            let (checked, mismatches) = repo::audit(&conn).map_err(err)?;
+            if mismatches.is_empty() {
+                println!("audit ok: {checked} balances equal their ledger sums");
+            } else {
+                for m in &mismatches {
+                    println!(
+                        "MISMATCH {}: balance {} fen, ledger sum {} fen",
+                        m.user_id, m.balance_fen, m.ledger_sum
+                    );
+                }
+                println!("audit FAILED: {} of {checked} balances differ", mismatches.len());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,155 @@
+//! Shared state and the router with its middleware stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{middleware, Router};
+use chrono::{DateTime, FixedOffset, Utc};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::wechat::LoginProviders;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{self, AppError};
+use crate::llm::Llm;
+use crate::ratelimit::{self, RateLimits};
+use crate::storage::Storage;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    db: Db,
+    clock: SharedClock,
+    jwt: JwtKeys,
+    login: LoginProviders,
+    llm: Llm,
+    limits: RateLimits,
+    storage: Storage,
+    offset: FixedOffset,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Db, clock: SharedClock, jwt_secret: &[u8], storage: Storage) -> (AppState, Vec<String>) {
+        let (llm, warnings) = Llm::from_config(&config.llm);
+        let state = AppState {
+            inner: Arc::new(Inner {
+                jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs),
+                login: LoginProviders::from_config(&config),
+                limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
+                offset: config.quota.offset(),
+                llm,
+                storage,
+                db,
+                clock,
+                config,
+            }),
+        };
+        (state, warnings)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+    pub fn login(&self) -> &LoginProviders {
+        &self.inner.login
+    }
+    pub fn llm(&self) -> &Llm {
+        &self.inner.llm
+    }
+    pub fn limits(&self) -> &RateLimits {
+        &self.inner.limits
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+    /// Today's date in the quota timezone.
+    pub fn today(&self) -> String {
+        crate::quota::local_day(self.now(), self.inner.offset)
+    }
+}
+
+#[derive(Clone, Default)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&crate::ids::random_hex(8)).ok().map(RequestId::new)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let cfg = state.config();
+    let limited = Router::new()
+        .merge(crate::auth::handlers::router())
+        .merge(crate::chat::handlers::router())
+        .merge(crate::location::handlers::router())
+        .route("/api/pay/{*rest}", any(payments_disabled))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit));
+    let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
+    Router::new()
+        .merge(crate::health::router())
+        .merge(limited)
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(state.clone())
+        .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(error::envelope))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    // Path only: query strings may carry tokens.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(),
+                        path = %req.uri().path(), user_id = tracing::field::Empty)
+                })
+                .on_request(())
+                .on_response(
+                    |res: &Response, latency: Duration, _span: &tracing::Span| {
+                        tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+                    },
+                ),
+        )
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+}
+
+fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("handler panicked");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+async fn payments_disabled() -> AppError {
+    AppError::unavailable(
+        "payments_disabled",
+        "payments are not enabled on this server (wechat_pay.mch_id is not set)",
+    )
+}

@@ -1,0 +1,4 @@
+//! Chat: turns, conversations and their messages.
+
+pub mod handlers;
+pub mod service;

@@ -1,0 +1,244 @@
+//! Conversations (sessions) and their messages.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use crate::error::AppResult;
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub title: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub id: String,
+    pub session_id: String,
+    pub role: String,
+    pub content: String,
+    pub model: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+}
+
+const MESSAGE_COLS: &str = "seq, id, session_id, role, content, model, status, created_at";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        session_id: r.get(2)?,
+        role: r.get(3)?,
+        content: r.get(4)?,
+        model: r.get(5)?,
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
+}
+
+pub fn find_session(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<SessionRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, title, created_at, updated_at FROM sessions WHERE id = ?1 AND user_id = ?2",
+            params![id, user_id],
+            session_row,
+        )
+        .optional()?)
+}
+
+pub fn create_session(tx: &Transaction<'_>, id: &str, user_id: &str, title: &str, now: i64) -> AppResult<()> {
+    tx.execute(
+        "INSERT INTO sessions (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, user_id, title, now],
+    )?;
+    Ok(())
+}
+
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    pub role: &'a str,
+    pub content: &'a str,
+    pub model: Option<&'a str>,
+    pub status: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub client_msg_id: Option<&'a str>,
+    pub now: i64,
+}
+
+pub fn insert_message(tx: &Transaction<'_>, m: &NewMessage<'_>) -> AppResult<i64> {
+    tx.execute(
+        "INSERT INTO messages (id, session_id, user_id, role, content, model, status, reply_to,
+                               client_msg_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            m.id,
+            m.session_id,
+            m.user_id,
+            m.role,
+            m.content,
+            m.model,
+            m.status,
+            m.reply_to,
+            m.client_msg_id,
+            m.now
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub fn find_message(conn: &Connection, id: &str) -> AppResult<Option<MessageRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"),
+            [id],
+            message_row,
+        )
+        .optional()?)
+}
+
+/// The reply to an earlier request carrying the same client_msg_id.
+pub fn reply_for_client_msg(
+    conn: &Connection,
+    user_id: &str,
+    client_msg_id: &str,
+) -> AppResult<Option<MessageRow>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE reply_to = (
+                     SELECT id FROM messages WHERE user_id = ?1 AND client_msg_id = ?2)"
+            ),
+            params![user_id, client_msg_id],
+            message_row,
+        )
+        .optional()?)
+}
+
+/// The last `limit` completed messages of the session before `before_seq`,
+/// oldest first.
+pub fn context(
+    conn: &Connection,
+    session_id: &str,
+    before_seq: i64,
+    limit: u32,
+) -> AppResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT role, content FROM messages
+         WHERE session_id = ?1 AND seq < ?2 AND status = 'complete'
+         ORDER BY seq DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![session_id, before_seq, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+pub fn complete_reply(
+    tx: &Transaction<'_>,
+    id: &str,
+    content: &str,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    now: i64,
+) -> AppResult<()> {
+    tx.execute(
+        "UPDATE messages SET content = ?2, status = 'complete', prompt_tokens = ?3,
+         completion_tokens = ?4 WHERE id = ?1",
+        params![id, content, prompt_tokens, completion_tokens],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET updated_at = ?2 WHERE id = (SELECT session_id FROM messages WHERE id = ?1)",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// Removes a turn that produced nothing (the user may retry it with the same
+/// client_msg_id), and its session when that leaves it empty.
+pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> AppResult<()> {
+    let session: Option<String> = tx
+        .query_row("SELECT session_id FROM messages WHERE id = ?1", [reply_id], |r| r.get(0))
+        .optional()?;
+    tx.execute("DELETE FROM messages WHERE id IN (?1, ?2)", params![user_msg_id, reply_id])?;
+    if let Some(s) = session {
+        tx.execute(
+            "DELETE FROM sessions WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?1)",
+            [s],
+        )?;
+    }
+    Ok(())
+}
+
+/// Replies still `generating` with no live generator (after a crash) become
+/// failed with whatever they hold, and their requests become retryable.
+pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
+    tx.execute("UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'", [reply_id])?;
+    tx.execute(
+        "UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)",
+        [reply_id],
+    )?;
+    Ok(())
+}
+
+/// The fen charged for a settled reply.
+pub fn charged_fen(conn: &Connection, reply_id: &str) -> AppResult<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT amount_fen FROM reservations WHERE message_id = ?1 AND state = 'settled' AND kind = 'paid'",
+            [reply_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Most recently active first; the cursor is the last item's (updated_at, id).
+pub fn list_sessions(
+    conn: &Connection,
+    user_id: &str,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> AppResult<Vec<SessionRow>> {
+    let (ts, id) = after.unwrap_or((i64::MAX, String::new()));
+    let mut stmt = conn.prepare(
+        "SELECT id, title, created_at, updated_at FROM sessions
+         WHERE user_id = ?1 AND (updated_at < ?2 OR (updated_at = ?2 AND id < ?3) OR ?3 = '')
+         ORDER BY updated_at DESC, id DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![user_id, ts, id, limit], session_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Newest first, strictly before `before_seq`.
+pub fn list_messages(
+    conn: &Connection,
+    session_id: &str,
+    before_seq: Option<i64>,
+    limit: u32,
+) -> AppResult<Vec<MessageRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ?1 AND seq < ?2
+         ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![session_id, before_seq.unwrap_or(i64::MAX), limit], message_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes the user's session and its messages; false when not theirs.
+pub fn delete_session(tx: &Transaction<'_>, user_id: &str, id: &str) -> AppResult<bool> {
+    Ok(tx.execute("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2", params![id, user_id])? > 0)
+}

@@ -1,0 +1,92 @@
+//! location_logs: reports, listing, erasure, retention.
+
+use rusqlite::{params, Connection, Transaction};
+
+use crate::error::AppResult;
+
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub accuracy: Option<f64>,
+    pub coord_type: &'static str,
+    pub recorded_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PointRow {
+    pub id: i64,
+    pub point: Point,
+    pub created_at: i64,
+}
+
+pub fn insert_all(tx: &Transaction<'_>, user_id: &str, points: &[Point], now: i64) -> AppResult<usize> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO location_logs (user_id, latitude, longitude, accuracy, coord_type, recorded_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for p in points {
+        stmt.execute(params![user_id, p.latitude, p.longitude, p.accuracy, p.coord_type, p.recorded_at, now])?;
+    }
+    Ok(points.len())
+}
+
+pub struct ListFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// (recorded_at, id) of the last item of the previous page
+    pub after: Option<(i64, i64)>,
+    pub limit: u32,
+}
+
+/// Newest first.
+pub fn list(conn: &Connection, user_id: &str, f: &ListFilter) -> AppResult<Vec<PointRow>> {
+    let (ts, id) = f.after.unwrap_or((i64::MAX, i64::MAX));
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, latitude, longitude, accuracy, coord_type, recorded_at, created_at FROM location_logs
+         WHERE user_id = ?1 AND recorded_at >= ?2 AND recorded_at <= ?3
+           AND (recorded_at < ?4 OR (recorded_at = ?4 AND id < ?5))
+         ORDER BY recorded_at DESC, id DESC LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![user_id, f.from.unwrap_or(i64::MIN), f.to.unwrap_or(i64::MAX), ts, id, f.limit],
+        |r| {
+            let coord: String = r.get(4)?;
+            Ok(PointRow {
+                id: r.get(0)?,
+                point: Point {
+                    latitude: r.get(1)?,
+                    longitude: r.get(2)?,
+                    accuracy: r.get(3)?,
+                    coord_type: if coord == "wgs84" { "wgs84" } else { "gcj02" },
+                    recorded_at: r.get(5)?,
+                },
+                created_at: r.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn delete_all(tx: &Transaction<'_>, user_id: &str) -> AppResult<usize> {
+    Ok(tx.execute("DELETE FROM location_logs WHERE user_id = ?1", [user_id])?)
+}
+
+/// Deletes every point recorded before `cutoff`, in batches so a large purge
+/// never holds the write lock for long.
+pub fn purge_before(conn: &mut Connection, cutoff: i64) -> AppResult<usize> {
+    let mut total = 0;
+    loop {
+        let n = crate::db::write_tx(conn, |tx| {
+            Ok(tx.execute(
+                "DELETE FROM location_logs WHERE id IN
+                   (SELECT id FROM location_logs WHERE recorded_at < ?1 LIMIT 5000)",
+                [cutoff],
+            )?)
+        })?;
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
+}

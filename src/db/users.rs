@@ -1,0 +1,83 @@
+//! Users: upsert on login, lookup for auth, account deletion.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::error::AppResult;
+use crate::ids::new_id;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub created_at: i64,
+}
+
+/// Finds the user with this openid or creates one; unionid is kept when
+/// WeChat sends it (and never erased by a login that omits it).
+pub fn upsert_by_openid(
+    tx: &Transaction<'_>,
+    openid: &str,
+    unionid: Option<&str>,
+    now: i64,
+) -> AppResult<UserRow> {
+    let existing = tx
+        .query_row(
+            "SELECT id, created_at FROM users WHERE openid = ?1",
+            [openid],
+            |r| Ok(UserRow { id: r.get(0)?, created_at: r.get(1)? }),
+        )
+        .optional()?;
+    if let Some(u) = existing {
+        tx.execute(
+            "UPDATE users SET last_login_at = ?2, unionid = COALESCE(?3, unionid) WHERE id = ?1",
+            params![u.id, now, unionid],
+        )?;
+        return Ok(u);
+    }
+    let id = new_id("usr", now);
+    tx.execute(
+        "INSERT INTO users (id, openid, unionid, created_at, last_login_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, openid, unionid, now],
+    )?;
+    Ok(UserRow { id, created_at: now })
+}
+
+/// A live (not deleted) user.
+pub fn find_active(conn: &rusqlite::Connection, id: &str) -> AppResult<Option<UserRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
+            [id],
+            |r| Ok(UserRow { id: r.get(0)?, created_at: r.get(1)? }),
+        )
+        .optional()?)
+}
+
+/// Any user, deleted or not (admin).
+pub fn exists(conn: &rusqlite::Connection, id: &str) -> AppResult<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM users WHERE id = ?1", [id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Erases the user's personal data: messages, sessions, media records and
+/// locations go; the user row stays without openid/unionid so payments and
+/// ledger rows keep an anonymous owner for accounting. Returns the object
+/// keys of the deleted media so the caller can remove the objects.
+pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec<String>> {
+    let keys: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT object_key FROM media WHERE user_id = ?1")?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    tx.execute("DELETE FROM messages WHERE user_id = ?1", [id])?;
+    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    tx.execute("DELETE FROM media WHERE user_id = ?1", [id])?;
+    tx.execute("DELETE FROM location_logs WHERE user_id = ?1", [id])?;
+    tx.execute("UPDATE payments SET payer_openid = NULL WHERE user_id = ?1", [id])?;
+    tx.execute(
+        "UPDATE users SET openid = NULL, unionid = NULL, deleted_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(keys)
+}

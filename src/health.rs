@@ -1,0 +1,39 @@
+//! GET /api/health: a real query against the database and a storage check.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/health", get(health))
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let db = state
+        .db()
+        .run(|c| Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    let storage = state.storage().health().await;
+    let db_ok = db.is_ok();
+    let storage_ok = storage.is_ok();
+    if let Err(e) = &db {
+        tracing::warn!(error = %e, "health: database check failed");
+    }
+    if let Err(e) = &storage {
+        tracing::warn!(error = %e, "health: storage check failed");
+    }
+    let ok = db_ok && storage_ok;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "db": if db_ok { "ok" } else { "error" },
+        "storage": if storage_ok { "ok" } else { "error" },
+    });
+    (status, Json(body))
+}

@@ -1,0 +1,21 @@
+//! mvp28: the backend of a WeChat mini-program AI chat product.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod ids;
+pub mod llm;
+pub mod location;
+pub mod logging;
+pub mod pagination;
+pub mod quota;
+pub mod ratelimit;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,33 @@
+//! Location reports: validation, history, erasure and retention.
+
+pub mod handlers;
+mod validate;
+
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::clock::to_ms;
+use crate::db;
+use crate::error::AppResult;
+
+/// Deletes points older than `location.retention_days`; returns the count.
+pub async fn purge_expired(state: &AppState) -> AppResult<usize> {
+    let days = i64::from(state.config().location.retention_days);
+    let cutoff = to_ms(state.now() - chrono::Duration::days(days));
+    let n = state.db().run(move |c| db::location::purge_before(c, cutoff)).await?;
+    tracing::info!(deleted = n, retention_days = days, "location retention sweep");
+    Ok(n)
+}
+
+/// Runs the retention sweep at start and then hourly.
+pub fn spawn_retention(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = purge_expired(&state).await {
+                tracing::warn!(error = %e, "location retention sweep failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,160 @@
+//! `mvp28 serve`: open everything, recover, listen, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::{self, AppState};
+use crate::clock::{to_ms, SharedClock, SystemClock};
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::storage::Storage;
+
+/// A running server (used by `serve` and by the tests).
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, waits for in-flight requests, checkpoints the WAL.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await??;
+        self.state.db().checkpoint()
+    }
+}
+
+/// Opens the database (migrating it) and seeds live settings from config.
+pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
+    let db = Db::open(Path::new(&config.database.path), config.database.pool_size)?;
+    let conn = db.conn()?;
+    db::quota::seed_settings(&conn, config.quota.free_daily, config.quota.price_fen, now)
+        .map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
+    Ok(db)
+}
+
+/// The configured secret, else the one generated into <data dir>/jwt.secret.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if !config.auth.jwt_secret.is_empty() {
+        return Ok(config.auth.jwt_secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir().join("jwt.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes; delete it to regenerate", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(config.data_dir())?;
+    let secret = crate::ids::random_hex(32);
+    write_private(&path, secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "generated a JWT secret (auth.jwt_secret is not set)");
+    Ok(secret.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, data)
+}
+
+/// Builds the state, recovers from a crash, binds and starts serving.
+pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server> {
+    let now = to_ms(clock.now());
+    let db = open_db(&config, now)?;
+    let secret = jwt_secret(&config)?;
+    let storage = Storage::local(Path::new(&config.storage.local_dir))
+        .with_context(|| format!("creating storage directory {}", config.storage.local_dir))?;
+    let bind: SocketAddr = config.server.bind.parse()?;
+    let dev = config.dev_login_enabled();
+    let pay = !config.wechat_pay.mch_id.is_empty();
+    let (state, warnings) = AppState::new(config, db, clock, &secret, storage);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if dev {
+        tracing::warn!("dev login is ON: anyone can log in with code \"dev:<name>\" (set wechat.app_id, or auth.dev_login = false)");
+    }
+    if !pay {
+        tracing::warn!("WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503");
+    }
+    let recovered = {
+        let db = state.db().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            crate::chat::service::recover_orphans(&mut conn, now).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .await??
+    };
+    if recovered > 0 {
+        tracing::warn!(count = recovered, "released reservations left by an unclean shutdown");
+    }
+    let listener = TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let addr = listener.local_addr()?;
+    crate::ratelimit::spawn_shrinker(state.clone());
+    crate::location::spawn_retention(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
+    Ok(Server { addr, state, shutdown: Some(tx), handle })
+}
+
+/// `mvp28 serve` until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = start(config, Arc::new(SystemClock)).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.stop().await?;
+    tracing::info!("stopped cleanly (WAL checkpointed)");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
