@@ -561,6 +561,11 @@ fn write_toml(out: &mut String, prefix: &str, value: &figment::value::Value) {
     let is_table_array =
         |v: &Value| matches!(v, Value::Array(_, a) if !a.is_empty() && a.iter().all(is_table));
     for (k, v) in dict.iter().filter(|(_, v)| !is_table(v) && !is_table_array(v)) {
+        if matches!(v, Value::Empty(..)) {
+            // An unset optional key (TOML has no null).
+            out.push_str(&format!("# {k} is unset\n"));
+            continue;
+        }
         out.push_str(&format!("{k} = {}\n", scalar(v)));
     }
     for (k, v) in dict.iter().filter(|(_, v)| is_table(v)) {
@@ -585,9 +590,10 @@ fn scalar(v: &figment::value::Value) -> String {
         Value::String(_, s) => serde_json::to_string(s).unwrap_or_default(),
         Value::Array(_, a) => format!("[{}]", a.iter().map(scalar).collect::<Vec<_>>().join(", ")),
         Value::Bool(_, b) => b.to_string(),
-        Value::Num(_, n) => match n.to_i128() {
-            Some(i) => i.to_string(),
-            None => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
+        Value::Num(_, n) => match (n.to_i128(), n.to_u128()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(u)) => u.to_string(),
+            (None, None) => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
         },
         Value::Char(_, c) => format!("\"{c}\""),
         Value::Empty(..) | Value::Dict(..) => "\"\"".into(),
@@ -727,6 +733,7 @@ struct EnvFromMap {
 impl EnvFromMap {
     fn new(vars: &HashMap<String, String>) -> Self {
         use figment::value::{Dict, Value};
+        let defaults = Value::serialize(Config::default()).expect("config serializes");
         let mut dict = Dict::new();
         for (k, v) in vars {
             let Some(rest) = k.strip_prefix("MVP28_") else { continue };
@@ -734,7 +741,15 @@ impl EnvFromMap {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            let value: Value = v.parse().unwrap_or_else(|_| Value::from(v.clone()));
+            // String keys take the value verbatim (a numeric mch_id or an
+            // all-digit secret stays a string); others are parsed (numbers,
+            // booleans, arrays).
+            let is_string = matches!(defaults.find_ref(&path.join(".")), Some(Value::String(..)));
+            let value: Value = if is_string {
+                Value::from(v.clone())
+            } else {
+                v.parse().unwrap_or_else(|_| Value::from(v.clone()))
+            };
             insert_path(&mut dict, &path, value);
         }
         EnvFromMap { dict }

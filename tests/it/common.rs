@@ -1,0 +1,202 @@
+//! TestApp: the real server in-process on 127.0.0.1:0 with a temp-file
+//! database and a manual clock; plus a runner for the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use mvp28::app::AppState;
+use mvp28::clock::ManualClock;
+use mvp28::config::Config;
+use mvp28::server::{self, Server};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+pub struct TestApp {
+    server: Option<Server>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub config: Config,
+    pub dir: TempDir,
+}
+
+pub struct Builder {
+    config: Config,
+    dir: TempDir,
+    clock: ManualClock,
+}
+
+/// A test config: temp paths, a fixed JWT secret, no rate limits.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.bind = "127.0.0.1:0".into();
+    c.database.path = dir.join("mvp28.db").to_string_lossy().into();
+    c.storage.local_dir = dir.join("objects").to_string_lossy().into();
+    c.auth.jwt_secret = TEST_JWT_SECRET.into();
+    c.rate_limit.per_ip_per_minute = 0;
+    c.rate_limit.per_user_per_minute = 0;
+    c.rate_limit.login_per_ip_per_minute = 0;
+    c.rate_limit.location_per_user_per_minute = 0;
+    c
+}
+
+impl Builder {
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Starts the clock at this UTC instant (default 2026-11-25T04:00:00Z,
+    /// i.e. noon in UTC+8).
+    pub fn at(self, t: chrono::DateTime<Utc>) -> Self {
+        self.clock.set(t);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        self.config.validate().expect("test config valid");
+        let server = server::start(self.config.clone(), Arc::new(self.clock.clone()))
+            .await
+            .expect("server starts");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            server: Some(server),
+            client: reqwest::Client::new(),
+            clock: self.clock,
+            config: self.config,
+            dir: self.dir,
+        }
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> Builder {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Builder {
+            config: test_config(dir.path()),
+            dir,
+            clock: ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 4, 0, 0).unwrap()),
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.server.as_ref().expect("running").state
+    }
+
+    /// The app clock's time in unix seconds.
+    pub fn clock_now(&self) -> i64 {
+        use mvp28::clock::Clock;
+        self.clock.now().timestamp()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops (graceful) and starts again on the same database and clock.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.expect("clean stop");
+        }
+        let server = server::start(self.config.clone(), Arc::new(self.clock.clone()))
+            .await
+            .expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.expect("clean stop");
+        }
+    }
+
+    /// Dev login; returns (token, user id).
+    pub async fn login(&self, name: &str) -> (String, String) {
+        let (status, body) = self
+            .post("/api/auth/wechat", None, serde_json::json!({"code": format!("dev:{name}")}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "login failed: {body}");
+        (
+            body["token"].as_str().unwrap().to_string(),
+            body["user"]["id"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path)), token).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url(path)).json(&body), token).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.client.delete(self.url(path)), token).await
+    }
+
+    /// Runs the real binary against this app's database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_cli(self.dir.path(), args, &[("MVP28_DATABASE__PATH", &self.config.database.path)])
+    }
+}
+
+/// Asserts our error shape and returns the error object.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) -> Value {
+    assert_eq!(status.as_u16(), want_status, "unexpected status, body: {body}");
+    let err = &body["error"];
+    assert_eq!(err["code"], want_code, "unexpected code, body: {body}");
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
+    assert!(err["request_id"].as_str().is_some_and(|m| !m.is_empty()), "no request_id: {body}");
+    err.clone()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mvp28"))
+}
+
+/// The binary with a clean environment (only PATH and the given vars).
+pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
