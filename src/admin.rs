@@ -88,7 +88,9 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 Some(Ok(balance)) => println!("{user}: {fen:+} fen, balance {balance} fen"),
             }
         }
-        AdminCommand::User { command: UserCommand::Show { user } } => {
+        AdminCommand::User {
+            command: UserCommand::Show { user },
+        } => {
             if !db::users::exists(&conn, &user).map_err(err)? {
                 anyhow::bail!("no user {user}");
             }
@@ -96,8 +98,14 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let q = crate::quota::view(&conn, &user, &today).map_err(err)?;
             let state = repo::quota_state(&conn, &user, &today).map_err(err)?;
             println!("user {user}");
-            println!("  free today   {}/{} used ({today})", q.free_used_today, q.free_limit);
-            println!("  balance      {} fen ({} held)", state.balance_fen, state.held_fen);
+            println!(
+                "  free today   {}/{} used ({today})",
+                q.free_used_today, q.free_limit
+            );
+            println!(
+                "  balance      {} fen ({} held)",
+                state.balance_fen, state.held_fen
+            );
             println!("  price        {} fen", q.price_fen);
             println!("  last ledger rows:");
             for r in repo::ledger_tail(&conn, &user, 10).map_err(err)? {
@@ -123,7 +131,10 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                         m.user_id, m.balance_fen, m.ledger_sum
                     );
                 }
-                println!("audit FAILED: {} of {checked} balances differ", mismatches.len());
+                println!(
+                    "audit FAILED: {} of {checked} balances differ",
+                    mismatches.len()
+                );
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -12,7 +12,9 @@ use axum::{middleware, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -44,7 +46,13 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, clock: SharedClock, jwt_secret: &[u8], storage: Storage) -> (AppState, Vec<String>) {
+    pub fn new(
+        config: Config,
+        db: Db,
+        clock: SharedClock,
+        jwt_secret: &[u8],
+        storage: Storage,
+    ) -> (AppState, Vec<String>) {
         let (llm, warnings) = Llm::from_config(&config.llm);
         let state = AppState {
             inner: Arc::new(Inner {
@@ -97,7 +105,9 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _req: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::ids::random_hex(8)).ok().map(RequestId::new)
+        HeaderValue::from_str(&crate::ids::random_hex(8))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -108,7 +118,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::chat::handlers::router())
         .merge(crate::location::handlers::router())
         .route("/api/pay/{*rest}", any(payments_disabled))
-        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ));
     let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     Router::new()
         .merge(crate::health::router())
@@ -116,7 +129,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(error::envelope))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -133,11 +149,13 @@ pub fn router(state: AppState) -> Router {
                         path = %req.uri().path(), user_id = tracing::field::Empty)
                 })
                 .on_request(())
-                .on_response(
-                    |res: &Response, latency: Duration, _span: &tracing::Span| {
-                        tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
-                    },
-                ),
+                .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(
+                        status = res.status().as_u16(),
+                        latency_ms = latency.as_millis() as u64,
+                        "response"
+                    );
+                }),
         )
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
 }
@@ -150,6 +168,6 @@ fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Bod
 async fn payments_disabled() -> AppError {
     AppError::unavailable(
         "payments_disabled",
-        "payments are not enabled on this server (wechat_pay.mch_id is not set)",
+        "payments are not enabled on this server",
     )
 }

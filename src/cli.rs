@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "mvp28", version, about = "WeChat mini-program AI chat backend in one binary")]
+#[command(
+    name = "mvp28",
+    version,
+    about = "WeChat mini-program AI chat backend in one binary"
+)]
 pub struct Cli {
     /// Config file (default: ./config.toml when present). Environment
     /// variables MVP28_SECTION__KEY and the original deployment's names
@@ -68,7 +72,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 .map(|_| ExitCode::SUCCESS)
         }
         Command::Migrate { status } => migrate(&config, status),
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             print!("{}", config.redacted_toml());
             eprintln!("config ok");
             Ok(ExitCode::SUCCESS)

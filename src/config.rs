@@ -319,8 +319,16 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
 
 /// Every secret: (config key, its `MVP28_` env name, its original env name).
 const SECRETS: &[(&str, &str, Option<&str>)] = &[
-    ("auth.jwt_secret", "MVP28_AUTH__JWT_SECRET", Some("JWT_SECRET")),
-    ("wechat.app_secret", "MVP28_WECHAT__APP_SECRET", Some("WECHAT_SECRET")),
+    (
+        "auth.jwt_secret",
+        "MVP28_AUTH__JWT_SECRET",
+        Some("JWT_SECRET"),
+    ),
+    (
+        "wechat.app_secret",
+        "MVP28_WECHAT__APP_SECRET",
+        Some("WECHAT_SECRET"),
+    ),
     (
         "wechat_pay.api_v3_key",
         "MVP28_WECHAT_PAY__API_V3_KEY",
@@ -423,16 +431,27 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server
-            .bind
-            .parse::<SocketAddr>()
-            .map_err(|e| bad("server.bind", format!("{:?} is not host:port ({e})", self.server.bind)))?;
+        self.server.bind.parse::<SocketAddr>().map_err(|e| {
+            bad(
+                "server.bind",
+                format!("{:?} is not host:port ({e})", self.server.bind),
+            )
+        })?;
         for p in &self.server.trusted_proxies {
-            p.parse::<IpAddr>()
-                .map_err(|_| bad("server.trusted_proxies", format!("{p:?} is not an IP address")))?;
+            p.parse::<IpAddr>().map_err(|_| {
+                bad(
+                    "server.trusted_proxies",
+                    format!("{p:?} is not an IP address"),
+                )
+            })?;
         }
-        if !(self.server.public_url.starts_with("http://") || self.server.public_url.starts_with("https://")) {
-            return Err(bad("server.public_url", "must start with http:// or https://"));
+        if !(self.server.public_url.starts_with("http://")
+            || self.server.public_url.starts_with("https://"))
+        {
+            return Err(bad(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
         }
         if self.server.request_timeout_secs == 0 {
             return Err(bad("server.request_timeout_secs", "must be > 0"));
@@ -452,13 +471,19 @@ impl Config {
             return Err(bad("database.pool_size", "must be > 0"));
         }
         if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
-            return Err(bad("auth.jwt_secret", "must be at least 32 bytes (or empty to generate one)"));
+            return Err(bad(
+                "auth.jwt_secret",
+                "must be at least 32 bytes (or empty to generate one)",
+            ));
         }
         if self.auth.token_ttl_secs < 60 {
             return Err(bad("auth.token_ttl_secs", "must be >= 60"));
         }
         if !self.wechat.app_id.is_empty() && self.wechat.app_secret.is_empty() {
-            return Err(bad("wechat.app_secret", "required when wechat.app_id is set"));
+            return Err(bad(
+                "wechat.app_secret",
+                "required when wechat.app_id is set",
+            ));
         }
         check_url("wechat.api_base", &self.wechat.api_base)?;
         self.validate_llm()?;
@@ -500,7 +525,10 @@ impl Config {
                 return Err(bad(&key("name"), "must be non-empty and unique"));
             }
             if !matches!(p.kind.as_str(), "openai" | "echo") {
-                return Err(bad(&key("kind"), format!("{:?} is not openai or echo", p.kind)));
+                return Err(bad(
+                    &key("kind"),
+                    format!("{:?} is not openai or echo", p.kind),
+                ));
             }
             if p.kind == "openai" {
                 check_url(&key("base_url"), &p.base_url)?;
@@ -560,7 +588,10 @@ fn write_toml(out: &mut String, prefix: &str, value: &figment::value::Value) {
     let is_table = |v: &Value| matches!(v, Value::Dict(..));
     let is_table_array =
         |v: &Value| matches!(v, Value::Array(_, a) if !a.is_empty() && a.iter().all(is_table));
-    for (k, v) in dict.iter().filter(|(_, v)| !is_table(v) && !is_table_array(v)) {
+    for (k, v) in dict
+        .iter()
+        .filter(|(_, v)| !is_table(v) && !is_table_array(v))
+    {
         if matches!(v, Value::Empty(..)) {
             // An unset optional key (TOML has no null).
             out.push_str(&format!("# {k} is unset\n"));
@@ -569,12 +600,20 @@ fn write_toml(out: &mut String, prefix: &str, value: &figment::value::Value) {
         out.push_str(&format!("{k} = {}\n", scalar(v)));
     }
     for (k, v) in dict.iter().filter(|(_, v)| is_table(v)) {
-        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         out.push_str(&format!("\n[{name}]\n"));
         write_toml(out, &name, v);
     }
     for (k, v) in dict.iter().filter(|(_, v)| is_table_array(v)) {
-        let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         if let Value::Array(_, items) = v {
             for item in items {
                 out.push_str(&format!("\n[[{name}]]\n"));
@@ -689,7 +728,10 @@ fn legacy_env(env: &HashMap<String, String>) -> Result<serde_json::Value, Config
 /// `sqlite:PATH`, `sqlite://PATH` or a plain path; anything else is refused.
 pub fn database_path(url: &str) -> Result<String, ConfigError> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("postgres:") || lower.starts_with("postgresql:") || lower.starts_with("mysql:") {
+    if lower.starts_with("postgres:")
+        || lower.starts_with("postgresql:")
+        || lower.starts_with("mysql:")
+    {
         return Err(bad(
             "database.path (DATABASE_URL)",
             "this binary stores data in SQLite; give a sqlite: URL or a file path, not a server URL",
@@ -736,7 +778,9 @@ impl EnvFromMap {
         let defaults = Value::serialize(Config::default()).expect("config serializes");
         let mut dict = Dict::new();
         for (k, v) in vars {
-            let Some(rest) = k.strip_prefix("MVP28_") else { continue };
+            let Some(rest) = k.strip_prefix("MVP28_") else {
+                continue;
+            };
             if rest.to_ascii_lowercase().ends_with("_file") {
                 continue;
             }

@@ -28,7 +28,11 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         tracing::warn!(error = %e, "health: storage check failed");
     }
     let ok = db_ok && storage_ok;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),

@@ -20,7 +20,10 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(AppError::validation("limit", format!("must be 1-{MAX_LIMIT}"))),
+            Some(_) => Err(AppError::validation(
+                "limit",
+                format!("must be 1-{MAX_LIMIT}"),
+            )),
         }
     }
 
@@ -41,9 +44,18 @@ pub fn cursor(a: i64, b: &str) -> String {
 
 /// Fetch `limit + 1` rows, pass them here: the extra row only says there is
 /// a next page.
-pub fn page<T>(mut rows: Vec<T>, limit: u32, to_cursor: impl Fn(&T) -> String, to_json: impl Fn(&T) -> Value) -> Value {
+pub fn page<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    to_cursor: impl Fn(&T) -> String,
+    to_json: impl Fn(&T) -> Value,
+) -> Value {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next = if more { rows.last().map(&to_cursor) } else { None };
+    let next = if more {
+        rows.last().map(&to_cursor)
+    } else {
+        None
+    };
     json!({"items": rows.iter().map(to_json).collect::<Vec<_>>(), "next_cursor": next})
 }

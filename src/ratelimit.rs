@@ -45,7 +45,10 @@ impl RateLimits {
             per_user: limiter(cfg.per_user_per_minute),
             login_per_ip: limiter(cfg.login_per_ip_per_minute),
             location_per_user: limiter(cfg.location_per_user_per_minute),
-            trusted: trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+            trusted: trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
         }
     }
 
@@ -107,7 +110,10 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
     let ip = limits.client_ip(peer, xff);
     let path = req.uri().path();
     let bucket = if path.starts_with("/api/auth/") && req.method() == Method::POST {

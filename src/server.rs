@@ -51,13 +51,17 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     let path = config.data_dir().join("jwt.secret");
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => anyhow::bail!("{} is shorter than 32 bytes; delete it to regenerate", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is shorter than 32 bytes; delete it to regenerate",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     std::fs::create_dir_all(config.data_dir())?;
     let secret = crate::ids::random_hex(32);
-    write_private(&path, secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, secret.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::warn!(path = %path.display(), "generated a JWT secret (auth.jwt_secret is not set)");
     Ok(secret.into_bytes())
 }
@@ -97,23 +101,34 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     if dev {
         tracing::warn!("dev login is ON: anyone can log in with code \"dev:<name>\" (set wechat.app_id, or auth.dev_login = false)");
     }
-    if !pay {
+    if pay {
+        tracing::warn!("wechat_pay is configured, but this build does not take payments yet: /api/pay/* answers 503");
+    } else {
         tracing::warn!("WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503");
     }
     let recovered = {
         let db = state.db().clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
-            crate::chat::service::recover_orphans(&mut conn, now).map_err(|e| anyhow::anyhow!("{e}"))
+            crate::chat::service::recover_orphans(&mut conn, now)
+                .map_err(|e| anyhow::anyhow!("{e}"))
         })
         .await??
     };
     if recovered > 0 {
-        tracing::warn!(count = recovered, "released reservations left by an unclean shutdown");
+        tracing::warn!(
+            count = recovered,
+            "released reservations left by an unclean shutdown"
+        );
     }
-    let listener = TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
     crate::ratelimit::spawn_shrinker(state.clone());
+    if let Err(e) = crate::location::purge_expired(&state).await {
+        tracing::warn!(error = %e, "location retention sweep failed");
+    }
     crate::location::spawn_retention(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -125,7 +140,12 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
             .await
     });
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
-    Ok(Server { addr, state, shutdown: Some(tx), handle })
+    Ok(Server {
+        addr,
+        state,
+        shutdown: Some(tx),
+        handle,
+    })
 }
 
 /// `mvp28 serve` until SIGTERM/SIGINT.

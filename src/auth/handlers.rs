@@ -36,7 +36,10 @@ fn token_body(state: &AppState, user_id: &str, created_at: i64) -> Value {
     })
 }
 
-async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> AppResult<Json<Value>> {
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> AppResult<Json<Value>> {
     let code = req.code.trim();
     if code.is_empty() || code.len() > 256 {
         return Err(AppError::validation("code", "must be 1-256 characters"));
@@ -45,7 +48,9 @@ async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest
     let now = to_ms(state.now());
     let user = state
         .db()
-        .write(move |tx| db::users::upsert_by_openid(tx, &identity.openid, identity.unionid.as_deref(), now))
+        .write(move |tx| {
+            db::users::upsert_by_openid(tx, &identity.openid, identity.unionid.as_deref(), now)
+        })
         .await?;
     tracing::info!(user_id = %user.id, "login");
     Ok(Json(token_body(&state, &user.id, user.created_at)))
@@ -58,7 +63,10 @@ async fn refresh(State(state): State<AppState>, user: AuthUser) -> Json<Value> {
 async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Value>> {
     let today = state.today();
     let uid = user.id.clone();
-    let q = state.db().run(move |c| quota::view(c, &uid, &today)).await?;
+    let q = state
+        .db()
+        .run(move |c| quota::view(c, &uid, &today))
+        .await?;
     Ok(Json(json!({
         "user": {"id": user.id, "created_at": rfc3339(user.created_at)},
         "quota": q,

@@ -42,7 +42,10 @@ impl LoginProviders {
         let wechat = (!cfg.wechat.app_id.is_empty()).then(|| WechatLogin {
             app_id: cfg.wechat.app_id.clone(),
             app_secret: cfg.wechat.app_secret.clone(),
-            url: format!("{}/sns/jscode2session", cfg.wechat.api_base.trim_end_matches('/')),
+            url: format!(
+                "{}/sns/jscode2session",
+                cfg.wechat.api_base.trim_end_matches('/')
+            ),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(cfg.wechat.timeout_secs))
                 .build()
@@ -66,7 +69,9 @@ impl LoginProviders {
         }
         match &self.wechat {
             Some(w) => w.code2session(code).await,
-            None => Err(invalid_code("dev login expects a code of the form dev:<name>")),
+            None => Err(invalid_code(
+                "dev login expects a code of the form dev:<name>",
+            )),
         }
     }
 }
@@ -78,9 +83,14 @@ fn invalid_code(msg: impl Into<String>) -> AppError {
 fn dev_identity(name: &str) -> Result<Identity, AppError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !ok {
-        return Err(AppError::validation("code", "dev:<name> needs 1-64 of [A-Za-z0-9-_.]"));
+        return Err(AppError::validation(
+            "code",
+            "dev:<name> needs 1-64 of [A-Za-z0-9-_.]",
+        ));
     }
     Ok(Identity {
         openid: format!("dev:{name}"),
@@ -105,8 +115,15 @@ impl WechatLogin {
         let status = res.status();
         let body = res.bytes().await.map_err(|e| wechat_unreachable(&e))?;
         let parsed: Code2Session = serde_json::from_slice(&body).map_err(|_| {
-            tracing::warn!(http_status = status.as_u16(), "jscode2session answered non-JSON");
-            AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", "WeChat login answered an unreadable body")
+            tracing::warn!(
+                http_status = status.as_u16(),
+                "jscode2session answered non-JSON"
+            );
+            AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "WeChat login answered an unreadable body",
+            )
         })?;
         match parsed.errcode.unwrap_or(0) {
             0 => match parsed.openid.filter(|o| !o.is_empty()) {
@@ -139,9 +156,17 @@ impl WechatLogin {
 
 fn wechat_unreachable(e: &reqwest::Error) -> AppError {
     // The URL carries the app secret: never let it reach a log or a client.
-    let kind = if e.is_timeout() { "timed out" } else { "could not be reached" };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else {
+        "could not be reached"
+    };
     tracing::warn!(error = %e.without_url_ref(), "jscode2session {kind}");
-    AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("WeChat login {kind}"))
+    AppError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!("WeChat login {kind}"),
+    )
 }
 
 trait WithoutUrlRef {

@@ -32,7 +32,11 @@ struct ChatRequest {
     client_msg_id: Option<String>,
 }
 
-async fn chat(State(state): State<AppState>, user: AuthUser, ApiJson(req): ApiJson<ChatRequest>) -> AppResult<Json<Value>> {
+async fn chat(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> AppResult<Json<Value>> {
     let input = ChatInput {
         message: req.message,
         model: req.model,
@@ -88,7 +92,11 @@ async fn list_messages(
     let more = rows.len() > limit as usize;
     let mut rows = rows;
     rows.truncate(limit as usize);
-    let next = if more { rows.last().map(|m| cursor(m.seq, "m")) } else { None };
+    let next = if more {
+        rows.last().map(|m| cursor(m.seq, "m"))
+    } else {
+        None
+    };
     rows.reverse();
     Ok(Json(json!({
         "items": rows.iter().map(message_json).collect::<Vec<_>>(),
@@ -96,8 +104,15 @@ async fn list_messages(
     })))
 }
 
-async fn delete_session(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> AppResult<StatusCode> {
-    let deleted = state.db().write(move |tx| repo::delete_session(tx, &user.id, &id)).await?;
+async fn delete_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let deleted = state
+        .db()
+        .write(move |tx| repo::delete_session(tx, &user.id, &id))
+        .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {

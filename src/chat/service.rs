@@ -79,12 +79,18 @@ pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResul
     if message.chars().count() > state.config().llm.max_message_chars {
         return Err(AppError::validation(
             "message",
-            format!("longer than {} characters", state.config().llm.max_message_chars),
+            format!(
+                "longer than {} characters",
+                state.config().llm.max_message_chars
+            ),
         ));
     }
     if let Some(c) = &input.client_msg_id {
         if c.is_empty() || c.len() > 128 {
-            return Err(AppError::validation("client_msg_id", "must be 1-128 characters"));
+            return Err(AppError::validation(
+                "client_msg_id",
+                "must be 1-128 characters",
+            ));
         }
     }
     let (model, provider) = state.llm().resolve(input.model.as_deref())?;
@@ -111,13 +117,26 @@ async fn run_turn(
     let mut messages = Vec::with_capacity(turn.context.len() + 2);
     let system = &state.config().llm.system_prompt;
     if !system.is_empty() {
-        messages.push(ChatMessage { role: "system", content: system.clone() });
+        messages.push(ChatMessage {
+            role: "system",
+            content: system.clone(),
+        });
     }
     for (role, content) in turn.context.iter() {
-        let role = if role == "assistant" { "assistant" } else { "user" };
-        messages.push(ChatMessage { role, content: content.clone() });
+        let role = if role == "assistant" {
+            "assistant"
+        } else {
+            "user"
+        };
+        messages.push(ChatMessage {
+            role,
+            content: content.clone(),
+        });
     }
-    messages.push(ChatMessage { role: "user", content: message });
+    messages.push(ChatMessage {
+        role: "user",
+        content: message,
+    });
     let req = LlmRequest { model, messages };
     let result = provider.complete(&req).await;
 
@@ -126,7 +145,11 @@ async fn run_turn(
     let uid = user_id.to_string();
     match result {
         Ok(reply) => {
-            let Turn { session_id, reply_id, .. } = turn;
+            let Turn {
+                session_id,
+                reply_id,
+                ..
+            } = turn;
             state
                 .db()
                 .write(move |tx| {
@@ -155,7 +178,11 @@ async fn run_turn(
                 .await
         }
         Err(e) => {
-            let Turn { user_msg_id, reply_id, .. } = turn;
+            let Turn {
+                user_msg_id,
+                reply_id,
+                ..
+            } = turn;
             state
                 .db()
                 .write(move |tx| {
@@ -192,9 +219,11 @@ async fn begin(
                 }
             }
             let session_id = match &input.session_id {
-                Some(id) => repo::find_session(tx, &uid, id)?
-                    .ok_or_else(|| AppError::not_found("session"))?
-                    .id,
+                Some(id) => {
+                    repo::find_session(tx, &uid, id)?
+                        .ok_or_else(|| AppError::not_found("session"))?
+                        .id
+                }
                 None => {
                     let id = new_id("ses", now);
                     repo::create_session(tx, &id, &uid, &title_of(&message), now)?;
@@ -247,7 +276,12 @@ async fn begin(
         .await
 }
 
-fn replay(conn: &rusqlite::Connection, user_id: &str, today: &str, reply: MessageRow) -> AppResult<ChatOutcome> {
+fn replay(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    today: &str,
+    reply: MessageRow,
+) -> AppResult<ChatOutcome> {
     if reply.status == "generating" {
         return Err(AppError::conflict(
             "a request with this client_msg_id is still being answered; retry shortly",

@@ -58,7 +58,13 @@ pub fn find_session(conn: &Connection, user_id: &str, id: &str) -> AppResult<Opt
         .optional()?)
 }
 
-pub fn create_session(tx: &Transaction<'_>, id: &str, user_id: &str, title: &str, now: i64) -> AppResult<()> {
+pub fn create_session(
+    tx: &Transaction<'_>,
+    id: &str,
+    user_id: &str,
+    title: &str,
+    now: i64,
+) -> AppResult<()> {
     tx.execute(
         "INSERT INTO sessions (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id, user_id, title, now],
@@ -141,7 +147,9 @@ pub fn context(
          WHERE session_id = ?1 AND seq < ?2 AND status = 'complete'
          ORDER BY seq DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![session_id, before_seq, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![session_id, before_seq, limit], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     let mut out: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
@@ -171,9 +179,16 @@ pub fn complete_reply(
 /// client_msg_id), and its session when that leaves it empty.
 pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> AppResult<()> {
     let session: Option<String> = tx
-        .query_row("SELECT session_id FROM messages WHERE id = ?1", [reply_id], |r| r.get(0))
+        .query_row(
+            "SELECT session_id FROM messages WHERE id = ?1",
+            [reply_id],
+            |r| r.get(0),
+        )
         .optional()?;
-    tx.execute("DELETE FROM messages WHERE id IN (?1, ?2)", params![user_msg_id, reply_id])?;
+    tx.execute(
+        "DELETE FROM messages WHERE id IN (?1, ?2)",
+        params![user_msg_id, reply_id],
+    )?;
     if let Some(s) = session {
         tx.execute(
             "DELETE FROM sessions WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?1)",
@@ -186,7 +201,10 @@ pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> 
 /// Replies still `generating` with no live generator (after a crash) become
 /// failed with whatever they hold, and their requests become retryable.
 pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
-    tx.execute("UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'", [reply_id])?;
+    tx.execute(
+        "UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'",
+        [reply_id],
+    )?;
     tx.execute(
         "UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)",
         [reply_id],
@@ -234,11 +252,17 @@ pub fn list_messages(
         "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ?1 AND seq < ?2
          ORDER BY seq DESC LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![session_id, before_seq.unwrap_or(i64::MAX), limit], message_row)?;
+    let rows = stmt.query_map(
+        params![session_id, before_seq.unwrap_or(i64::MAX), limit],
+        message_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Deletes the user's session and its messages; false when not theirs.
 pub fn delete_session(tx: &Transaction<'_>, user_id: &str, id: &str) -> AppResult<bool> {
-    Ok(tx.execute("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2", params![id, user_id])? > 0)
+    Ok(tx.execute(
+        "DELETE FROM sessions WHERE id = ?1 AND user_id = ?2",
+        params![id, user_id],
+    )? > 0)
 }

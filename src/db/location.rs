@@ -20,13 +20,26 @@ pub struct PointRow {
     pub created_at: i64,
 }
 
-pub fn insert_all(tx: &Transaction<'_>, user_id: &str, points: &[Point], now: i64) -> AppResult<usize> {
+pub fn insert_all(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    points: &[Point],
+    now: i64,
+) -> AppResult<usize> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO location_logs (user_id, latitude, longitude, accuracy, coord_type, recorded_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for p in points {
-        stmt.execute(params![user_id, p.latitude, p.longitude, p.accuracy, p.coord_type, p.recorded_at, now])?;
+        stmt.execute(params![
+            user_id,
+            p.latitude,
+            p.longitude,
+            p.accuracy,
+            p.coord_type,
+            p.recorded_at,
+            now
+        ])?;
     }
     Ok(points.len())
 }
@@ -49,7 +62,14 @@ pub fn list(conn: &Connection, user_id: &str, f: &ListFilter) -> AppResult<Vec<P
          ORDER BY recorded_at DESC, id DESC LIMIT ?6",
     )?;
     let rows = stmt.query_map(
-        params![user_id, f.from.unwrap_or(i64::MIN), f.to.unwrap_or(i64::MAX), ts, id, f.limit],
+        params![
+            user_id,
+            f.from.unwrap_or(i64::MIN),
+            f.to.unwrap_or(i64::MAX),
+            ts,
+            id,
+            f.limit
+        ],
         |r| {
             let coord: String = r.get(4)?;
             Ok(PointRow {

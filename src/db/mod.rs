@@ -67,7 +67,10 @@ impl Db {
             let conn = pool.get()?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                bail!("database {} could not be put in WAL mode (got {mode})", path.display());
+                bail!(
+                    "database {} could not be put in WAL mode (got {mode})",
+                    path.display()
+                );
             }
         }
         let db = Db {

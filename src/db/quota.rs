@@ -20,9 +20,14 @@ pub struct Settings {
 }
 
 /// Writes the config's values as the live settings unless already present.
-pub fn seed_settings(conn: &Connection, free_daily: i64, price_fen: i64, now: i64) -> AppResult<()> {
-    let mut stmt =
-        conn.prepare("INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)")?;
+pub fn seed_settings(
+    conn: &Connection,
+    free_daily: i64,
+    price_fen: i64,
+    now: i64,
+) -> AppResult<()> {
+    let mut stmt = conn
+        .prepare("INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)")?;
     stmt.execute(params![FREE_DAILY, free_daily, now])?;
     stmt.execute(params![PRICE_FEN, price_fen, now])?;
     Ok(())
@@ -31,7 +36,9 @@ pub fn seed_settings(conn: &Connection, free_daily: i64, price_fen: i64, now: i6
 pub fn settings(conn: &Connection) -> AppResult<Settings> {
     let get = |key: &str| -> AppResult<i64> {
         Ok(conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(0))
     };
@@ -128,7 +135,9 @@ pub fn reserve(
         )?;
         (true, s.price_fen)
     } else {
-        return Ok(Err(Exhausted { price_fen: s.price_fen }));
+        return Ok(Err(Exhausted {
+            price_fen: s.price_fen,
+        }));
     };
     let id = new_id("rsv", now);
     tx.execute(
@@ -136,7 +145,11 @@ pub fn reserve(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)",
         params![id, user_id, message_id, if paid { "paid" } else { "free" }, amount, today, now],
     )?;
-    Ok(Ok(Reservation { id, paid, amount_fen: amount }))
+    Ok(Ok(Reservation {
+        id,
+        paid,
+        amount_fen: amount,
+    }))
 }
 
 struct Held {
@@ -169,7 +182,9 @@ fn held_for(tx: &Transaction<'_>, message_id: &str) -> AppResult<Option<Held>> {
 /// Turns the hold for `message_id` into a charge (one ledger row for a paid
 /// message). Returns the fen charged; 0 when nothing was held.
 pub fn settle(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<i64> {
-    let Some(h) = held_for(tx, message_id)? else { return Ok(0) };
+    let Some(h) = held_for(tx, message_id)? else {
+        return Ok(0);
+    };
     if h.paid && h.amount_fen > 0 {
         tx.execute(
             "UPDATE user_quotas SET balance_fen = balance_fen - ?2, held_fen = held_fen - ?2,
@@ -188,7 +203,9 @@ pub fn settle(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<i64
 /// Gives back what `message_id` held: the free message (if its day is still
 /// the counted day) or the held fen. Nothing touches the ledger.
 pub fn release(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<()> {
-    let Some(h) = held_for(tx, message_id)? else { return Ok(()) };
+    let Some(h) = held_for(tx, message_id)? else {
+        return Ok(());
+    };
     if h.paid {
         tx.execute(
             "UPDATE user_quotas SET held_fen = held_fen - ?2, updated_at = ?3 WHERE user_id = ?1",
@@ -259,7 +276,10 @@ pub fn grant(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if q.0 + fen < q.1 {
-        return Ok(Err(Insufficient { balance_fen: q.0, held_fen: q.1 }));
+        return Ok(Err(Insufficient {
+            balance_fen: q.0,
+            held_fen: q.1,
+        }));
     }
     tx.execute(
         "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",

@@ -23,7 +23,12 @@ pub fn upsert_by_openid(
         .query_row(
             "SELECT id, created_at FROM users WHERE openid = ?1",
             [openid],
-            |r| Ok(UserRow { id: r.get(0)?, created_at: r.get(1)? }),
+            |r| {
+                Ok(UserRow {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            },
         )
         .optional()?;
     if let Some(u) = existing {
@@ -38,7 +43,10 @@ pub fn upsert_by_openid(
         "INSERT INTO users (id, openid, unionid, created_at, last_login_at) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id, openid, unionid, now],
     )?;
-    Ok(UserRow { id, created_at: now })
+    Ok(UserRow {
+        id,
+        created_at: now,
+    })
 }
 
 /// A live (not deleted) user.
@@ -47,7 +55,12 @@ pub fn find_active(conn: &rusqlite::Connection, id: &str) -> AppResult<Option<Us
         .query_row(
             "SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
             [id],
-            |r| Ok(UserRow { id: r.get(0)?, created_at: r.get(1)? }),
+            |r| {
+                Ok(UserRow {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                })
+            },
         )
         .optional()?)
 }
@@ -74,7 +87,10 @@ pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec
     tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
     tx.execute("DELETE FROM media WHERE user_id = ?1", [id])?;
     tx.execute("DELETE FROM location_logs WHERE user_id = ?1", [id])?;
-    tx.execute("UPDATE payments SET payer_openid = NULL WHERE user_id = ?1", [id])?;
+    tx.execute(
+        "UPDATE payments SET payer_openid = NULL WHERE user_id = ?1",
+        [id],
+    )?;
     tx.execute(
         "UPDATE users SET openid = NULL, unionid = NULL, deleted_at = ?2 WHERE id = ?1",
         params![id, now],

@@ -8,7 +8,9 @@ pub struct EchoProvider {
 
 impl EchoProvider {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_string() }
+        Self {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -27,7 +29,11 @@ impl Provider for EchoProvider {
                 .map(|m| m.content.as_str())
                 .unwrap_or("");
             let content = format!("echo: {last}");
-            let prompt: usize = req.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+            let prompt: usize = req
+                .messages
+                .iter()
+                .map(|m| m.content.split_whitespace().count())
+                .sum();
             Ok(LlmReply {
                 completion_tokens: Some(content.split_whitespace().count() as i64),
                 prompt_tokens: Some(prompt as i64),

@@ -40,7 +40,10 @@ pub enum LlmError {
     Timeout,
     /// Connection failures, 429, 5xx, unusable bodies. `detail` is for logs
     /// (already free of the API key), never for clients.
-    Upstream { status: Option<u16>, detail: String },
+    Upstream {
+        status: Option<u16>,
+        detail: String,
+    },
 }
 
 impl LlmError {
@@ -57,7 +60,9 @@ impl LlmError {
             LlmError::Upstream { status, detail } => {
                 tracing::warn!(provider, status, detail = %detail, "upstream failed");
                 let msg = match status {
-                    Some(s) => format!("the model provider failed (HTTP {s}); you were not charged"),
+                    Some(s) => {
+                        format!("the model provider failed (HTTP {s}); you were not charged")
+                    }
                     None => "the model provider could not be reached; you were not charged".into(),
                 };
                 AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", msg)
@@ -101,7 +106,9 @@ impl Llm {
                 _ => Arc::new(OpenAiProvider::new(p)),
             };
             for m in &p.models {
-                by_model.entry(m.clone()).or_insert_with(|| provider.clone());
+                by_model
+                    .entry(m.clone())
+                    .or_insert_with(|| provider.clone());
             }
         }
         if by_model.is_empty() {
@@ -125,7 +132,10 @@ impl Llm {
     }
 
     /// The model to use: the requested one if served, else the default.
-    pub fn resolve(&self, requested: Option<&str>) -> Result<(String, Arc<dyn Provider>), AppError> {
+    pub fn resolve(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<(String, Arc<dyn Provider>), AppError> {
         let model = requested.unwrap_or(&self.default_model);
         match self.by_model.get(model) {
             Some(p) => Ok((model.to_string(), p.clone())),
@@ -134,7 +144,11 @@ impl Llm {
                 known.sort();
                 Err(AppError::invalid_request(format!(
                     "model {model:?} is not offered; available: {}",
-                    known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
                 .with_code("unknown_model"))
             }

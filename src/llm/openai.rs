@@ -85,10 +85,11 @@ impl OpenAiProvider {
                 detail: self.scrub(&String::from_utf8_lossy(&bytes)),
             });
         }
-        let parsed: Completion = serde_json::from_slice(&bytes).map_err(|e| LlmError::Upstream {
-            status: Some(status.as_u16()),
-            detail: format!("unparseable completion: {e}"),
-        })?;
+        let parsed: Completion =
+            serde_json::from_slice(&bytes).map_err(|e| LlmError::Upstream {
+                status: Some(status.as_u16()),
+                detail: format!("unparseable completion: {e}"),
+            })?;
         let content = parsed
             .choices
             .into_iter()

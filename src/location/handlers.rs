@@ -21,7 +21,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/location", get(list).delete(erase))
 }
 
-async fn report(State(state): State<AppState>, user: AuthUser, ApiJson(body): ApiJson<Value>) -> AppResult<Json<Value>> {
+async fn report(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<Value>,
+) -> AppResult<Json<Value>> {
     let now = to_ms(state.now());
     let points = parse_report(&body, now)?;
     let accepted = state
@@ -42,17 +46,33 @@ struct ListQuery {
 
 fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, AppError> {
     v.map(|s| {
-        let value = s.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(s));
-        parse_time(&value).ok_or_else(|| AppError::validation(name, "must be an RFC 3339 time or unix milliseconds"))
+        let value = s
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(s));
+        parse_time(&value).ok_or_else(|| {
+            AppError::validation(name, "must be an RFC 3339 time or unix milliseconds")
+        })
     })
     .transpose()
 }
 
-async fn list(State(state): State<AppState>, user: AuthUser, Query(q): Query<ListQuery>) -> AppResult<Json<Value>> {
-    let pq = PageQuery { limit: q.limit, cursor: q.cursor };
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Json<Value>> {
+    let pq = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
     let limit = pq.limit()?;
     let after = match pq.cursor_parts()? {
-        Some((ts, id)) => Some((ts, id.parse().map_err(|_| AppError::validation("cursor", "not a cursor this server issued"))?)),
+        Some((ts, id)) => Some((
+            ts,
+            id.parse()
+                .map_err(|_| AppError::validation("cursor", "not a cursor this server issued"))?,
+        )),
         None => None,
     };
     let filter = ListFilter {
@@ -61,7 +81,10 @@ async fn list(State(state): State<AppState>, user: AuthUser, Query(q): Query<Lis
         after,
         limit: limit + 1,
     };
-    let rows = state.db().run(move |c| repo::list(c, &user.id, &filter)).await?;
+    let rows = state
+        .db()
+        .run(move |c| repo::list(c, &user.id, &filter))
+        .await?;
     Ok(Json(page(
         rows,
         limit,
@@ -81,7 +104,10 @@ async fn list(State(state): State<AppState>, user: AuthUser, Query(q): Query<Lis
 }
 
 async fn erase(State(state): State<AppState>, user: AuthUser) -> AppResult<StatusCode> {
-    let n = state.db().write(move |tx| repo::delete_all(tx, &user.id)).await?;
+    let n = state
+        .db()
+        .write(move |tx| repo::delete_all(tx, &user.id))
+        .await?;
     tracing::info!(deleted = n, "location history erased");
     Ok(StatusCode::NO_CONTENT)
 }

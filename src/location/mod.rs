@@ -14,15 +14,23 @@ use crate::error::AppResult;
 pub async fn purge_expired(state: &AppState) -> AppResult<usize> {
     let days = i64::from(state.config().location.retention_days);
     let cutoff = to_ms(state.now() - chrono::Duration::days(days));
-    let n = state.db().run(move |c| db::location::purge_before(c, cutoff)).await?;
-    tracing::info!(deleted = n, retention_days = days, "location retention sweep");
+    let n = state
+        .db()
+        .run(move |c| db::location::purge_before(c, cutoff))
+        .await?;
+    tracing::info!(
+        deleted = n,
+        retention_days = days,
+        "location retention sweep"
+    );
     Ok(n)
 }
 
-/// Runs the retention sweep at start and then hourly.
+/// Runs the retention sweep hourly (the caller runs the first one at start).
 pub fn spawn_retention(state: AppState) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let hour = Duration::from_secs(3600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
         loop {
             tick.tick().await;
             if let Err(e) = purge_expired(&state).await {

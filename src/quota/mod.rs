@@ -57,8 +57,12 @@ mod tests {
     #[test]
     fn local_day_rolls_at_local_midnight() {
         let cst = crate::config::parse_offset("+08:00").unwrap();
-        let before = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 15, 59, 59).unwrap();
-        let after = chrono::Utc.with_ymd_and_hms(2026, 11, 25, 16, 0, 0).unwrap();
+        let before = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 15, 59, 59)
+            .unwrap();
+        let after = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 16, 0, 0)
+            .unwrap();
         assert_eq!(super::local_day(before, cst), "2026-11-25");
         assert_eq!(super::local_day(after, cst), "2026-11-26");
     }

@@ -23,7 +23,8 @@ async fn wechat_app(wx: &FakeWechat) -> TestApp {
 }
 
 async fn login_code(app: &TestApp, code: &str) -> (StatusCode, Value) {
-    app.post("/api/auth/wechat", None, json!({ "code": code })).await
+    app.post("/api/auth/wechat", None, json!({ "code": code }))
+        .await
 }
 
 #[tokio::test]
@@ -34,7 +35,10 @@ async fn wechat_login_checks_params_and_repeat_logins_keep_the_user() {
     assert_eq!(s1, StatusCode::OK, "{b1}");
     let (s2, b2) = login_code(&app, "ok-openid-alice").await;
     assert_eq!(s2, StatusCode::OK);
-    assert_eq!(b1["user"]["id"], b2["user"]["id"], "same openid -> same user");
+    assert_eq!(
+        b1["user"]["id"], b2["user"]["id"],
+        "same openid -> same user"
+    );
     assert!(b1["user"]["id"].as_str().unwrap().starts_with("usr_"));
     assert!(b1["expires_at"].as_str().unwrap().ends_with('Z'));
     let (_, other) = login_code(&app, "ok-openid-bob").await;
@@ -66,7 +70,11 @@ async fn unionid_is_kept() {
     assert_eq!(b["user"]["id"], b2["user"]["id"]);
     let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
     let unionid: Option<String> = conn
-        .query_row("SELECT unionid FROM users WHERE openid = 'carol'", [], |r| r.get(0))
+        .query_row(
+            "SELECT unionid FROM users WHERE openid = 'carol'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(unionid.as_deref(), Some("u-carol"));
 }
@@ -167,7 +175,12 @@ async fn forged_tokens_are_rejected() {
     let now = app.clock_now();
     let claims = json!({"sub": uid, "iat": now, "exp": now + 3600, "iss": "mvp28"});
     let sign = |alg: Algorithm, secret: &str, claims: &Value| {
-        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     };
     // sanity: a token we forge with the right key and claims is accepted,
     // so each rejection below is down to the one thing changed
@@ -177,37 +190,72 @@ async fn forged_tokens_are_rejected() {
 
     let mut tampered = good.clone();
     let sig_start = tampered.rfind('.').unwrap() + 1;
-    let c = if &tampered[sig_start..sig_start + 1] == "A" { "B" } else { "A" };
+    let c = if &tampered[sig_start..sig_start + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     tampered.replace_range(sig_start..sig_start + 1, c);
     let payload_swapped = {
         let parts: Vec<&str> = good.split('.').collect();
-        let other = json!({"sub": "usr_someoneelse", "iat": now, "exp": now + 3600, "iss": "mvp28"});
+        let other =
+            json!({"sub": "usr_someoneelse", "iat": now, "exp": now + 3600, "iss": "mvp28"});
         format!("{}.{}.{}", parts[0], b64(&other), parts[2])
     };
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
     let cases: Vec<(&str, Option<String>)> = vec![
         ("missing", None),
         ("garbage", Some("not-a-jwt".into())),
         ("tampered signature", Some(tampered)),
         ("swapped payload", Some(payload_swapped)),
-        ("other secret", Some(sign(Algorithm::HS256, "another-secret-0123456789abcdef0123", &claims))),
+        (
+            "other secret",
+            Some(sign(
+                Algorithm::HS256,
+                "another-secret-0123456789abcdef0123",
+                &claims,
+            )),
+        ),
         ("alg none", Some(none)),
-        ("HS512", Some(sign(Algorithm::HS512, TEST_JWT_SECRET, &claims))),
+        (
+            "HS512",
+            Some(sign(Algorithm::HS512, TEST_JWT_SECRET, &claims)),
+        ),
         (
             "expired",
-            Some(sign(Algorithm::HS256, TEST_JWT_SECRET, &json!({"sub": uid, "iat": now - 7200, "exp": now - 1, "iss": "mvp28"}))),
+            Some(sign(
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+                &json!({"sub": uid, "iat": now - 7200, "exp": now - 1, "iss": "mvp28"}),
+            )),
         ),
         (
             "wrong issuer",
-            Some(sign(Algorithm::HS256, TEST_JWT_SECRET, &json!({"sub": uid, "iat": now, "exp": now + 3600, "iss": "other"}))),
+            Some(sign(
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+                &json!({"sub": uid, "iat": now, "exp": now + 3600, "iss": "other"}),
+            )),
         ),
         (
             "no exp",
-            Some(sign(Algorithm::HS256, TEST_JWT_SECRET, &json!({"sub": uid, "iat": now, "iss": "mvp28"}))),
+            Some(sign(
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+                &json!({"sub": uid, "iat": now, "iss": "mvp28"}),
+            )),
         ),
         (
             "unknown user",
-            Some(sign(Algorithm::HS256, TEST_JWT_SECRET, &json!({"sub": "usr_nobody", "iat": now, "exp": now + 3600, "iss": "mvp28"}))),
+            Some(sign(
+                Algorithm::HS256,
+                TEST_JWT_SECRET,
+                &json!({"sub": "usr_nobody", "iat": now, "exp": now + 3600, "iss": "mvp28"}),
+            )),
         ),
     ];
     for (name, token) in cases {
@@ -237,7 +285,10 @@ async fn refresh_gives_a_working_token() {
     let fresh = b["token"].as_str().unwrap().to_string();
     assert_eq!(b["user"]["id"], uid);
     app.clock.advance(chrono::Duration::days(2));
-    assert_eq!(app.get("/api/me", Some(&token)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/me", Some(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get("/api/me", Some(&fresh)).await.0, StatusCode::OK);
 }
 
@@ -245,25 +296,43 @@ async fn refresh_gives_a_working_token() {
 async fn deleting_the_account_erases_personal_data_and_keeps_the_ledger() {
     let app = TestApp::spawn().await;
     let (token, uid) = app.login("dora").await;
-    let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "300", "--reason", "promo"]);
+    let out = app.cli(&[
+        "admin", "grant", "--user", &uid, "--fen", "300", "--reason", "promo",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     app.cli(&["admin", "set-free-quota", "0"]);
-    let (s, chat) = app.post("/api/chat", Some(&token), json!({"message": "secret diary"})).await;
+    let (s, chat) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "secret diary"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{chat}");
     let (s, _) = app
-        .post("/api/location/report", Some(&token), json!({"latitude": 31.2, "longitude": 121.4}))
+        .post(
+            "/api/location/report",
+            Some(&token),
+            json!({"latitude": 31.2, "longitude": 121.4}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
 
     let (s, _) = app.delete("/api/me", Some(&token)).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/me", Some(&token)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/me", Some(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
     let count = |sql: &str| -> i64 { conn.query_row(sql, [&uid], |r| r.get(0)).unwrap() };
     assert_eq!(count("SELECT count(*) FROM messages WHERE user_id = ?1"), 0);
     assert_eq!(count("SELECT count(*) FROM sessions WHERE user_id = ?1"), 0);
-    assert_eq!(count("SELECT count(*) FROM location_logs WHERE user_id = ?1"), 0);
+    assert_eq!(
+        count("SELECT count(*) FROM location_logs WHERE user_id = ?1"),
+        0
+    );
     assert_eq!(count("SELECT count(*) FROM users WHERE id = ?1 AND openid IS NULL AND deleted_at IS NOT NULL"), 1);
     // the grant and the charge stay, anonymised, for accounting
     assert_eq!(count("SELECT count(*) FROM ledger WHERE user_id = ?1"), 2);
@@ -286,9 +355,19 @@ async fn per_user_limit_has_retry_after_and_spares_other_users() {
     for _ in 0..3 {
         assert_eq!(app.get("/api/me", Some(&alice)).await.0, StatusCode::OK);
     }
-    let res = app.client.get(app.url("/api/me")).bearer_auth(&alice).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/api/me"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");

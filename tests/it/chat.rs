@@ -34,7 +34,12 @@ async fn quota(app: &TestApp, token: &str) -> Value {
 
 fn admin(app: &TestApp, args: &[&str]) -> String {
     let out = app.cli(args);
-    assert!(out.status.success(), "admin {args:?} failed: {}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "admin {args:?} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -59,20 +64,33 @@ async fn reply_is_stored_and_context_is_sent() {
     let sid = first["session_id"].as_str().unwrap();
 
     for i in 0..3 {
-        let (s, b) = chat(&app, &token, json!({"message": format!("q{i}"), "session_id": sid, "model": "gpt-4o"})).await;
+        let (s, b) = chat(
+            &app,
+            &token,
+            json!({"message": format!("q{i}"), "session_id": sid, "model": "gpt-4o"}),
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(b["session_id"], sid);
     }
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 4);
-    assert_eq!(reqs[0].authorization.as_deref(), Some(format!("Bearer {API_KEY}").as_str()));
+    assert_eq!(
+        reqs[0].authorization.as_deref(),
+        Some(format!("Bearer {API_KEY}").as_str())
+    );
     let last = &reqs[3].body;
     assert_eq!(last["model"], "gpt-4o");
     let msgs: Vec<(String, String)> = last["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["role"].as_str().unwrap().into(), m["content"].as_str().unwrap().into()))
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().into(),
+                m["content"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     // system prompt, then the last 4 stored messages, then the new one
     let want: Vec<(String, String)> = [
@@ -92,7 +110,9 @@ async fn reply_is_stored_and_context_is_sent() {
     let (_, sessions) = app.get("/api/sessions", Some(&token)).await;
     assert_eq!(sessions["items"][0]["id"], sid);
     assert_eq!(sessions["items"][0]["title"], "first question");
-    let (_, msgs) = app.get(&format!("/api/sessions/{sid}/messages"), Some(&token)).await;
+    let (_, msgs) = app
+        .get(&format!("/api/sessions/{sid}/messages"), Some(&token))
+        .await;
     assert_eq!(msgs["items"].as_array().unwrap().len(), 8);
     assert_eq!(msgs["items"][0]["content"], "first question");
     assert_eq!(msgs["items"][7]["content"], "reply to: q2");
@@ -110,9 +130,13 @@ async fn unknown_model_and_foreign_session() {
     let sid = a["session_id"].as_str().unwrap();
     let (s, b) = chat(&app, &bob, json!({"message": "hi", "session_id": sid})).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app.get(&format!("/api/sessions/{sid}/messages"), Some(&bob)).await;
+    let (s, b) = app
+        .get(&format!("/api/sessions/{sid}/messages"), Some(&bob))
+        .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app.delete(&format!("/api/sessions/{sid}"), Some(&bob)).await;
+    let (s, b) = app
+        .delete(&format!("/api/sessions/{sid}"), Some(&bob))
+        .await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = chat(&app, &alice, json!({"message": "   "})).await;
     assert_error(s, &b, 422, "validation");
@@ -120,8 +144,15 @@ async fn unknown_model_and_foreign_session() {
     // bob's failed attempts charged nothing
     assert_eq!(quota(&app, &bob).await["free_used_today"], 0);
     // the owner can delete it
-    assert_eq!(app.delete(&format!("/api/sessions/{sid}"), Some(&alice)).await.0, StatusCode::NO_CONTENT);
-    let (s, _) = app.get(&format!("/api/sessions/{sid}/messages"), Some(&alice)).await;
+    assert_eq!(
+        app.delete(&format!("/api/sessions/{sid}"), Some(&alice))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (s, _) = app
+        .get(&format!("/api/sessions/{sid}/messages"), Some(&alice))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -130,7 +161,19 @@ async fn twentieth_is_free_twenty_first_is_charged_and_402_skips_upstream() {
     let fake = FakeOpenAi::start().await;
     let app = app_with(&fake, 5).await;
     let (token, uid) = app.login("alice").await;
-    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "150", "--reason", "test credit"]);
+    admin(
+        &app,
+        &[
+            "admin",
+            "grant",
+            "--user",
+            &uid,
+            "--fen",
+            "150",
+            "--reason",
+            "test credit",
+        ],
+    );
     for i in 1..=20 {
         let (s, b) = chat(&app, &token, json!({"message": format!("m{i}")})).await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -142,7 +185,10 @@ async fn twentieth_is_free_twenty_first_is_charged_and_402_skips_upstream() {
     assert_eq!(b["quota"]["charged_fen"], 100);
     assert_eq!(b["quota"]["balance_fen"], 50);
     let q = quota(&app, &token).await;
-    assert_eq!(q, json!({"free_limit": 20, "free_used_today": 20, "free_remaining": 0, "balance_fen": 50, "price_fen": 100}));
+    assert_eq!(
+        q,
+        json!({"free_limit": 20, "free_used_today": 20, "free_remaining": 0, "balance_fen": 50, "price_fen": 100})
+    );
 
     let calls = fake.count();
     let (s, b) = chat(&app, &token, json!({"message": "m22"})).await;
@@ -154,7 +200,10 @@ async fn twentieth_is_free_twenty_first_is_charged_and_402_skips_upstream() {
 
     let show = admin(&app, &["admin", "user", "show", &uid]);
     assert!(show.contains("50 fen"), "{show}");
-    assert!(show.contains("charge") && show.contains("test credit"), "{show}");
+    assert!(
+        show.contains("charge") && show.contains("test credit"),
+        "{show}"
+    );
     assert_audit_clean(&app);
 }
 
@@ -164,20 +213,28 @@ async fn free_count_rolls_over_at_local_midnight() {
     let provider = fake.provider(5);
     // 23:59 in UTC+8
     let app = TestApp::builder()
-        .at(chrono::Utc.with_ymd_and_hms(2026, 11, 25, 15, 59, 0).unwrap())
+        .at(chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 15, 59, 0)
+            .unwrap())
         .config(|c| c.llm.providers = vec![provider])
         .spawn()
         .await;
     admin(&app, &["admin", "set-free-quota", "2"]);
     let (token, _) = app.login("alice").await;
     for _ in 0..2 {
-        assert_eq!(chat(&app, &token, json!({"message": "x"})).await.0, StatusCode::OK);
+        assert_eq!(
+            chat(&app, &token, json!({"message": "x"})).await.0,
+            StatusCode::OK
+        );
     }
     let (s, b) = chat(&app, &token, json!({"message": "x"})).await;
     assert_error(s, &b, 402, "quota_exhausted");
     // 23:59:59 local: still the same day
     app.clock.advance(chrono::Duration::seconds(59));
-    assert_eq!(chat(&app, &token, json!({"message": "x"})).await.0, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        chat(&app, &token, json!({"message": "x"})).await.0,
+        StatusCode::PAYMENT_REQUIRED
+    );
     // local midnight (16:00 UTC): a new day
     app.clock.advance(chrono::Duration::seconds(1));
     let q = quota(&app, &token).await;
@@ -196,13 +253,21 @@ async fn upstream_failure_and_timeout_refund() {
     admin(&app, &["admin", "grant", "--user", &uid, "--fen", "100"]);
     // one free message, then paid ones: both kinds must be given back
     admin(&app, &["admin", "set-free-quota", "1"]);
-    for behavior in [Behavior::Status(500), Behavior::Status(429), Behavior::Status(401)] {
+    for behavior in [
+        Behavior::Status(500),
+        Behavior::Status(429),
+        Behavior::Status(401),
+    ] {
         fake.set(behavior.clone());
         let (s, b) = chat(&app, &token, json!({"message": "fails"})).await;
         let err = assert_error(s, &b, 502, "upstream_error");
         assert!(!err.to_string().contains(API_KEY), "key leaked: {err}");
         let q = quota(&app, &token).await;
-        assert_eq!((q["free_used_today"].as_i64(), q["balance_fen"].as_i64()), (Some(0), Some(100)), "{behavior:?}");
+        assert_eq!(
+            (q["free_used_today"].as_i64(), q["balance_fen"].as_i64()),
+            (Some(0), Some(100)),
+            "{behavior:?}"
+        );
     }
     fake.set(Behavior::Slow(Duration::from_secs(3)));
     let (s, b) = chat(&app, &token, json!({"message": "slow"})).await;
@@ -211,7 +276,10 @@ async fn upstream_failure_and_timeout_refund() {
 
     // paid path: use the free one, then fail a paid one
     fake.set(Behavior::Echo);
-    assert_eq!(chat(&app, &token, json!({"message": "free"})).await.0, StatusCode::OK);
+    assert_eq!(
+        chat(&app, &token, json!({"message": "free"})).await.0,
+        StatusCode::OK
+    );
     fake.set(Behavior::Status(503));
     let (s, _) = chat(&app, &token, json!({"message": "paid fails"})).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
@@ -222,7 +290,11 @@ async fn upstream_failure_and_timeout_refund() {
     // and nothing was ledgered but the grant
     let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
     let rows: i64 = conn
-        .query_row("SELECT count(*) FROM ledger WHERE user_id = ?1", [&uid], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM ledger WHERE user_id = ?1",
+            [&uid],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(rows, 1);
     assert_audit_clean(&app);
@@ -243,11 +315,18 @@ async fn retried_client_msg_id_is_answered_from_storage() {
     assert_eq!(b1["message"], b2["message"]);
     assert_eq!(b1["session_id"], b2["session_id"]);
     assert_eq!(fake.count(), 1, "the retry must not call the upstream");
-    assert_eq!(quota(&app, &token).await["balance_fen"], 400, "charged once");
+    assert_eq!(
+        quota(&app, &token).await["balance_fen"],
+        400,
+        "charged once"
+    );
     // a failed attempt can be retried with the same id
     fake.set(Behavior::Status(500));
     let retry = json!({"message": "flaky", "client_msg_id": "c-2"});
-    assert_eq!(chat(&app, &token, retry.clone()).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        chat(&app, &token, retry.clone()).await.0,
+        StatusCode::BAD_GATEWAY
+    );
     fake.set(Behavior::Echo);
     let (s, b) = chat(&app, &token, retry).await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -289,8 +368,16 @@ async fn concurrent_requests_never_overspend() {
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 7, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 402).count(), 13, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        13,
+        "{statuses:?}"
+    );
     let q = quota(&app, &token).await;
     assert_eq!(q["balance_fen"], 0);
     assert_eq!(q["free_remaining"], 0);
@@ -307,9 +394,18 @@ async fn price_and_quota_changes_are_live() {
     admin(&app, &["admin", "set-price", "30"]);
     admin(&app, &["admin", "grant", "--user", &uid, "--fen", "100"]);
     let q = quota(&app, &token).await;
-    assert_eq!((q["free_limit"].as_i64(), q["price_fen"].as_i64()), (Some(1), Some(30)));
-    assert_eq!(chat(&app, &token, json!({"message": "a"})).await.1["quota"]["charged_fen"], 0);
-    assert_eq!(chat(&app, &token, json!({"message": "b"})).await.1["quota"]["charged_fen"], 30);
+    assert_eq!(
+        (q["free_limit"].as_i64(), q["price_fen"].as_i64()),
+        (Some(1), Some(30))
+    );
+    assert_eq!(
+        chat(&app, &token, json!({"message": "a"})).await.1["quota"]["charged_fen"],
+        0
+    );
+    assert_eq!(
+        chat(&app, &token, json!({"message": "b"})).await.1["quota"]["charged_fen"],
+        30
+    );
     admin(&app, &["admin", "set-price", "45"]);
     let (_, b) = chat(&app, &token, json!({"message": "c"})).await;
     assert_eq!(b["quota"]["charged_fen"], 45);
@@ -325,11 +421,23 @@ async fn price_and_quota_changes_are_live() {
 async fn admin_grant_rules_and_audit_detects_tampering() {
     let app = TestApp::spawn().await;
     let (_, uid) = app.login("alice").await;
-    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "100", "--reason", "gift"]);
-    let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "-101", "--reason", "oops"]);
+    admin(
+        &app,
+        &[
+            "admin", "grant", "--user", &uid, "--fen", "100", "--reason", "gift",
+        ],
+    );
+    let out = app.cli(&[
+        "admin", "grant", "--user", &uid, "--fen", "-101", "--reason", "oops",
+    ]);
     assert!(!out.status.success(), "went below zero");
     assert!(stderr(&out).contains("below zero"), "{}", stderr(&out));
-    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "-100", "--reason", "clawback"]);
+    admin(
+        &app,
+        &[
+            "admin", "grant", "--user", &uid, "--fen", "-100", "--reason", "clawback",
+        ],
+    );
     let out = app.cli(&["admin", "grant", "--user", "usr_nobody", "--fen", "5"]);
     assert!(!out.status.success());
     assert_audit_clean(&app);
@@ -339,10 +447,18 @@ async fn admin_grant_rules_and_audit_detects_tampering() {
     assert!(conn.execute("UPDATE ledger SET delta_fen = 1", []).is_err());
     assert!(conn.execute("DELETE FROM ledger", []).is_err());
     // a balance changed behind the ledger's back is caught
-    conn.execute("UPDATE user_quotas SET balance_fen = 999 WHERE user_id = ?1", [&uid]).unwrap();
+    conn.execute(
+        "UPDATE user_quotas SET balance_fen = 999 WHERE user_id = ?1",
+        [&uid],
+    )
+    .unwrap();
     let out = app.cli(&["admin", "audit"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains(&uid) && stdout(&out).contains("999"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&uid) && stdout(&out).contains("999"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
@@ -352,7 +468,12 @@ async fn message_pages_run_newest_to_oldest() {
     let (_, first) = chat(&app, &token, json!({"message": "m0"})).await;
     let sid = first["session_id"].as_str().unwrap().to_string();
     for i in 1..5 {
-        chat(&app, &token, json!({"message": format!("m{i}"), "session_id": sid})).await;
+        chat(
+            &app,
+            &token,
+            json!({"message": format!("m{i}"), "session_id": sid}),
+        )
+        .await;
     }
     // 10 messages, pages of 4: [m3 reply..m4 reply], …
     let mut seen = vec![];
@@ -365,7 +486,12 @@ async fn message_pages_run_newest_to_oldest() {
         };
         let (s, page) = app.get(&path, Some(&token)).await;
         assert_eq!(s, StatusCode::OK, "{page}");
-        let items: Vec<String> = page["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_string()).collect();
+        let items: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect();
         seen.splice(0..0, items);
         pages += 1;
         match page["next_cursor"].as_str() {
@@ -374,9 +500,16 @@ async fn message_pages_run_newest_to_oldest() {
         }
     }
     assert_eq!(pages, 3);
-    let want: Vec<String> = (0..5).flat_map(|i| [format!("m{i}"), format!("echo: m{i}")]).collect();
+    let want: Vec<String> = (0..5)
+        .flat_map(|i| [format!("m{i}"), format!("echo: m{i}")])
+        .collect();
     assert_eq!(seen, want);
-    let (s, b) = app.get(&format!("/api/sessions/{sid}/messages?limit=0"), Some(&token)).await;
+    let (s, b) = app
+        .get(
+            &format!("/api/sessions/{sid}/messages?limit=0"),
+            Some(&token),
+        )
+        .await;
     assert_error(s, &b, 422, "validation");
 
     // sessions: most recently active first
@@ -385,7 +518,102 @@ async fn message_pages_run_newest_to_oldest() {
     let (_, list) = app.get("/api/sessions?limit=1", Some(&token)).await;
     assert_eq!(list["items"][0]["id"], other["session_id"]);
     let c = list["next_cursor"].as_str().unwrap();
-    let (_, list2) = app.get(&format!("/api/sessions?limit=1&cursor={c}"), Some(&token)).await;
+    let (_, list2) = app
+        .get(&format!("/api/sessions?limit=1&cursor={c}"), Some(&token))
+        .await;
     assert_eq!(list2["items"][0]["id"], sid.as_str());
     assert!(list2["next_cursor"].is_null());
+}
+
+/// Kills the real binary with SIGKILL while a paid reply is in flight; the
+/// next start releases the hold and marks the reply failed.
+#[tokio::test]
+async fn reservations_left_by_a_crash_are_released_at_start() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Slow(Duration::from_secs(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\n[auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
+         [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"{API_KEY}\"\n\
+         models = [\"gpt-4o-mini\"]\ntimeout_secs = 60\n",
+        fake.base_url
+    );
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut child = ServeGuard::start(dir.path(), &base).await;
+
+    let login: Value = client
+        .post(format!("{base}/api/auth/wechat"))
+        .json(&json!({"code": "dev:crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let uid = login["user"]["id"].as_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let out = run_cli(dir.path(), args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    cli(&["admin", "set-free-quota", "0"]);
+    cli(&["admin", "grant", "--user", &uid, "--fen", "100"]);
+
+    let in_flight = tokio::spawn({
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        async move {
+            client
+                .post(format!("{base}/api/chat"))
+                .bearer_auth(token)
+                .json(&json!({"message": "doomed", "client_msg_id": "k1"}))
+                .send()
+                .await
+        }
+    });
+    for _ in 0..200 {
+        if fake.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(fake.count(), 1, "request reached the upstream");
+    let me: Value = client.get(format!("{base}/api/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["quota"]["balance_fen"], 0, "100 fen held while in flight");
+
+    child.kill9();
+    assert!(in_flight.await.unwrap().is_err(), "the connection died with the server");
+    let _child = ServeGuard::start(dir.path(), &base).await;
+
+    let me: Value = client.get(format!("{base}/api/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["quota"]["balance_fen"], 100, "hold released, nothing charged");
+    let sessions: Value = client.get(format!("{base}/api/sessions")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let sid = sessions["items"][0]["id"].as_str().unwrap();
+    let msgs: Value = client
+        .get(format!("{base}/api/sessions/{sid}/messages"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(msgs["items"][1]["status"], "failed");
+    // the request can be retried under the same client_msg_id
+    fake.set(Behavior::Echo);
+    let retry = client
+        .post(format!("{base}/api/chat"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "doomed", "client_msg_id": "k1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    let out = run_cli(dir.path(), &["admin", "audit"], &[]);
+    assert!(out.status.success(), "{}", stdout(&out));
 }

@@ -123,7 +123,11 @@ impl TestApp {
     /// Dev login; returns (token, user id).
     pub async fn login(&self, name: &str) -> (String, String) {
         let (status, body) = self
-            .post("/api/auth/wechat", None, serde_json::json!({"code": format!("dev:{name}")}))
+            .post(
+                "/api/auth/wechat",
+                None,
+                serde_json::json!({"code": format!("dev:{name}")}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "login failed: {body}");
         (
@@ -132,7 +136,11 @@ impl TestApp {
         )
     }
 
-    pub async fn send(&self, req: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let req = match token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -143,7 +151,8 @@ impl TestApp {
         let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
         };
         (status, body)
     }
@@ -153,7 +162,8 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(self.client.post(self.url(path)).json(&body), token).await
+        self.send(self.client.post(self.url(path)).json(&body), token)
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -162,17 +172,31 @@ impl TestApp {
 
     /// Runs the real binary against this app's database.
     pub fn cli(&self, args: &[&str]) -> Output {
-        run_cli(self.dir.path(), args, &[("MVP28_DATABASE__PATH", &self.config.database.path)])
+        run_cli(
+            self.dir.path(),
+            args,
+            &[("MVP28_DATABASE__PATH", &self.config.database.path)],
+        )
     }
 }
 
 /// Asserts our error shape and returns the error object.
 pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) -> Value {
-    assert_eq!(status.as_u16(), want_status, "unexpected status, body: {body}");
+    assert_eq!(
+        status.as_u16(),
+        want_status,
+        "unexpected status, body: {body}"
+    );
     let err = &body["error"];
     assert_eq!(err["code"], want_code, "unexpected code, body: {body}");
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
-    assert!(err["request_id"].as_str().is_some_and(|m| !m.is_empty()), "no request_id: {body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+    assert!(
+        err["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "no request_id: {body}"
+    );
     err.clone()
 }
 
@@ -199,4 +223,46 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `mvp28 serve` as a child process in `dir` (config.toml there), killed
+/// when dropped.
+pub struct ServeGuard(Option<std::process::Child>);
+
+impl ServeGuard {
+    pub async fn start(dir: &Path, base: &str) -> ServeGuard {
+        let child = Command::new(bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(dir)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let guard = ServeGuard(Some(child));
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
+                if r.status() == 200 {
+                    return guard;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server at {base} did not become healthy");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServeGuard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

@@ -42,12 +42,18 @@ struct Inner {
 
 impl FakeOpenAi {
     pub async fn start() -> FakeOpenAi {
-        let inner = Arc::new(Mutex::new(Inner { behavior: Behavior::Echo, requests: vec![] }));
+        let inner = Arc::new(Mutex::new(Inner {
+            behavior: Behavior::Echo,
+            requests: vec![],
+        }));
         let router = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(inner.clone());
         let base = super::serve(router).await;
-        FakeOpenAi { base_url: format!("{base}/v1"), inner }
+        FakeOpenAi {
+            base_url: format!("{base}/v1"),
+            inner,
+        }
     }
 
     pub fn set(&self, b: Behavior) {
@@ -75,11 +81,18 @@ impl FakeOpenAi {
     }
 }
 
-async fn completions(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn completions(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let behavior = {
         let mut g = inner.lock().unwrap();
         g.requests.push(Recorded {
-            authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
             body: body.clone(),
         });
         g.behavior.clone()

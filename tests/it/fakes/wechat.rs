@@ -16,13 +16,15 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+type Calls = Arc<Mutex<Vec<HashMap<String, String>>>>;
+
 pub const APP_ID: &str = "wx-test-appid";
 pub const APP_SECRET: &str = "wx-test-secret-do-not-log";
 
 #[derive(Clone)]
 pub struct FakeWechat {
     pub base_url: String,
-    calls: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    calls: Calls,
 }
 
 impl FakeWechat {
@@ -31,7 +33,10 @@ impl FakeWechat {
         let router = Router::new()
             .route("/sns/jscode2session", get(code2session))
             .with_state(calls.clone());
-        FakeWechat { base_url: super::serve(router).await, calls }
+        FakeWechat {
+            base_url: super::serve(router).await,
+            calls,
+        }
     }
 
     pub fn calls(&self) -> Vec<HashMap<String, String>> {
@@ -44,7 +49,7 @@ fn text(body: serde_json::Value) -> Response {
 }
 
 async fn code2session(
-    State(calls): State<Arc<Mutex<Vec<HashMap<String, String>>>>>,
+    State(calls): State<Calls>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     calls.lock().unwrap().push(q.clone());
@@ -62,7 +67,9 @@ async fn code2session(
         return text(json!({"openid": openid, "session_key": "SESSIONKEY-must-not-leak"}));
     }
     if let Some(openid) = code.strip_prefix("union-") {
-        return text(json!({"openid": openid, "unionid": format!("u-{openid}"), "session_key": "SESSIONKEY-must-not-leak"}));
+        return text(
+            json!({"openid": openid, "unionid": format!("u-{openid}"), "session_key": "SESSIONKEY-must-not-leak"}),
+        );
     }
     if let Some(errcode) = code.strip_prefix("err-") {
         let errcode: i64 = errcode.parse().unwrap();
@@ -72,7 +79,11 @@ async fn code2session(
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
     if code == "html" {
-        return ([(header::CONTENT_TYPE, "text/html")], "<html>502 Bad Gateway</html>").into_response();
+        return (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html>502 Bad Gateway</html>",
+        )
+            .into_response();
     }
     text(json!({"errcode": 40029, "errmsg": "invalid code"}))
 }
