@@ -104,7 +104,9 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     if pay {
         tracing::warn!("wechat_pay is configured, but this build does not take payments yet: /api/pay/* answers 503");
     } else {
-        tracing::warn!("WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503");
+        tracing::warn!(
+            "WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503"
+        );
     }
     let recovered = {
         let db = state.db().clone();

@@ -583,16 +583,49 @@ async fn reservations_left_by_a_crash_are_released_at_start() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(fake.count(), 1, "request reached the upstream");
-    let me: Value = client.get(format!("{base}/api/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(me["quota"]["balance_fen"], 0, "100 fen held while in flight");
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["quota"]["balance_fen"], 0,
+        "100 fen held while in flight"
+    );
 
     child.kill9();
-    assert!(in_flight.await.unwrap().is_err(), "the connection died with the server");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the connection died with the server"
+    );
     let _child = ServeGuard::start(dir.path(), &base).await;
 
-    let me: Value = client.get(format!("{base}/api/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(me["quota"]["balance_fen"], 100, "hold released, nothing charged");
-    let sessions: Value = client.get(format!("{base}/api/sessions")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["quota"]["balance_fen"], 100,
+        "hold released, nothing charged"
+    );
+    let sessions: Value = client
+        .get(format!("{base}/api/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let sid = sessions["items"][0]["id"].as_str().unwrap();
     let msgs: Value = client
         .get(format!("{base}/api/sessions/{sid}/messages"))
@@ -616,4 +649,29 @@ async fn reservations_left_by_a_crash_are_released_at_start() {
     assert_eq!(retry.status(), 200);
     let out = run_cli(dir.path(), &["admin", "audit"], &[]);
     assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn conversations_and_balances_survive_a_restart() {
+    let mut app = TestApp::spawn().await;
+    let (token, uid) = app.login("alice").await;
+    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "250"]);
+    let (_, first) = chat(&app, &token, json!({"message": "remember me"})).await;
+    app.restart().await;
+    let (s, msgs) = app
+        .get(
+            &format!(
+                "/api/sessions/{}/messages",
+                first["session_id"].as_str().unwrap()
+            ),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "token still valid, data still there");
+    assert_eq!(msgs["items"][1]["content"], "echo: remember me");
+    let q = quota(&app, &token).await;
+    assert_eq!(
+        (q["balance_fen"].as_i64(), q["free_used_today"].as_i64()),
+        (Some(250), Some(1))
+    );
 }
