@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::wechat::LoginProviders;
+use crate::chat::live::Live;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Db;
@@ -43,6 +44,7 @@ struct Inner {
     limits: RateLimits,
     storage: Storage,
     offset: FixedOffset,
+    live: Arc<Live>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
                 login: LoginProviders::from_config(&config),
                 limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
                 offset: config.quota.offset(),
+                live: Arc::new(Live::default()),
                 llm,
                 storage,
                 db,
@@ -87,6 +90,10 @@ impl AppState {
     }
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+    /// Replies being generated right now.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.inner.live
     }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
@@ -116,6 +123,8 @@ pub fn router(state: AppState) -> Router {
     let limited = Router::new()
         .merge(crate::auth::handlers::router())
         .merge(crate::chat::handlers::router())
+        .merge(crate::chat::stream::router())
+        .merge(crate::chat::ws::router())
         .merge(crate::location::handlers::router())
         .route("/api/pay/{*rest}", any(payments_disabled))
         .route_layer(middleware::from_fn_with_state(

@@ -130,7 +130,21 @@ pub struct LlmConfig {
     pub context_messages: u32,
     /// Longest user message accepted, in Unicode scalar values.
     pub max_message_chars: usize,
+    /// Consecutive failures that take a provider out of rotation.
+    pub breaker_failures: u32,
+    /// How long a provider stays out (or longer, when it sent Retry-After).
+    pub breaker_cooldown_secs: u64,
     pub providers: Vec<ProviderConfig>,
+    /// Explicit failover order per model; entries are "provider" or
+    /// "provider:its-model-id".
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    pub model: String,
+    pub providers: Vec<String>,
 }
 
 impl Default for LlmConfig {
@@ -140,7 +154,10 @@ impl Default for LlmConfig {
             system_prompt: String::new(),
             context_messages: 20,
             max_message_chars: 8000,
+            breaker_failures: 3,
+            breaker_cooldown_secs: 30,
             providers: vec![ProviderConfig::default()],
+            routes: vec![],
         }
     }
 }
@@ -155,6 +172,8 @@ pub struct ProviderConfig {
     pub api_key: String,
     pub models: Vec<String>,
     pub timeout_secs: u64,
+    /// Reply length cap sent to providers that require one (anthropic).
+    pub max_tokens: u32,
 }
 
 impl Default for ProviderConfig {
@@ -166,6 +185,7 @@ impl Default for ProviderConfig {
             api_key: String::new(),
             models: vec!["gpt-4o-mini".into()],
             timeout_secs: 60,
+            max_tokens: 1024,
         }
     }
 }
@@ -524,17 +544,35 @@ impl Config {
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
                 return Err(bad(&key("name"), "must be non-empty and unique"));
             }
-            if !matches!(p.kind.as_str(), "openai" | "echo") {
+            if !matches!(p.kind.as_str(), "openai" | "anthropic" | "echo") {
                 return Err(bad(
                     &key("kind"),
-                    format!("{:?} is not openai or echo", p.kind),
+                    format!("{:?} is not openai, anthropic or echo", p.kind),
                 ));
             }
-            if p.kind == "openai" {
+            if p.kind != "echo" {
                 check_url(&key("base_url"), &p.base_url)?;
             }
             if p.timeout_secs == 0 {
                 return Err(bad(&key("timeout_secs"), "must be > 0"));
+            }
+        }
+        for (i, r) in self.llm.routes.iter().enumerate() {
+            let key = |k: &str| format!("llm.routes[{i}].{k}");
+            if r.model.is_empty() {
+                return Err(bad(&key("model"), "must not be empty"));
+            }
+            if r.providers.is_empty() {
+                return Err(bad(&key("providers"), "must list at least one provider"));
+            }
+            for entry in &r.providers {
+                let name = entry.split_once(':').map_or(entry.as_str(), |(n, _)| n);
+                if !names.contains(name) {
+                    return Err(bad(
+                        &key("providers"),
+                        format!("{name:?} is not in llm.providers"),
+                    ));
+                }
             }
         }
         if self.llm.default_model.is_empty() {

@@ -4,7 +4,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::service::{self, message_json, ChatInput};
@@ -23,28 +22,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}/messages", get(list_messages))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChatRequest {
-    message: String,
-    model: Option<String>,
-    session_id: Option<String>,
-    client_msg_id: Option<String>,
-}
-
 async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiJson(req): ApiJson<ChatRequest>,
+    ApiJson(input): ApiJson<ChatInput>,
 ) -> AppResult<Json<Value>> {
-    let input = ChatInput {
-        message: req.message,
-        model: req.model,
-        session_id: req.session_id,
-        client_msg_id: req.client_msg_id,
-    };
-    let outcome = service::chat(&state, &user.id, input).await?;
-    Ok(Json(outcome.to_json()))
+    Ok(Json(service::chat(&state, &user.id, input).await?))
 }
 
 async fn list_sessions(

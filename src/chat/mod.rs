@@ -1,4 +1,8 @@
-//! Chat: turns, conversations and their messages.
+//! Chat: turns, live generations, conversations and their messages, over
+//! plain HTTP, Server-Sent Events and WebSocket.
 
 pub mod handlers;
+pub mod live;
 pub mod service;
+pub mod stream;
+pub mod ws;

@@ -2,18 +2,23 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use futures_util::StreamExt;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::live::{Event, Finished, Generation};
 use crate::app::AppState;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::quota as quota_repo;
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
-use crate::llm::{ChatMessage, LlmRequest, Provider};
+use crate::llm::{ChatMessage, Route, StreamEvent};
 use crate::quota;
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatInput {
     pub message: String,
     pub model: Option<String>,
@@ -59,6 +64,8 @@ pub fn message_json(m: &MessageRow) -> Value {
 enum Begun {
     /// A retry of a request already answered.
     Replayed(ChatOutcome),
+    /// A retry of a request still being answered.
+    InFlight(String),
     Started(Turn),
 }
 
@@ -69,20 +76,25 @@ struct Turn {
     context: Vec<(String, String)>,
 }
 
-/// Runs a whole turn. It is spawned so that a client hanging up cannot
-/// leave a reservation held: the turn always ends settled or released.
-pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<ChatOutcome> {
+/// A turn that has been accepted (quota held, messages stored).
+pub enum Started {
+    Replayed(ChatOutcome),
+    Live(Arc<Generation>),
+}
+
+/// Validates, reserves and starts generating in a task of its own, so that
+/// a client hanging up never stops (or leaks) a turn: it always ends stored
+/// and settled, or released.
+pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<Started> {
     let message = input.message.trim().to_string();
     if message.is_empty() {
         return Err(AppError::validation("message", "must not be empty"));
     }
-    if message.chars().count() > state.config().llm.max_message_chars {
+    let max = state.config().llm.max_message_chars;
+    if message.chars().count() > max {
         return Err(AppError::validation(
             "message",
-            format!(
-                "longer than {} characters",
-                state.config().llm.max_message_chars
-            ),
+            format!("longer than {max} characters"),
         ));
     }
     if let Some(c) = &input.client_msg_id {
@@ -93,27 +105,62 @@ pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResul
             ));
         }
     }
-    let (model, provider) = state.llm().resolve(input.model.as_deref())?;
-    let state = state.clone();
-    let user_id = user_id.to_string();
-    tokio::spawn(async move { run_turn(&state, &user_id, message, model, provider, input).await })
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("chat task failed: {e}")))?
-}
-
-async fn run_turn(
-    state: &AppState,
-    user_id: &str,
-    message: String,
-    model: String,
-    provider: Arc<dyn Provider>,
-    input: ChatInput,
-) -> AppResult<ChatOutcome> {
-    let begun = begin(state, user_id, &message, &model, input).await?;
-    let turn = match begun {
-        Begun::Replayed(outcome) => return Ok(outcome),
+    let route = state.llm().resolve(input.model.as_deref())?;
+    let turn = match begin(state, user_id, &message, route.model(), input).await? {
+        Begun::Replayed(outcome) => return Ok(Started::Replayed(outcome)),
+        Begun::InFlight(reply_id) => {
+            return match state.live().get(user_id, &reply_id) {
+                Some(gen) => Ok(Started::Live(gen)),
+                None => Err(AppError::conflict(
+                    "a request with this client_msg_id is still being answered; retry shortly",
+                )
+                .with_code("in_progress")),
+            }
+        }
         Begun::Started(t) => t,
     };
+    let gen = state.live().start(user_id, &turn.reply_id);
+    let task_state = state.clone();
+    let task_gen = gen.clone();
+    let user_id = user_id.to_string();
+    tokio::spawn(async move {
+        generate(&task_state, &user_id, turn, route, message, &task_gen).await;
+        task_state.live().retire(task_gen.message_id.clone());
+    });
+    Ok(Started::Live(gen))
+}
+
+/// POST /api/chat: the whole reply at once.
+pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<Value> {
+    let gen = match start(state, user_id, input).await? {
+        Started::Replayed(outcome) => return Ok(outcome.to_json()),
+        Started::Live(gen) => gen,
+    };
+    let mut events = std::pin::pin!(gen.listen(0));
+    while let Some(ev) = events.next().await {
+        match ev {
+            Event::Delta(_) => {}
+            Event::Done(v) => return Ok(v),
+            Event::Error(f) => {
+                return Err(f
+                    .to_app_error()
+                    .unwrap_or_else(|| AppError::internal(anyhow::anyhow!("no error"))))
+            }
+        }
+    }
+    Err(AppError::internal(anyhow::anyhow!(
+        "generation ended without a result"
+    )))
+}
+
+async fn generate(
+    state: &AppState,
+    user_id: &str,
+    turn: Turn,
+    route: Route,
+    message: String,
+    gen: &Generation,
+) {
     let mut messages = Vec::with_capacity(turn.context.len() + 2);
     let system = &state.config().llm.system_prompt;
     if !system.is_empty() {
@@ -137,62 +184,106 @@ async fn run_turn(
         role: "user",
         content: message,
     });
-    let req = LlmRequest { model, messages };
-    let result = provider.complete(&req).await;
 
+    let clock = state.clone();
+    let mut opened = match route.open(messages, move || clock.now()).await {
+        Ok(o) => o,
+        Err(e) => {
+            let finished = Finished::failed(&e);
+            if let Err(db) = end_without_reply(state, &turn, String::new()).await {
+                tracing::error!(error = %db, "could not release a failed turn");
+            }
+            gen.finish(finished);
+            return;
+        }
+    };
+    let mut usage = (None, None);
+    let mut failure = None;
+    while let Some(ev) = opened.events.next().await {
+        match ev {
+            Ok(StreamEvent::Text(t)) => gen.push(&t),
+            Ok(StreamEvent::Usage {
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                usage.0 = prompt_tokens.or(usage.0);
+                usage.1 = completion_tokens.or(usage.1);
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    opened.record(failure.is_none(), state.now());
+    let text = gen.text();
+    if let Some(e) = failure {
+        // Output was already sent: no failover. The partial text is kept,
+        // marked failed, and nothing is charged.
+        let err = e.to_app_error(&opened.provider);
+        if let Err(db) = end_without_reply(state, &turn, text).await {
+            tracing::error!(error = %db, "could not store a failed reply");
+        }
+        gen.finish(Finished::failed(&err));
+        return;
+    }
+    match settle(state, user_id, &turn, text, usage).await {
+        Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
+        Err(e) => gen.finish(Finished::failed(&e)),
+    }
+}
+
+/// Stores the reply and turns the hold into a charge, in one transaction.
+async fn settle(
+    state: &AppState,
+    user_id: &str,
+    turn: &Turn,
+    text: String,
+    usage: (Option<i64>, Option<i64>),
+) -> AppResult<ChatOutcome> {
     let now = to_ms(state.now());
     let today = state.today();
     let uid = user_id.to_string();
-    match result {
-        Ok(reply) => {
-            let Turn {
+    let session_id = turn.session_id.clone();
+    let reply_id = turn.reply_id.clone();
+    state
+        .db()
+        .write(move |tx| {
+            repo::complete_reply(tx, &reply_id, &text, usage.0, usage.1, now)?;
+            let charged = quota_repo::settle(tx, &reply_id, now)?;
+            let message = repo::find_message(tx, &reply_id)?
+                .ok_or_else(|| AppError::internal(anyhow::anyhow!("reply vanished")))?;
+            let q = quota::view(tx, &uid, &today)?;
+            Ok(ChatOutcome {
                 session_id,
-                reply_id,
-                ..
-            } = turn;
-            state
-                .db()
-                .write(move |tx| {
-                    repo::complete_reply(
-                        tx,
-                        &reply_id,
-                        &reply.content,
-                        reply.prompt_tokens,
-                        reply.completion_tokens,
-                        now,
-                    )?;
-                    let charged = quota_repo::settle(tx, &reply_id, now)?;
-                    let message = repo::find_message(tx, &reply_id)?
-                        .ok_or_else(|| AppError::internal(anyhow::anyhow!("reply vanished")))?;
-                    let q = quota::view(tx, &uid, &today)?;
-                    Ok(ChatOutcome {
-                        session_id,
-                        message,
-                        quota: ReplyQuota {
-                            free_remaining: q.free_remaining,
-                            balance_fen: q.balance_fen,
-                            charged_fen: charged,
-                        },
-                    })
-                })
-                .await
-        }
-        Err(e) => {
-            let Turn {
-                user_msg_id,
-                reply_id,
-                ..
-            } = turn;
-            state
-                .db()
-                .write(move |tx| {
-                    quota_repo::release(tx, &reply_id, now)?;
-                    repo::discard_turn(tx, &user_msg_id, &reply_id)
-                })
-                .await?;
-            Err(e.into_app_error(provider.name()))
-        }
-    }
+                message,
+                quota: ReplyQuota {
+                    free_remaining: q.free_remaining,
+                    balance_fen: q.balance_fen,
+                    charged_fen: charged,
+                },
+            })
+        })
+        .await
+}
+
+/// Releases the hold. A turn with no output disappears (it can be retried
+/// under the same client_msg_id); partial output is kept as `failed`.
+async fn end_without_reply(state: &AppState, turn: &Turn, partial: String) -> AppResult<()> {
+    let now = to_ms(state.now());
+    let user_msg_id = turn.user_msg_id.clone();
+    let reply_id = turn.reply_id.clone();
+    state
+        .db()
+        .write(move |tx| {
+            quota_repo::release(tx, &reply_id, now)?;
+            if partial.is_empty() {
+                repo::discard_turn(tx, &user_msg_id, &reply_id)
+            } else {
+                repo::store_failed(tx, &reply_id, &partial)
+            }
+        })
+        .await
 }
 
 /// Transaction 1: idempotency check, session, reservation, both messages.
@@ -215,6 +306,9 @@ async fn begin(
         .write(move |tx| {
             if let Some(cmid) = &input.client_msg_id {
                 if let Some(reply) = repo::reply_for_client_msg(tx, &uid, cmid)? {
+                    if reply.status == "generating" {
+                        return Ok(Begun::InFlight(reply.id));
+                    }
                     return replay(tx, &uid, &today, reply).map(Begun::Replayed);
                 }
             }
@@ -282,12 +376,6 @@ fn replay(
     today: &str,
     reply: MessageRow,
 ) -> AppResult<ChatOutcome> {
-    if reply.status == "generating" {
-        return Err(AppError::conflict(
-            "a request with this client_msg_id is still being answered; retry shortly",
-        )
-        .with_code("in_progress"));
-    }
     let q = quota::view(conn, user_id, today)?;
     Ok(ChatOutcome {
         session_id: reply.session_id.clone(),

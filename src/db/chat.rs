@@ -198,6 +198,39 @@ pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> 
     Ok(())
 }
 
+/// A reply cut short by an upstream failure: its partial text is kept as
+/// `failed`, and its request may be retried under the same client_msg_id.
+pub fn store_failed(tx: &Transaction<'_>, reply_id: &str, partial: &str) -> AppResult<()> {
+    tx.execute(
+        "UPDATE messages SET content = ?2, status = 'failed' WHERE id = ?1",
+        params![reply_id, partial],
+    )?;
+    release_client_msg_id(tx, reply_id)
+}
+
+fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
+    tx.execute(
+        "UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)",
+        [reply_id],
+    )?;
+    Ok(())
+}
+
+/// A message of this user's.
+pub fn find_user_message(
+    conn: &Connection,
+    user_id: &str,
+    id: &str,
+) -> AppResult<Option<MessageRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1 AND user_id = ?2"),
+            params![id, user_id],
+            message_row,
+        )
+        .optional()?)
+}
+
 /// Replies still `generating` with no live generator (after a crash) become
 /// failed with whatever they hold, and their requests become retryable.
 pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
@@ -205,11 +238,7 @@ pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
         "UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'",
         [reply_id],
     )?;
-    tx.execute(
-        "UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)",
-        [reply_id],
-    )?;
-    Ok(())
+    release_client_msg_id(tx, reply_id)
 }
 
 /// The fen charged for a settled reply.

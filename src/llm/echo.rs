@@ -1,6 +1,9 @@
-//! Deterministic offline provider: answers `echo: <last user message>`.
+//! Deterministic offline provider: streams `echo: <last user message>` word
+//! by word.
 
-use super::{BoxFuture, LlmError, LlmReply, LlmRequest, Provider};
+use futures_util::stream;
+
+use super::{BoxFuture, EventStream, LlmError, LlmRequest, Provider, StreamEvent};
 
 pub struct EchoProvider {
     name: String,
@@ -14,12 +17,17 @@ impl EchoProvider {
     }
 }
 
+/// Splits after each space so the pieces concatenate to the input exactly.
+fn words(text: &str) -> Vec<String> {
+    text.split_inclusive(' ').map(String::from).collect()
+}
+
 impl Provider for EchoProvider {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn complete<'a>(&'a self, req: &'a LlmRequest) -> BoxFuture<'a, Result<LlmReply, LlmError>> {
+    fn stream(&self, req: LlmRequest) -> BoxFuture<'_, Result<EventStream, LlmError>> {
         Box::pin(async move {
             let last = req
                 .messages
@@ -34,11 +42,15 @@ impl Provider for EchoProvider {
                 .iter()
                 .map(|m| m.content.split_whitespace().count())
                 .sum();
-            Ok(LlmReply {
-                completion_tokens: Some(content.split_whitespace().count() as i64),
+            let mut events: Vec<Result<StreamEvent, LlmError>> = words(&content)
+                .into_iter()
+                .map(|w| Ok(StreamEvent::Text(w)))
+                .collect();
+            events.push(Ok(StreamEvent::Usage {
                 prompt_tokens: Some(prompt as i64),
-                content,
-            })
+                completion_tokens: Some(content.split_whitespace().count() as i64),
+            }));
+            Ok(Box::pin(stream::iter(events)) as EventStream)
         })
     }
 }

@@ -1,18 +1,27 @@
-//! LLM providers behind one trait, and the model -> provider table.
+//! LLM providers behind one streaming trait, and the routing table that maps
+//! a model name to an ordered list of (provider, provider's model id) with
+//! failover before the first token and a circuit breaker per provider.
 
+mod anthropic;
+mod breaker;
 mod echo;
 mod openai;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::config::LlmConfig;
 use crate::error::AppError;
 
+pub use anthropic::AnthropicProvider;
+pub use breaker::Breaker;
 pub use echo::EchoProvider;
 pub use openai::OpenAiProvider;
 
@@ -24,18 +33,22 @@ pub struct ChatMessage {
 
 #[derive(Debug, Clone)]
 pub struct LlmRequest {
+    /// The provider's own model id.
     pub model: String,
     pub messages: Vec<ChatMessage>,
 }
 
-#[derive(Debug, Clone)]
-pub struct LlmReply {
-    pub content: String,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Text(String),
+    /// Token usage as reported by the upstream (either part may be missing).
+    Usage {
+        prompt_tokens: Option<i64>,
+        completion_tokens: Option<i64>,
+    },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum LlmError {
     Timeout,
     /// Connection failures, 429, 5xx, unusable bodies. `detail` is for logs
@@ -43,11 +56,20 @@ pub enum LlmError {
     Upstream {
         status: Option<u16>,
         detail: String,
+        retry_after_secs: Option<u64>,
     },
 }
 
 impl LlmError {
-    pub fn into_app_error(self, provider: &str) -> AppError {
+    pub fn upstream(status: Option<u16>, detail: impl Into<String>) -> Self {
+        LlmError::Upstream {
+            status,
+            detail: detail.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn to_app_error(&self, provider: &str) -> AppError {
         match self {
             LlmError::Timeout => {
                 tracing::warn!(provider, "upstream timed out");
@@ -57,13 +79,13 @@ impl LlmError {
                     "the model did not answer in time; you were not charged",
                 )
             }
-            LlmError::Upstream { status, detail } => {
+            LlmError::Upstream { status, detail, .. } => {
                 tracing::warn!(provider, status, detail = %detail, "upstream failed");
                 let msg = match status {
                     Some(s) => {
                         format!("the model provider failed (HTTP {s}); you were not charged")
                     }
-                    None => "the model provider could not be reached; you were not charged".into(),
+                    None => "the model provider failed; you were not charged".into(),
                 };
                 AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", msg)
             }
@@ -72,16 +94,148 @@ impl LlmError {
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
 
 pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
-    fn complete<'a>(&'a self, req: &'a LlmRequest) -> BoxFuture<'a, Result<LlmReply, LlmError>>;
+    /// Starts a streamed completion. Errors before the stream exists are
+    /// returned directly; later ones come through the stream.
+    fn stream(&self, req: LlmRequest) -> BoxFuture<'_, Result<EventStream, LlmError>>;
 }
 
-/// Which provider serves which model.
+struct Slot {
+    provider: Arc<dyn Provider>,
+    breaker: Mutex<Breaker>,
+}
+
+/// One step of a route: which provider, asked for which of its model ids.
+#[derive(Clone)]
+struct Target {
+    slot: Arc<Slot>,
+    model_id: String,
+}
+
+/// The providers that can serve one model, in failover order.
+#[derive(Clone)]
+pub struct Route {
+    model: String,
+    targets: Vec<Target>,
+}
+
+/// An upstream stream that has produced its first token (or ended).
+pub struct Opened {
+    pub provider: String,
+    pub model_id: String,
+    pub events: EventStream,
+    slot: Arc<Slot>,
+}
+
+impl Opened {
+    /// Mid-stream outcomes still feed the breaker (never a failover).
+    pub fn record(&self, ok: bool, now: DateTime<Utc>) {
+        let mut b = self.slot.breaker.lock().expect("breaker lock");
+        if ok {
+            b.on_success();
+        } else {
+            b.on_failure(now, None);
+        }
+    }
+}
+
+impl Route {
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Tries each provider in order until one yields a first token. A
+    /// provider whose breaker is open is skipped; once a token has arrived
+    /// there is no failover.
+    pub async fn open(
+        &self,
+        messages: Vec<ChatMessage>,
+        now: impl Fn() -> DateTime<Utc>,
+    ) -> Result<Opened, AppError> {
+        let mut last: Option<(String, LlmError)> = None;
+        for t in &self.targets {
+            let name = t.slot.provider.name().to_string();
+            if !t
+                .slot
+                .breaker
+                .lock()
+                .expect("breaker lock")
+                .try_acquire(now())
+            {
+                tracing::info!(provider = %name, "circuit open: skipped");
+                continue;
+            }
+            let req = LlmRequest {
+                model: t.model_id.clone(),
+                messages: messages.clone(),
+            };
+            match first_token(t.slot.provider.stream(req).await).await {
+                Ok(events) => {
+                    t.slot.breaker.lock().expect("breaker lock").on_success();
+                    return Ok(Opened {
+                        provider: name,
+                        model_id: t.model_id.clone(),
+                        events,
+                        slot: t.slot.clone(),
+                    });
+                }
+                Err(e) => {
+                    let retry_after = match &e {
+                        LlmError::Upstream {
+                            retry_after_secs, ..
+                        } => *retry_after_secs,
+                        LlmError::Timeout => None,
+                    };
+                    t.slot
+                        .breaker
+                        .lock()
+                        .expect("breaker lock")
+                        .on_failure(now(), retry_after);
+                    tracing::warn!(provider = %name, error = ?e, "provider failed before the first token; trying the next");
+                    last = Some((name, e));
+                }
+            }
+        }
+        Err(match last {
+            Some((name, e)) => e.to_app_error(&name),
+            None => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                "every provider for this model is cooling down after failures; retry shortly",
+            )
+            .with_retry_after(5),
+        })
+    }
+}
+
+/// Waits for the first text (or the end of the stream) and gives back a
+/// stream that replays what was read, then continues.
+async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStream, LlmError> {
+    let mut events = opened?;
+    let mut head = vec![];
+    loop {
+        match events.next().await {
+            Some(Ok(ev)) => {
+                let is_text = matches!(&ev, StreamEvent::Text(t) if !t.is_empty());
+                head.push(Ok(ev));
+                if is_text {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    Ok(Box::pin(stream::iter(head).chain(events)))
+}
+
+/// Which routes serve which model.
 #[derive(Clone)]
 pub struct Llm {
-    by_model: Arc<HashMap<String, Arc<dyn Provider>>>,
+    routes: Arc<HashMap<String, Route>>,
     default_model: String,
 }
 
@@ -90,68 +244,257 @@ impl Llm {
     /// providers skipped for lack of a key).
     pub fn from_config(cfg: &LlmConfig) -> (Llm, Vec<String>) {
         let mut warnings = vec![];
-        let mut by_model: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        let mut configured_models = vec![cfg.default_model.clone()];
+        let mut slots: Vec<(String, Arc<Slot>, Vec<String>)> = vec![];
+        let new_slot = |p: Arc<dyn Provider>| {
+            Arc::new(Slot {
+                provider: p,
+                breaker: Mutex::new(Breaker::new(
+                    cfg.breaker_failures,
+                    chrono::Duration::seconds(cfg.breaker_cooldown_secs as i64),
+                )),
+            })
+        };
         for p in &cfg.providers {
-            configured_models.extend(p.models.iter().cloned());
             let provider: Arc<dyn Provider> = match p.kind.as_str() {
                 "echo" => Arc::new(EchoProvider::new(&p.name)),
-                "openai" if p.api_key.is_empty() => {
+                _ if p.api_key.is_empty() => {
                     warnings.push(format!(
                         "LLM provider {:?} has no api_key and is disabled",
                         p.name
                     ));
                     continue;
                 }
+                "anthropic" => Arc::new(AnthropicProvider::new(p)),
                 _ => Arc::new(OpenAiProvider::new(p)),
             };
-            for m in &p.models {
-                by_model
-                    .entry(m.clone())
-                    .or_insert_with(|| provider.clone());
-            }
+            slots.push((p.name.clone(), new_slot(provider), p.models.clone()));
         }
-        if by_model.is_empty() {
+        let mut routes: HashMap<String, Route> = HashMap::new();
+        if slots.is_empty() {
             warnings.push(
                 "no LLM provider is configured: the echo provider answers every model \
                  (set OPENAI_API_KEY or llm.providers[].api_key for real replies)"
                     .into(),
             );
-            let echo: Arc<dyn Provider> = Arc::new(EchoProvider::new("echo"));
-            for m in configured_models {
-                by_model.insert(m, echo.clone());
+            let echo = new_slot(Arc::new(EchoProvider::new("echo")));
+            let mut models = vec![cfg.default_model.clone()];
+            models.extend(cfg.providers.iter().flat_map(|p| p.models.clone()));
+            models.extend(cfg.routes.iter().map(|r| r.model.clone()));
+            for m in models {
+                routes.insert(
+                    m.clone(),
+                    Route {
+                        model: m.clone(),
+                        targets: vec![Target {
+                            slot: echo.clone(),
+                            model_id: m,
+                        }],
+                    },
+                );
             }
+        } else {
+            // Without an explicit route, a model is served by every provider
+            // listing it, in config order.
+            for (_, slot, models) in &slots {
+                for m in models {
+                    routes
+                        .entry(m.clone())
+                        .or_insert_with(|| Route {
+                            model: m.clone(),
+                            targets: vec![],
+                        })
+                        .targets
+                        .push(Target {
+                            slot: slot.clone(),
+                            model_id: m.clone(),
+                        });
+                }
+            }
+            for r in &cfg.routes {
+                let mut targets = vec![];
+                for entry in &r.providers {
+                    let (name, model_id) = entry.split_once(':').unwrap_or((entry, &r.model));
+                    match slots.iter().find(|(n, _, _)| n == name) {
+                        Some((_, slot, _)) => targets.push(Target {
+                            slot: slot.clone(),
+                            model_id: model_id.to_string(),
+                        }),
+                        None => warnings.push(format!(
+                            "route {:?}: provider {name:?} is disabled or unknown; skipped",
+                            r.model
+                        )),
+                    }
+                }
+                if targets.is_empty() {
+                    warnings.push(format!("route {:?} has no usable provider", r.model));
+                    continue;
+                }
+                routes.insert(
+                    r.model.clone(),
+                    Route {
+                        model: r.model.clone(),
+                        targets,
+                    },
+                );
+            }
+        }
+        if !routes.contains_key(&cfg.default_model) {
+            warnings.push(format!(
+                "llm.default_model {:?} is not served by any provider; requests must name a model",
+                cfg.default_model
+            ));
         }
         (
             Llm {
-                by_model: Arc::new(by_model),
+                routes: Arc::new(routes),
                 default_model: cfg.default_model.clone(),
             },
             warnings,
         )
     }
 
-    /// The model to use: the requested one if served, else the default.
-    pub fn resolve(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<(String, Arc<dyn Provider>), AppError> {
+    /// The route for the requested model, else the default one.
+    pub fn resolve(&self, requested: Option<&str>) -> Result<Route, AppError> {
         let model = requested.unwrap_or(&self.default_model);
-        match self.by_model.get(model) {
-            Some(p) => Ok((model.to_string(), p.clone())),
+        match self.routes.get(model) {
+            Some(r) => Ok(r.clone()),
             None => {
-                let mut known: Vec<&String> = self.by_model.keys().collect();
+                let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
                 known.sort();
                 Err(AppError::invalid_request(format!(
                     "model {model:?} is not offered; available: {}",
-                    known
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    known.join(", ")
                 ))
                 .with_code("unknown_model"))
             }
         }
     }
+}
+
+pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Upstream text may quote the key back (OpenAI does): never pass it on.
+fn scrub(text: &str, key: &str) -> String {
+    let t: String = text.chars().take(300).collect();
+    if key.is_empty() {
+        t
+    } else {
+        t.replace(key, "<redacted>")
+    }
+}
+
+fn transport_error(e: reqwest::Error, key: &str) -> LlmError {
+    if e.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::upstream(None, scrub(&e.without_url().to_string(), key))
+    }
+}
+
+/// Sends, waiting at most `timeout` for the response head; a non-2xx answer
+/// becomes an error carrying its status and Retry-After.
+async fn send_with_timeout(
+    send: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    timeout: std::time::Duration,
+    key: &str,
+) -> Result<reqwest::Response, LlmError> {
+    let res = tokio::time::timeout(timeout, send)
+        .await
+        .map_err(|_| LlmError::Timeout)?
+        .map_err(|e| transport_error(e, key))?;
+    let status = res.status();
+    if status.is_success() {
+        return Ok(res);
+    }
+    let retry_after_secs = res
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = tokio::time::timeout(timeout, res.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(LlmError::Upstream {
+        status: Some(status.as_u16()),
+        detail: scrub(&String::from_utf8_lossy(&body), key),
+        retry_after_secs,
+    })
+}
+
+/// Turns an SSE response into our events. `parse` maps one SSE event to
+/// events (Ok(None) marks the normal end). Waiting more than `idle` for the
+/// next bytes is a timeout; a body that ends before the end marker is an
+/// error, so a cut-off reply is never taken for a complete one.
+fn upstream_events(
+    res: reqwest::Response,
+    idle: std::time::Duration,
+    key: String,
+    parse: impl Fn(&sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> + Send + 'static,
+) -> EventStream {
+    struct St<P> {
+        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+        decoder: sse::SseDecoder,
+        pending: std::collections::VecDeque<StreamEvent>,
+        finished: bool,
+        parse: P,
+        key: String,
+        idle: std::time::Duration,
+    }
+    let st = St {
+        body: Box::pin(res.bytes_stream()),
+        decoder: sse::SseDecoder::default(),
+        pending: Default::default(),
+        finished: false,
+        parse,
+        key,
+        idle,
+    };
+    Box::pin(stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                return Some((Ok(ev), st));
+            }
+            if st.finished {
+                return None;
+            }
+            let chunk = match tokio::time::timeout(st.idle, st.body.next()).await {
+                Err(_) => Err(LlmError::Timeout),
+                Ok(None) => Err(LlmError::upstream(
+                    None,
+                    "stream ended before its end marker",
+                )),
+                Ok(Some(Err(e))) => Err(transport_error(e, &st.key)),
+                Ok(Some(Ok(bytes))) => Ok(bytes),
+            };
+            let bytes = match chunk {
+                Ok(b) => b,
+                Err(e) => {
+                    st.finished = true;
+                    return Some((Err(e), st));
+                }
+            };
+            for ev in st.decoder.push(&bytes) {
+                match (st.parse)(&ev) {
+                    Ok(Some(events)) => st.pending.extend(events),
+                    Ok(None) => {
+                        st.finished = true;
+                        break;
+                    }
+                    Err(e) => {
+                        st.finished = true;
+                        st.pending.clear();
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        }
+    }))
 }

@@ -1,34 +1,37 @@
-//! OpenAI-compatible `POST {base_url}/chat/completions` (OpenAI, DeepSeek,
-//! Qwen, Moonshot, and any compatible gateway).
+//! OpenAI-compatible streaming `POST {base_url}/chat/completions` (OpenAI,
+//! DeepSeek, Qwen, Moonshot, and any compatible gateway).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{BoxFuture, LlmError, LlmReply, LlmRequest, Provider};
+use super::{upstream_events, BoxFuture, EventStream, LlmError, LlmRequest, Provider, StreamEvent};
 use crate::config::ProviderConfig;
 
 pub struct OpenAiProvider {
     name: String,
     url: String,
     api_key: String,
+    timeout: Duration,
     client: reqwest::Client,
 }
 
 #[derive(Deserialize)]
-struct Completion {
+struct Chunk {
+    #[serde(default)]
     choices: Vec<Choice>,
     usage: Option<Usage>,
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct Choice {
-    message: Message,
+    delta: Option<Delta>,
 }
 
 #[derive(Deserialize)]
-struct Message {
+struct Delta {
     content: Option<String>,
 }
 
@@ -40,82 +43,72 @@ struct Usage {
 
 impl OpenAiProvider {
     pub fn new(cfg: &ProviderConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.timeout_secs))
-            .connect_timeout(Duration::from_secs(cfg.timeout_secs.min(10)))
-            .build()
-            .expect("reqwest client");
+        let timeout = Duration::from_secs(cfg.timeout_secs);
         Self {
             name: cfg.name.clone(),
             url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
             api_key: cfg.api_key.clone(),
-            client,
+            timeout,
+            client: super::http_client(timeout),
         }
     }
 
-    /// Upstream text may quote the key back (OpenAI does, masked or not).
-    fn scrub(&self, text: &str) -> String {
-        let mut t: String = text.chars().take(300).collect();
-        if !self.api_key.is_empty() {
-            t = t.replace(&self.api_key, "<redacted>");
-        }
-        t
-    }
-
-    async fn call(&self, req: &LlmRequest) -> Result<LlmReply, LlmError> {
+    async fn start(&self, req: LlmRequest) -> Result<EventStream, LlmError> {
         let messages: Vec<_> = req
             .messages
             .iter()
             .map(|m| json!({"role": m.role, "content": m.content}))
             .collect();
-        let body = json!({"model": req.model, "messages": messages, "stream": false});
-        let res = self
+        let body = json!({
+            "model": req.model,
+            "messages": messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        let send = self
             .client
             .post(&self.url)
             .bearer_auth(&self.api_key)
             .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| self.transport_error(e))?;
-        if !status.is_success() {
-            return Err(LlmError::Upstream {
-                status: Some(status.as_u16()),
-                detail: self.scrub(&String::from_utf8_lossy(&bytes)),
-            });
-        }
-        let parsed: Completion =
-            serde_json::from_slice(&bytes).map_err(|e| LlmError::Upstream {
-                status: Some(status.as_u16()),
-                detail: format!("unparseable completion: {e}"),
-            })?;
-        let content = parsed
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .ok_or_else(|| LlmError::Upstream {
-                status: Some(status.as_u16()),
-                detail: "completion without choices[0].message.content".into(),
-            })?;
-        Ok(LlmReply {
-            content,
-            prompt_tokens: parsed.usage.as_ref().and_then(|u| u.prompt_tokens),
-            completion_tokens: parsed.usage.as_ref().and_then(|u| u.completion_tokens),
-        })
-    }
-
-    fn transport_error(&self, e: reqwest::Error) -> LlmError {
-        if e.is_timeout() {
-            LlmError::Timeout
-        } else {
-            // without_url: the URL holds no key, but keep logs short.
-            LlmError::Upstream {
-                status: None,
-                detail: self.scrub(&e.without_url().to_string()),
-            }
-        }
+            .send();
+        let res = super::send_with_timeout(send, self.timeout, &self.api_key).await?;
+        Ok(upstream_events(
+            res,
+            self.timeout,
+            self.api_key.clone(),
+            |ev| {
+                if ev.data.trim() == "[DONE]" {
+                    return Ok(None);
+                }
+                let chunk: Chunk = serde_json::from_str(&ev.data).map_err(|e| {
+                    LlmError::upstream(Some(200), format!("unparseable chunk: {e}"))
+                })?;
+                if let Some(err) = chunk.error {
+                    return Err(LlmError::upstream(
+                        Some(200),
+                        format!("error in stream: {err}"),
+                    ));
+                }
+                let mut out = vec![];
+                if let Some(text) = chunk
+                    .choices
+                    .into_iter()
+                    .next()
+                    .and_then(|c| c.delta)
+                    .and_then(|d| d.content)
+                    .filter(|t| !t.is_empty())
+                {
+                    out.push(StreamEvent::Text(text));
+                }
+                if let Some(u) = chunk.usage {
+                    out.push(StreamEvent::Usage {
+                        prompt_tokens: u.prompt_tokens,
+                        completion_tokens: u.completion_tokens,
+                    });
+                }
+                Ok(Some(out))
+            },
+        ))
     }
 }
 
@@ -124,7 +117,7 @@ impl Provider for OpenAiProvider {
         &self.name
     }
 
-    fn complete<'a>(&'a self, req: &'a LlmRequest) -> BoxFuture<'a, Result<LlmReply, LlmError>> {
-        Box::pin(self.call(req))
+    fn stream(&self, req: LlmRequest) -> BoxFuture<'_, Result<EventStream, LlmError>> {
+        Box::pin(self.start(req))
     }
 }

@@ -17,6 +17,8 @@ async fn app_with(fake: &FakeOpenAi, timeout_secs: u64) -> TestApp {
             c.llm.providers = vec![provider];
             c.llm.system_prompt = "You are helpful.".into();
             c.llm.context_messages = 4;
+            // these tests fail one provider on purpose; breaker tests live in streaming.rs
+            c.llm.breaker_failures = 1000;
         })
         .spawn()
         .await

@@ -1,0 +1,82 @@
+//! POST /api/chat/stream: the reply as Server-Sent Events — `delta`
+//! {message_id, text} events, then one `done` (the stored reply) or `error`.
+//! Refusals (401/402/4xx) come before the stream, as plain JSON errors.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde_json::{json, Value};
+
+use super::live::{Event, Finished};
+use super::service::{self, ChatInput, Started};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiJson, AppResult};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/chat/stream", post(chat_stream))
+}
+
+/// The events of a started turn, whichever way it started.
+pub fn events_of(started: Started, offset: usize) -> (String, BoxStream<'static, Event>) {
+    match started {
+        Started::Live(gen) => (gen.message_id.clone(), gen.listen(offset).boxed()),
+        Started::Replayed(outcome) => {
+            let rest: String = outcome.message.content.chars().skip(offset).collect();
+            let done = Event::Done(outcome.to_json());
+            let events = if rest.is_empty() {
+                vec![done]
+            } else {
+                vec![Event::Delta(rest), done]
+            };
+            (outcome.message.id.clone(), stream::iter(events).boxed())
+        }
+    }
+}
+
+pub fn error_body(f: &Finished, request_id: &str) -> Value {
+    match f {
+        Finished::Failed { code, message, .. } => {
+            json!({"error": {"code": code, "message": message, "request_id": request_id}})
+        }
+        Finished::Done(_) => {
+            json!({"error": {"code": "internal", "message": "not an error", "request_id": request_id}})
+        }
+    }
+}
+
+async fn chat_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+    ApiJson(input): ApiJson<ChatInput>,
+) -> AppResult<Response> {
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let started = service::start(&state, &user.id, input).await?;
+    let (message_id, events) = events_of(started, 0);
+    let sse = events.map(move |ev| {
+        Ok::<_, Infallible>(match ev {
+            Event::Delta(text) => SseEvent::default()
+                .event("delta")
+                .data(json!({"message_id": message_id, "text": text}).to_string()),
+            Event::Done(reply) => SseEvent::default().event("done").data(reply.to_string()),
+            Event::Error(f) => SseEvent::default()
+                .event("error")
+                .data(error_body(&f, &request_id).to_string()),
+        })
+    });
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

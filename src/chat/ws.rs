@@ -1,0 +1,210 @@
+//! GET /api/chat/ws: the chat exchange as JSON frames, with resume.
+//!
+//! Client: `{"type":"chat","message",…}`, `{"type":"resume","message_id","offset"}`,
+//! `{"type":"ping"}`. Server: `{"type":"delta","message_id","text"}`…, then
+//! `{"type":"done", …reply}` or `{"type":"error","error":{…}}`; `{"type":"pong"}`.
+//! Each request is answered by its own task writing into the socket's
+//! outbox, so pings are answered while a reply streams, and a closed socket
+//! never stops a generation.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::SinkExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::live::{Event, Finished};
+use super::service::{self, message_json, ChatInput};
+use super::stream::{error_body, events_of};
+use crate::app::AppState;
+use crate::auth::{bearer_token, AuthUser};
+use crate::db::chat as repo;
+use crate::error::{AppError, AppResult};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/chat/ws", get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> AppResult<Response> {
+    // wx.connectSocket clients often cannot set headers: accept ?token= too.
+    let token = bearer_token(&headers, None).or(query.get("token").map(String::as_str));
+    let user = AuthUser::from_token(&state, token).await?;
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| session(state, user, socket)))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Chat {
+        message: String,
+        session_id: Option<String>,
+        model: Option<String>,
+        client_msg_id: Option<String>,
+    },
+    Resume {
+        message_id: String,
+        #[serde(default)]
+        offset: usize,
+    },
+    Ping,
+}
+
+async fn session(state: AppState, user: AuthUser, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let (outbox, mut out_rx) = mpsc::channel::<Value>(64);
+    loop {
+        tokio::select! {
+            frame = incoming.next() => match frame {
+                Some(Ok(Message::Text(text))) => handle(&state, &user, text.as_str(), outbox.clone()),
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = outbox.try_send(frame_error(&AppError::invalid_request("send JSON text frames")));
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {} // ping/pong frames are answered by the protocol layer
+            },
+            Some(out) = out_rx.recv() => {
+                if sink.send(Message::Text(out.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn frame_error(e: &AppError) -> Value {
+    json!({"type": "error", "error": {"code": e.code, "message": e.message}})
+}
+
+fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Value>) {
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = outbox.try_send(frame_error(&AppError::invalid_request(format!(
+                "bad frame: {e}"
+            ))));
+            return;
+        }
+    };
+    let state = state.clone();
+    let user_id = user.id.clone();
+    tokio::spawn(async move {
+        let result = match frame {
+            ClientFrame::Ping => {
+                let _ = outbox.send(json!({"type": "pong"})).await;
+                return;
+            }
+            ClientFrame::Chat {
+                message,
+                session_id,
+                model,
+                client_msg_id,
+            } => {
+                let input = ChatInput {
+                    message,
+                    model,
+                    session_id,
+                    client_msg_id,
+                };
+                service::start(&state, &user_id, input)
+                    .await
+                    .map(|s| events_of(s, 0))
+            }
+            ClientFrame::Resume { message_id, offset } => {
+                resume(&state, &user_id, &message_id, offset).await
+            }
+        };
+        match result {
+            Ok((message_id, events)) => forward(message_id, events, outbox).await,
+            Err(e) => {
+                let _ = outbox.send(frame_error(&e)).await;
+            }
+        }
+    });
+}
+
+async fn forward(
+    message_id: String,
+    mut events: BoxStream<'static, Event>,
+    outbox: mpsc::Sender<Value>,
+) {
+    while let Some(ev) = events.next().await {
+        let frame = match ev {
+            Event::Delta(text) => json!({"type": "delta", "message_id": message_id, "text": text}),
+            Event::Done(mut reply) => {
+                reply["type"] = json!("done");
+                reply
+            }
+            Event::Error(f) => {
+                let mut body = error_body(&f, "");
+                body["error"]
+                    .as_object_mut()
+                    .map(|o| o.remove("request_id"));
+                json!({"type": "error", "error": body["error"]})
+            }
+        };
+        if outbox.send(frame).await.is_err() {
+            return; // socket gone; the generation carries on regardless
+        }
+    }
+}
+
+/// The rest of a reply from `offset`: live from memory while it is being
+/// generated (or just was), else from the stored message.
+async fn resume(
+    state: &AppState,
+    user_id: &str,
+    message_id: &str,
+    offset: usize,
+) -> AppResult<(String, BoxStream<'static, Event>)> {
+    if let Some(gen) = state.live().get(user_id, message_id) {
+        return Ok((gen.message_id.clone(), gen.listen(offset).boxed()));
+    }
+    let (uid, mid) = (user_id.to_string(), message_id.to_string());
+    let today = state.today();
+    let (msg, quota, charged) = state
+        .db()
+        .run(move |c| {
+            let msg = repo::find_user_message(c, &uid, &mid)?
+                .filter(|m| m.role == "assistant")
+                .ok_or_else(|| AppError::not_found("message"))?;
+            let quota = crate::quota::view(c, &uid, &today)?;
+            let charged = repo::charged_fen(c, &msg.id)?;
+            Ok((msg, quota, charged))
+        })
+        .await?;
+    let rest: String = msg.content.chars().skip(offset).collect();
+    let last = if msg.status == "complete" {
+        Event::Done(json!({
+            "session_id": msg.session_id,
+            "message": message_json(&msg),
+            "quota": {"free_remaining": quota.free_remaining, "balance_fen": quota.balance_fen, "charged_fen": charged},
+        }))
+    } else {
+        Event::Error(Finished::Failed {
+            status: 502,
+            code: "generation_failed",
+            message: "this reply was cut short by an upstream failure; nothing was charged".into(),
+        })
+    };
+    let mut events = vec![];
+    if !rest.is_empty() {
+        events.push(Event::Delta(rest));
+    }
+    events.push(last);
+    Ok((msg.id.clone(), stream::iter(events).boxed()))
+}
