@@ -17,8 +17,11 @@ if ! command -v wrk >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --locked -q
+cargo build --release --locked -q --example stream_bench
 BIN="$PWD/target/release/mvp28"
+STREAM_BENCH="$PWD/target/release/examples/stream_bench"
 WORK="$(mktemp -d)"
 PORT="${BENCH_PORT:-18089}"
 BASE="http://127.0.0.1:$PORT"
@@ -78,3 +81,8 @@ echo "chat/health throughput ratio: $RATIO"
 echo "server peak RSS: $((PEAK_KB / 1024)) MiB (${PEAK_KB} kB)"
 MSGS=$(curl -fsS "$BASE/api/me" -H "Authorization: Bearer $TOKEN" | python3 -c 'import sys,json;print(json.load(sys.stdin)["quota"]["free_used_today"])')
 echo "chat turns stored during the run: $MSGS"
+
+kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; PID=""
+echo
+echo "streaming (fake OpenAI-compatible upstream in the bench process):"
+"$STREAM_BENCH" "$BIN" "${STREAMS:-1000}" "${TTFT_SAMPLES:-200}"
