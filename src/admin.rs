@@ -38,6 +38,35 @@ pub enum AdminCommand {
     /// Check that every balance equals the sum of its ledger rows; exit 1
     /// listing the users that do not.
     Audit,
+    /// Change the model spend budgets live (upstream currency; 0 = none).
+    SetBudget {
+        /// Budget per local calendar day, e.g. 5 or 2.50
+        #[arg(long, value_name = "AMOUNT")]
+        daily: Option<f64>,
+        /// Budget per local calendar month
+        #[arg(long, value_name = "AMOUNT")]
+        monthly: Option<f64>,
+    },
+    /// Calls, tokens, spend, failures and income over the last days.
+    Usage {
+        /// How many local calendar days, today included
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        /// Rows per model, provider, day or user
+        #[arg(long, value_enum, default_value_t = UsageBy::Model)]
+        by: UsageBy,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum UsageBy {
+    Model,
+    Provider,
+    Day,
+    User,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +148,28 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     r.reference
                 );
             }
+        }
+        AdminCommand::SetBudget { daily, monthly } => {
+            if daily.is_none() && monthly.is_none() {
+                anyhow::bail!("give --daily and/or --monthly");
+            }
+            for (key, value) in [
+                (crate::usage::DAILY_BUDGET, daily),
+                (crate::usage::MONTHLY_BUDGET, monthly),
+            ] {
+                let Some(v) = value else { continue };
+                if !v.is_finite() || v < 0.0 {
+                    anyhow::bail!("budgets are amounts >= 0 (0 = no budget)");
+                }
+                repo::set_setting(&conn, key, crate::usage::to_nanos(v), now_ms).map_err(err)?;
+                println!(
+                    "{key} = {} (live)",
+                    crate::usage::format_units(crate::usage::to_nanos(v))
+                );
+            }
+        }
+        AdminCommand::Usage { days, by, json } => {
+            crate::usage::report::print(&conn, config, now, days, by, json).map_err(err)?;
         }
         AdminCommand::Audit => {
             let (checked, mismatches) = repo::audit(&conn).map_err(err)?;

@@ -45,6 +45,7 @@ struct Inner {
     storage: Storage,
     offset: FixedOffset,
     live: Arc<Live>,
+    usage_guard: crate::usage::Guard,
 }
 
 impl AppState {
@@ -63,6 +64,7 @@ impl AppState {
                 limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
                 offset: config.quota.offset(),
                 live: Arc::new(Live::default()),
+                usage_guard: Default::default(),
                 llm,
                 storage,
                 db,
@@ -90,6 +92,9 @@ impl AppState {
     }
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+    pub fn usage_guard(&self) -> &crate::usage::Guard {
+        &self.inner.usage_guard
     }
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {

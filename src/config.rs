@@ -138,6 +138,23 @@ pub struct LlmConfig {
     /// Explicit failover order per model; entries are "provider" or
     /// "provider:its-model-id".
     pub routes: Vec<RouteConfig>,
+    /// Spend caps in the upstream's currency (0 = none); seed the live
+    /// settings changed with `mvp28 admin set-budget`.
+    pub daily_budget: f64,
+    pub monthly_budget: f64,
+    /// Fraction of a budget past which a warning is logged.
+    pub budget_warn_ratio: f64,
+    /// Per-model prices per million tokens, in the upstream's currency.
+    pub prices: Vec<PriceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriceConfig {
+    /// A model name clients use, or a provider's own model id.
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -158,6 +175,10 @@ impl Default for LlmConfig {
             breaker_cooldown_secs: 30,
             providers: vec![ProviderConfig::default()],
             routes: vec![],
+            daily_budget: 0.0,
+            monthly_budget: 0.0,
+            budget_warn_ratio: 0.8,
+            prices: vec![],
         }
     }
 }
@@ -571,6 +592,33 @@ impl Config {
                     return Err(bad(
                         &key("providers"),
                         format!("{name:?} is not in llm.providers"),
+                    ));
+                }
+            }
+        }
+        for (k, v) in [
+            ("llm.daily_budget", self.llm.daily_budget),
+            ("llm.monthly_budget", self.llm.monthly_budget),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(k, "must be a number >= 0 (0 = no budget)"));
+            }
+        }
+        if !(self.llm.budget_warn_ratio > 0.0 && self.llm.budget_warn_ratio <= 1.0) {
+            return Err(bad("llm.budget_warn_ratio", "must be in (0, 1]"));
+        }
+        for (i, p) in self.llm.prices.iter().enumerate() {
+            if p.model.is_empty() {
+                return Err(bad(&format!("llm.prices[{i}].model"), "must not be empty"));
+            }
+            for (k, v) in [
+                ("input_per_mtok", p.input_per_mtok),
+                ("output_per_mtok", p.output_per_mtok),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(bad(
+                        &format!("llm.prices[{i}].{k}"),
+                        "must be a number >= 0",
                     ));
                 }
             }

@@ -19,3 +19,4 @@ pub mod quota;
 pub mod ratelimit;
 pub mod server;
 pub mod storage;
+pub mod usage;

@@ -38,8 +38,18 @@ impl Server {
 pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
     let db = Db::open(Path::new(&config.database.path), config.database.pool_size)?;
     let conn = db.conn()?;
-    db::quota::seed_settings(&conn, config.quota.free_daily, config.quota.price_fen, now)
-        .map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
+    let seed = || -> crate::error::AppResult<()> {
+        db::quota::seed_settings(&conn, config.quota.free_daily, config.quota.price_fen, now)?;
+        let budgets = [
+            (crate::usage::DAILY_BUDGET, config.llm.daily_budget),
+            (crate::usage::MONTHLY_BUDGET, config.llm.monthly_budget),
+        ];
+        for (key, units) in budgets {
+            db::quota::seed_setting(&conn, key, crate::usage::to_nanos(units), now)?;
+        }
+        Ok(())
+    };
+    seed().map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
     Ok(db)
 }
 

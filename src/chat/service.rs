@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::quota as quota_repo;
+use crate::db::usage::{self as usage_repo, CallRecord};
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, StreamEvent};
@@ -106,6 +107,7 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
         }
     }
     let route = state.llm().resolve(input.model.as_deref())?;
+    crate::usage::check_budget(state).await?;
     let turn = match begin(state, user_id, &message, route.model(), input).await? {
         Begun::Replayed(outcome) => return Ok(Started::Replayed(outcome)),
         Begun::InFlight(reply_id) => {
@@ -185,12 +187,37 @@ async fn generate(
         content: message,
     });
 
+    let prompt_estimate = messages
+        .iter()
+        .map(|m| crate::usage::estimate_tokens(&m.content))
+        .sum::<i64>();
     let clock = state.clone();
-    let mut opened = match route.open(messages, move || clock.now()).await {
+    let mut attempts = vec![];
+    let opened = route
+        .open(messages, move || clock.now(), &mut attempts)
+        .await;
+    let mut calls: Vec<CallRecord> = attempts
+        .iter()
+        .map(|a| CallRecord {
+            user_id: Some(user_id.to_string()),
+            message_id: Some(turn.reply_id.clone()),
+            model: route.model().to_string(),
+            provider: a.provider.clone(),
+            provider_model: a.model_id.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            estimated: false,
+            latency_ms: a.latency_ms,
+            outcome: a.outcome,
+            cost_nanos: 0,
+            created_at: to_ms(state.now()),
+        })
+        .collect();
+    let mut opened = match opened {
         Ok(o) => o,
         Err(e) => {
             let finished = Finished::failed(&e);
-            if let Err(db) = end_without_reply(state, &turn, String::new()).await {
+            if let Err(db) = end_without_reply(state, &turn, String::new(), calls).await {
                 tracing::error!(error = %db, "could not release a failed turn");
             }
             gen.finish(finished);
@@ -217,20 +244,60 @@ async fn generate(
     }
     opened.record(failure.is_none(), state.now());
     let text = gen.text();
+    // Usage the upstream did not report is estimated (and marked so): spend
+    // must not read as zero just because a gateway omits it.
+    let estimated = usage.0.is_none() || usage.1.is_none();
+    let prompt = usage.0.unwrap_or(prompt_estimate);
+    let completion = usage
+        .1
+        .unwrap_or_else(|| crate::usage::estimate_tokens(&text));
+    let cfg = &state.config().llm;
+    calls.push(CallRecord {
+        user_id: Some(user_id.to_string()),
+        message_id: Some(turn.reply_id.clone()),
+        model: route.model().to_string(),
+        provider: opened.provider.clone(),
+        provider_model: opened.model_id.clone(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        estimated,
+        latency_ms: opened.started.elapsed().as_millis() as i64,
+        outcome: if failure.is_some() { "partial" } else { "ok" },
+        cost_nanos: crate::usage::cost_nanos(
+            cfg,
+            route.model(),
+            &opened.model_id,
+            prompt,
+            completion,
+        ),
+        created_at: to_ms(state.now()),
+    });
     if let Some(e) = failure {
         // Output was already sent: no failover. The partial text is kept,
         // marked failed, and nothing is charged.
         let err = e.to_app_error(&opened.provider);
-        if let Err(db) = end_without_reply(state, &turn, text).await {
+        if let Err(db) = end_without_reply(state, &turn, text, calls).await {
             tracing::error!(error = %db, "could not store a failed reply");
         }
         gen.finish(Finished::failed(&err));
         return;
     }
-    match settle(state, user_id, &turn, text, usage).await {
+    let tokens = (usage.0, usage.1);
+    match settle(state, user_id, &turn, text, tokens, calls).await {
         Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
         Err(e) => gen.finish(Finished::failed(&e)),
     }
+}
+
+fn record_calls(
+    tx: &rusqlite::Transaction<'_>,
+    state_periods: &(String, String),
+    calls: &[CallRecord],
+) -> AppResult<()> {
+    for c in calls {
+        usage_repo::record_call(tx, c, &state_periods.0, &state_periods.1)?;
+    }
+    Ok(())
 }
 
 /// Stores the reply and turns the hold into a charge, in one transaction.
@@ -240,8 +307,10 @@ async fn settle(
     turn: &Turn,
     text: String,
     usage: (Option<i64>, Option<i64>),
+    calls: Vec<CallRecord>,
 ) -> AppResult<ChatOutcome> {
     let now = to_ms(state.now());
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let today = state.today();
     let uid = user_id.to_string();
     let session_id = turn.session_id.clone();
@@ -250,6 +319,7 @@ async fn settle(
         .db()
         .write(move |tx| {
             repo::complete_reply(tx, &reply_id, &text, usage.0, usage.1, now)?;
+            record_calls(tx, &periods, &calls)?;
             let charged = quota_repo::settle(tx, &reply_id, now)?;
             let message = repo::find_message(tx, &reply_id)?
                 .ok_or_else(|| AppError::internal(anyhow::anyhow!("reply vanished")))?;
@@ -269,14 +339,21 @@ async fn settle(
 
 /// Releases the hold. A turn with no output disappears (it can be retried
 /// under the same client_msg_id); partial output is kept as `failed`.
-async fn end_without_reply(state: &AppState, turn: &Turn, partial: String) -> AppResult<()> {
+async fn end_without_reply(
+    state: &AppState,
+    turn: &Turn,
+    partial: String,
+    calls: Vec<CallRecord>,
+) -> AppResult<()> {
     let now = to_ms(state.now());
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let user_msg_id = turn.user_msg_id.clone();
     let reply_id = turn.reply_id.clone();
     state
         .db()
         .write(move |tx| {
             quota_repo::release(tx, &reply_id, now)?;
+            record_calls(tx, &periods, &calls)?;
             if partial.is_empty() {
                 repo::discard_turn(tx, &user_msg_id, &reply_id)
             } else {

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod location;
 pub mod quota;
+pub mod usage;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -48,6 +48,23 @@ pub fn settings(conn: &Connection) -> AppResult<Settings> {
     })
 }
 
+pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
+    Ok(conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Writes a setting's first value; later changes come from the admin CLI.
+pub fn seed_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
+        params![key, value, now],
+    )?;
+    Ok(())
+}
+
 pub fn set_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
     conn.execute(
         "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)

@@ -128,6 +128,18 @@ pub struct Opened {
     pub model_id: String,
     pub events: EventStream,
     slot: Arc<Slot>,
+    /// When the request that produced this stream was sent.
+    pub started: std::time::Instant,
+}
+
+/// A provider call that failed before its first token.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub provider: String,
+    pub model_id: String,
+    pub latency_ms: i64,
+    /// "error" or "timeout"
+    pub outcome: &'static str,
 }
 
 impl Opened {
@@ -154,6 +166,7 @@ impl Route {
         &self,
         messages: Vec<ChatMessage>,
         now: impl Fn() -> DateTime<Utc>,
+        attempts: &mut Vec<Attempt>,
     ) -> Result<Opened, AppError> {
         let mut last: Option<(String, LlmError)> = None;
         for t in &self.targets {
@@ -172,6 +185,7 @@ impl Route {
                 model: t.model_id.clone(),
                 messages: messages.clone(),
             };
+            let started = std::time::Instant::now();
             match first_token(t.slot.provider.stream(req).await).await {
                 Ok(events) => {
                     t.slot.breaker.lock().expect("breaker lock").on_success();
@@ -180,9 +194,20 @@ impl Route {
                         model_id: t.model_id.clone(),
                         events,
                         slot: t.slot.clone(),
+                        started,
                     });
                 }
                 Err(e) => {
+                    attempts.push(Attempt {
+                        provider: name.clone(),
+                        model_id: t.model_id.clone(),
+                        latency_ms: started.elapsed().as_millis() as i64,
+                        outcome: if matches!(e, LlmError::Timeout) {
+                            "timeout"
+                        } else {
+                            "error"
+                        },
+                    });
                     let retry_after = match &e {
                         LlmError::Upstream {
                             retry_after_secs, ..

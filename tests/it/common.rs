@@ -231,13 +231,22 @@ pub struct ServeGuard(Option<std::process::Child>);
 
 impl ServeGuard {
     pub async fn start(dir: &Path, base: &str) -> ServeGuard {
+        Self::start_logged(dir, base, None).await
+    }
+
+    /// Like `start`, with the server's log (stderr) written to `log`.
+    pub async fn start_logged(dir: &Path, base: &str, log: Option<&Path>) -> ServeGuard {
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => std::process::Stdio::null(),
+        };
         let child = Command::new(bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .current_dir(dir)
             .arg("serve")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("serve starts");
         let guard = ServeGuard(Some(child));

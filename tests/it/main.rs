@@ -8,3 +8,4 @@ mod chat;
 mod foundation;
 mod location;
 mod streaming;
+mod usage;

@@ -30,6 +30,8 @@ pub enum Behavior {
     FailAfter(usize),
     /// Send the first chunk, then wait until `open_gate()` before the rest.
     Gated,
+    /// Echo without the usage chunk (some gateways never send one).
+    NoUsage,
 }
 
 #[derive(Clone, Debug)]
@@ -184,11 +186,13 @@ async fn completions(
             .iter()
             .map(|w| chunk(&model, json!({"content": w}), None)),
     );
-    frames.push(chunk(
-        &model,
-        json!({}),
-        Some(json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18})),
-    ));
+    if !matches!(behavior, Behavior::NoUsage) {
+        frames.push(chunk(
+            &model,
+            json!({}),
+            Some(json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18})),
+        ));
+    }
     frames.push(Bytes::from("data: [DONE]\n\n"));
     let gate = shared.gate.subscribe();
     let stream = stream::unfold(

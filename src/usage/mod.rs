@@ -1,0 +1,142 @@
+//! Upstream usage accounting and the spend guard: every model call is
+//! recorded with tokens and cost; chats stop (503, nobody charged, no
+//! upstream call) once the day's or month's budget is spent.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, FixedOffset, Utc};
+
+pub mod report;
+
+use crate::app::AppState;
+use crate::config::LlmConfig;
+use crate::db::{quota as settings_repo, usage as repo};
+use crate::error::{AppError, AppResult};
+
+pub const DAILY_BUDGET: &str = "budget_daily_nanos";
+pub const MONTHLY_BUDGET: &str = "budget_monthly_nanos";
+
+/// Currency units (as configured, e.g. 12.5 USD) to integer nano-units.
+pub fn to_nanos(units: f64) -> i64 {
+    (units * 1e9).round() as i64
+}
+
+pub fn format_units(nanos: i64) -> String {
+    format!(
+        "{}.{:06}",
+        nanos / 1_000_000_000,
+        (nanos % 1_000_000_000).abs() / 1000
+    )
+}
+
+/// Cost of a call from the configured per-million-token prices. A price per
+/// million tokens is exactly `price * 1000` nano-units per token.
+pub fn cost_nanos(
+    cfg: &LlmConfig,
+    model: &str,
+    provider_model: &str,
+    prompt: i64,
+    completion: i64,
+) -> i64 {
+    let price = cfg
+        .prices
+        .iter()
+        .find(|p| p.model == provider_model)
+        .or_else(|| cfg.prices.iter().find(|p| p.model == model));
+    match price {
+        Some(p) => {
+            prompt * (p.input_per_mtok * 1000.0).round() as i64
+                + completion * (p.output_per_mtok * 1000.0).round() as i64
+        }
+        None => 0,
+    }
+}
+
+/// A rough count for streams that report no usage: ~4 characters a token.
+pub fn estimate_tokens(text: &str) -> i64 {
+    (text.chars().count() as i64 + 3) / 4
+}
+
+/// Budget periods in local time: ("2026-11-25", "2026-11").
+pub fn periods(now: DateTime<Utc>, offset: FixedOffset) -> (String, String) {
+    let local = now.with_timezone(&offset);
+    (
+        local.format("%Y-%m-%d").to_string(),
+        local.format("%Y-%m").to_string(),
+    )
+}
+
+/// Remembers which soft-threshold warnings were already logged.
+#[derive(Default)]
+pub struct Guard {
+    warned: Mutex<HashSet<String>>,
+}
+
+/// Spend and budgets right now (nanos; a budget of 0 means none).
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub day_spend: i64,
+    pub month_spend: i64,
+    pub day_budget: i64,
+    pub month_budget: i64,
+}
+
+pub async fn standing(state: &AppState) -> AppResult<Standing> {
+    let (day, month) = periods(state.now(), state.config().quota.offset());
+    state
+        .db()
+        .run(move |c| {
+            let (day_spend, month_spend) = repo::spend(c, &day, &month)?;
+            Ok(Standing {
+                day_spend,
+                month_spend,
+                day_budget: settings_repo::get_setting(c, DAILY_BUDGET)?.unwrap_or(0),
+                month_budget: settings_repo::get_setting(c, MONTHLY_BUDGET)?.unwrap_or(0),
+            })
+        })
+        .await
+}
+
+/// Refuses a new chat once a budget is spent; warns (once per period) past
+/// the soft threshold.
+pub async fn check_budget(state: &AppState) -> AppResult<()> {
+    let s = standing(state).await?;
+    let (day, month) = periods(state.now(), state.config().quota.offset());
+    let ratio = state.config().llm.budget_warn_ratio;
+    for (name, period, spent, budget) in [
+        ("daily", day, s.day_spend, s.day_budget),
+        ("monthly", month, s.month_spend, s.month_budget),
+    ] {
+        if budget <= 0 {
+            continue;
+        }
+        if spent >= budget {
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "budget_exhausted",
+                format!("the service's {name} model budget is used up; try again later (you were not charged)"),
+            ));
+        }
+        if spent as f64 >= ratio * budget as f64 {
+            let key = format!("{name}:{period}");
+            if state
+                .usage_guard()
+                .warned
+                .lock()
+                .expect("guard lock")
+                .insert(key)
+            {
+                tracing::warn!(
+                    period = %period,
+                    spent = %format_units(spent),
+                    budget = %format_units(budget),
+                    "LLM spend passed {:.0}% of the {name} budget",
+                    ratio * 100.0
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `mvp28 admin usage`: the usage table (or JSON) for an operator.
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::format_units;
+use crate::admin::UsageBy;
+use crate::config::Config;
+use crate::db::usage::{self as repo, By, UsageRow};
+use crate::error::AppResult;
+
+pub fn print(
+    conn: &Connection,
+    config: &Config,
+    now: DateTime<Utc>,
+    days: u32,
+    by: UsageBy,
+    as_json: bool,
+) -> AppResult<()> {
+    let offset = config.quota.offset();
+    let local_today = now.with_timezone(&offset).date_naive();
+    let first_day = local_today - Duration::days(i64::from(days) - 1);
+    let since = first_day
+        .and_time(NaiveTime::MIN)
+        .and_local_timezone(offset)
+        .single()
+        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+        .unwrap_or(0);
+    let by = match by {
+        UsageBy::Model => By::Model,
+        UsageBy::Provider => By::Provider,
+        UsageBy::Day => By::Day,
+        UsageBy::User => By::User,
+    };
+    let rows = repo::report(conn, since, by, i64::from(offset.local_minus_utc()))?;
+    let mut total = UsageRow {
+        key: "TOTAL".into(),
+        ..Default::default()
+    };
+    for r in &rows {
+        total.calls += r.calls;
+        total.failures += r.failures;
+        total.prompt_tokens += r.prompt_tokens;
+        total.completion_tokens += r.completion_tokens;
+        total.estimated_calls += r.estimated_calls;
+        total.cost_nanos += r.cost_nanos;
+        total.charges_fen += r.charges_fen;
+    }
+    total.topups_fen = repo::topups_since(conn, since)?;
+    if as_json {
+        let out = json!({
+            "since": first_day.to_string(),
+            "days": days,
+            "by": format!("{by:?}").to_lowercase(),
+            "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
+            "total": row_json(&total),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        return Ok(());
+    }
+    println!(
+        "usage since {first_day} ({days} day(s), local time {}), by {:?}",
+        config.quota.timezone, by
+    );
+    println!(
+        "{:<28} {:>7} {:>6} {:>12} {:>12} {:>14} {:>12} {:>12}",
+        "key", "calls", "fails", "prompt tok", "compl tok", "spend", "charges CNY", "top-ups CNY"
+    );
+    for r in rows.iter().chain(std::iter::once(&total)) {
+        println!(
+            "{:<28} {:>7} {:>6} {:>12} {:>12} {:>14} {:>12} {:>12}",
+            r.key,
+            r.calls,
+            r.failures,
+            r.prompt_tokens,
+            r.completion_tokens,
+            format_units(r.cost_nanos),
+            yuan(r.charges_fen),
+            yuan(r.topups_fen)
+        );
+    }
+    if total.estimated_calls > 0 {
+        println!(
+            "({} call(s) reported no usage; their tokens are estimated)",
+            total.estimated_calls
+        );
+    }
+    Ok(())
+}
+
+fn yuan(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, (fen % 100).abs())
+}
+
+fn row_json(r: &UsageRow) -> serde_json::Value {
+    json!({
+        "key": r.key,
+        "calls": r.calls,
+        "failures": r.failures,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "estimated_calls": r.estimated_calls,
+        "spend": format_units(r.cost_nanos),
+        "spend_nanos": r.cost_nanos,
+        "charges_fen": r.charges_fen,
+        "topups_fen": r.topups_fen,
+    })
+}
