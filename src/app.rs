@@ -46,6 +46,7 @@ struct Inner {
     offset: FixedOffset,
     live: Arc<Live>,
     usage_guard: crate::usage::Guard,
+    metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -65,6 +66,7 @@ impl AppState {
                 offset: config.quota.offset(),
                 live: Arc::new(Live::default()),
                 usage_guard: Default::default(),
+                metrics: Default::default(),
                 llm,
                 storage,
                 db,
@@ -92,6 +94,9 @@ impl AppState {
     }
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
     pub fn usage_guard(&self) -> &crate::usage::Guard {
         &self.inner.usage_guard
@@ -139,7 +144,12 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     Router::new()
         .merge(crate::health::router())
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
         .merge(limited)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))

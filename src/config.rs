@@ -24,6 +24,15 @@ pub struct Config {
     pub wechat_pay: WechatPayConfig,
     pub rate_limit: RateLimitConfig,
     pub location: LocationConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Empty: GET /metrics answers loopback clients only. Set: it answers
+    /// anyone sending `Authorization: Bearer <token>`.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -380,6 +389,7 @@ const SECRETS: &[(&str, &str, Option<&str>)] = &[
         "MVP28_STORAGE__S3__ACCESS_KEY_ID",
         Some("SUPABASE_S3_ACCESS_KEY_ID"),
     ),
+    ("metrics.token", "MVP28_METRICS__TOKEN", None),
     (
         "storage.s3.secret_access_key",
         "MVP28_STORAGE__S3__SECRET_ACCESS_KEY",
@@ -467,6 +477,7 @@ impl Config {
             "wechat_pay.api_v3_key" => &mut self.wechat_pay.api_v3_key,
             "storage.s3.access_key_id" => &mut self.storage.s3.access_key_id,
             "storage.s3.secret_access_key" => &mut self.storage.s3.secret_access_key,
+            "metrics.token" => &mut self.metrics.token,
             other => unreachable!("unknown secret {other}"),
         }
     }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod llm;
 pub mod location;
 pub mod logging;
+pub mod metrics;
 pub mod pagination;
 pub mod quota;
 pub mod ratelimit;

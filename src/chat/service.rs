@@ -217,6 +217,7 @@ async fn generate(
         Ok(o) => o,
         Err(e) => {
             let finished = Finished::failed(&e);
+            count_calls(state, &calls);
             if let Err(db) = end_without_reply(state, &turn, String::new(), calls).await {
                 tracing::error!(error = %db, "could not release a failed turn");
             }
@@ -272,6 +273,7 @@ async fn generate(
         ),
         created_at: to_ms(state.now()),
     });
+    count_calls(state, &calls);
     if let Some(e) = failure {
         // Output was already sent: no failover. The partial text is kept,
         // marked failed, and nothing is charged.
@@ -286,6 +288,47 @@ async fn generate(
     match settle(state, user_id, &turn, text, tokens, calls).await {
         Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
         Err(e) => gen.finish(Finished::failed(&e)),
+    }
+}
+
+/// Upstream call figures for /metrics.
+fn count_calls(state: &AppState, calls: &[CallRecord]) {
+    use crate::metrics::labels;
+    let m = state.metrics();
+    for c in calls {
+        m.inc(
+            "llm_calls_total",
+            labels(&[("provider", &c.provider), ("outcome", c.outcome)]),
+            1,
+        );
+        m.observe(
+            "llm_call_duration_seconds",
+            labels(&[("provider", &c.provider)]),
+            std::time::Duration::from_millis(c.latency_ms as u64),
+        );
+        for (kind, n) in [
+            ("prompt", c.prompt_tokens),
+            ("completion", c.completion_tokens),
+        ] {
+            if n > 0 {
+                m.inc(
+                    "llm_tokens_total",
+                    labels(&[
+                        ("provider", &c.provider),
+                        ("model", &c.model),
+                        ("kind", kind),
+                    ]),
+                    n as u64,
+                );
+            }
+        }
+        if c.cost_nanos > 0 {
+            m.inc(
+                "llm_spend_nanos_total",
+                labels(&[("model", &c.model)]),
+                c.cost_nanos as u64,
+            );
+        }
     }
 }
 

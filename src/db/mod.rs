@@ -8,6 +8,7 @@ pub mod usage;
 pub mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ struct Inner {
     /// `pool.get()`.
     permits: Semaphore,
     path: PathBuf,
+    /// Time requests spent queued for a connection (metrics).
+    waited_micros: AtomicU64,
+    acquisitions: AtomicU64,
 }
 
 pub struct MigrationInfo {
@@ -79,10 +83,20 @@ impl Db {
                 pool,
                 permits: Semaphore::new(pool_size as usize),
                 path: path.to_path_buf(),
+                waited_micros: AtomicU64::new(0),
+                acquisitions: AtomicU64::new(0),
             }),
         };
         db.migrate()?;
         Ok(db)
+    }
+
+    /// (connections handed out, total seconds spent waiting for one)
+    pub fn pool_waits(&self) -> (u64, f64) {
+        (
+            self.inner.acquisitions.load(Ordering::Relaxed),
+            self.inner.waited_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -141,12 +155,17 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
     {
+        let queued = std::time::Instant::now();
         let _permit = self
             .inner
             .permits
             .acquire()
             .await
             .map_err(|_| AppError::unavailable("unavailable", "shutting down"))?;
+        self.inner
+            .waited_micros
+            .fetch_add(queued.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.inner.acquisitions.fetch_add(1, Ordering::Relaxed);
         let db = self.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {

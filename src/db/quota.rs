@@ -365,3 +365,11 @@ pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
     })?;
     Ok((checked as usize, rows.collect::<Result<_, _>>()?))
 }
+
+/// Payment orders per status (for metrics).
+pub fn payments_by_status(conn: &mut Connection) -> AppResult<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

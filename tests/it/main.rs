@@ -7,5 +7,6 @@ mod auth;
 mod chat;
 mod foundation;
 mod location;
+mod ops;
 mod streaming;
 mod usage;
