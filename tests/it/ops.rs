@@ -91,3 +91,125 @@ async fn metrics_token_opens_remote_scraping() {
     assert_eq!(s, StatusCode::OK);
     assert!(text.contains("db_pool_acquisitions"));
 }
+
+/// Every endpoint that takes an id refuses another user's id the same way
+/// it refuses an id that does not exist: 404, nothing changed.
+#[tokio::test]
+async fn object_level_authorization_sweep() {
+    let app = TestApp::spawn().await;
+    let (alice, _) = app.login("alice").await;
+    let (mallory, _) = app.login("mallory").await;
+    let (_, chat) = app.post("/api/chat", Some(&alice), json!({"message": "private"})).await;
+    let sid = chat["session_id"].as_str().unwrap().to_string();
+    let mid = chat["message"]["id"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .post("/api/location/report", Some(&alice), json!({"latitude": 1.0, "longitude": 2.0}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let cases: Vec<(&str, reqwest::Method, String, Option<serde_json::Value>)> = vec![
+        ("session messages", reqwest::Method::GET, format!("/api/sessions/{sid}/messages"), None),
+        ("delete session", reqwest::Method::DELETE, format!("/api/sessions/{sid}"), None),
+        ("continue session", reqwest::Method::POST, "/api/chat".into(), Some(json!({"message": "hi", "session_id": sid}))),
+        ("stream into session", reqwest::Method::POST, "/api/chat/stream".into(), Some(json!({"message": "hi", "session_id": sid}))),
+    ];
+    for (name, method, path, body) in cases {
+        let mut req = app.client.request(method, app.url(&path)).bearer_auth(&mallory);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 404, "{name}: another user's id must look absent");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{name}");
+    }
+    // listings only ever show the caller's own objects
+    let (_, sessions) = app.get("/api/sessions", Some(&mallory)).await;
+    assert!(!sessions.to_string().contains(&sid));
+    let (_, points) = app.get("/api/location", Some(&mallory)).await;
+    assert_eq!(points["items"].as_array().unwrap().len(), 0);
+    // nothing of alice's changed
+    let (s, msgs) = app.get(&format!("/api/sessions/{sid}/messages"), Some(&alice)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(msgs["items"].as_array().unwrap().len(), 2);
+    assert_eq!(msgs["items"][1]["id"], mid.as_str());
+    let (_, points) = app.get("/api/location", Some(&alice)).await;
+    assert_eq!(points["items"].as_array().unwrap().len(), 1);
+    let (_, me) = app.get("/api/me", Some(&mallory)).await;
+    assert_eq!(me["quota"]["free_used_today"], 0, "refused requests cost nothing");
+}
+
+/// A full run through the binary with debug logging: the log never holds a
+/// secret, a token, a session_key or a full openid.
+#[tokio::test]
+async fn logs_never_contain_secrets_tokens_or_openids() {
+    use crate::fakes::wechat::{FakeWechat, APP_ID, APP_SECRET};
+    let wx = FakeWechat::start().await;
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_token = "metrics-token-SHOULD-NOT-LEAK";
+    for format in ["text", "json"] {
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[server]\nbind = \"127.0.0.1:{port}\"\n[log]\nlevel = \"debug\"\nformat = \"{format}\"\n\
+                 [auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
+                 [wechat]\napp_id = \"{APP_ID}\"\napp_secret = \"{APP_SECRET}\"\napi_base = \"{}\"\n\
+                 [metrics]\ntoken = \"{metrics_token}\"\n\
+                 [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"{}\"\n\
+                 models = [\"gpt-4o-mini\"]\ntimeout_secs = 5\n",
+                wx.base_url,
+                fake.base_url,
+                crate::fakes::openai::API_KEY
+            ),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let log = dir.path().join(format!("server-{format}.log"));
+        let server = ServeGuard::start_logged(dir.path(), &base, Some(&log)).await;
+        let client = reqwest::Client::new();
+        let openid = format!("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o-{format}");
+        let login: serde_json::Value = client
+            .post(format!("{base}/api/auth/wechat"))
+            .json(&json!({"code": format!("ok-{openid}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().expect("logged in").to_string();
+        for (path, body) in [
+            ("/api/chat", json!({"message": "hello"})),
+            ("/api/chat/stream", json!({"message": "hello again"})),
+            ("/api/location/report", json!({"latitude": 31.2, "longitude": 121.5})),
+            ("/api/auth/refresh", json!({})),
+        ] {
+            let res = client.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            let _ = res.text().await;
+        }
+        fake.set(Behavior::Status(401)); // the upstream quotes the key back
+        let _ = client.post(format!("{base}/api/chat")).bearer_auth(&token).json(&json!({"message": "x"})).send().await;
+        fake.set(Behavior::Echo);
+        let _ = client.get(format!("{base}/api/me?token={token}")).send().await;
+        let _ = client.get(format!("{base}/metrics")).bearer_auth(metrics_token).send().await;
+        let _ = client.post(format!("{base}/api/auth/wechat")).json(&json!({"code": "err-40029"})).send().await;
+        drop(server);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("login") && text.len() > 1000, "the log was captured ({format})");
+        for (what, secret) in [
+            ("jwt secret", TEST_JWT_SECRET),
+            ("wechat app secret", APP_SECRET),
+            ("openai key", crate::fakes::openai::API_KEY),
+            ("metrics token", metrics_token),
+            ("session_key", "SESSIONKEY"),
+            ("openid", openid.as_str()),
+            ("bearer token", token.as_str()),
+            ("token signature", token.rsplit('.').next().unwrap()),
+        ] {
+            assert!(!text.contains(secret), "{what} found in the {format} log");
+        }
+    }
+}
