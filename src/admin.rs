@@ -38,6 +38,12 @@ pub enum AdminCommand {
     /// Check that every balance equals the sum of its ledger rows; exit 1
     /// listing the users that do not.
     Audit,
+    /// Write a consistent copy of the database (safe while serving).
+    Backup {
+        /// Destination file (must not exist)
+        #[arg(long, value_name = "PATH")]
+        to: std::path::PathBuf,
+    },
     /// Change the model spend budgets live (upstream currency; 0 = none).
     SetBudget {
         /// Budget per local calendar day, e.g. 5 or 2.50
@@ -148,6 +154,19 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     r.reference
                 );
             }
+        }
+        AdminCommand::Backup { to } => {
+            drop(conn);
+            let mut last = -1;
+            let bytes = crate::backup::backup_to(db.path(), &to, |done, total| {
+                let pct = if total > 0 { done * 100 / total } else { 100 };
+                if pct / 10 != last / 10 {
+                    eprintln!("backup: {pct}% ({done}/{total} pages)");
+                    last = pct;
+                }
+            })?;
+            println!("backup written to {} ({bytes} bytes)", to.display());
+            return Ok(ExitCode::SUCCESS);
         }
         AdminCommand::SetBudget { daily, monthly } => {
             if daily.is_none() && monthly.is_none() {

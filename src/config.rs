@@ -25,6 +25,27 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub location: LocationConfig,
     pub metrics: MetricsConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// `serve` writes a backup this often (0 = never).
+    pub every_hours: u32,
+    /// Scheduled backups kept in `dir` (older ones are deleted).
+    pub keep: u32,
+    pub dir: String,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            every_hours: 0,
+            keep: 7,
+            dir: "data/backups".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -559,6 +580,12 @@ impl Config {
                 ))
             }
             other => return Err(bad("storage.kind", format!("{other:?} is not local or s3"))),
+        }
+        if self.backup.every_hours > 0 && self.backup.keep == 0 {
+            return Err(bad(
+                "backup.keep",
+                "must be >= 1 when backups are scheduled",
+            ));
         }
         if self.location.retention_days == 0 {
             return Err(bad("location.retention_days", "must be >= 1"));

@@ -142,6 +142,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         tracing::warn!(error = %e, "location retention sweep failed");
     }
     crate::location::spawn_retention(state.clone());
+    crate::backup::spawn_schedule(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {

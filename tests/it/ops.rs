@@ -99,27 +99,60 @@ async fn object_level_authorization_sweep() {
     let app = TestApp::spawn().await;
     let (alice, _) = app.login("alice").await;
     let (mallory, _) = app.login("mallory").await;
-    let (_, chat) = app.post("/api/chat", Some(&alice), json!({"message": "private"})).await;
+    let (_, chat) = app
+        .post("/api/chat", Some(&alice), json!({"message": "private"}))
+        .await;
     let sid = chat["session_id"].as_str().unwrap().to_string();
     let mid = chat["message"]["id"].as_str().unwrap().to_string();
     let (s, _) = app
-        .post("/api/location/report", Some(&alice), json!({"latitude": 1.0, "longitude": 2.0}))
+        .post(
+            "/api/location/report",
+            Some(&alice),
+            json!({"latitude": 1.0, "longitude": 2.0}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
 
     let cases: Vec<(&str, reqwest::Method, String, Option<serde_json::Value>)> = vec![
-        ("session messages", reqwest::Method::GET, format!("/api/sessions/{sid}/messages"), None),
-        ("delete session", reqwest::Method::DELETE, format!("/api/sessions/{sid}"), None),
-        ("continue session", reqwest::Method::POST, "/api/chat".into(), Some(json!({"message": "hi", "session_id": sid}))),
-        ("stream into session", reqwest::Method::POST, "/api/chat/stream".into(), Some(json!({"message": "hi", "session_id": sid}))),
+        (
+            "session messages",
+            reqwest::Method::GET,
+            format!("/api/sessions/{sid}/messages"),
+            None,
+        ),
+        (
+            "delete session",
+            reqwest::Method::DELETE,
+            format!("/api/sessions/{sid}"),
+            None,
+        ),
+        (
+            "continue session",
+            reqwest::Method::POST,
+            "/api/chat".into(),
+            Some(json!({"message": "hi", "session_id": sid})),
+        ),
+        (
+            "stream into session",
+            reqwest::Method::POST,
+            "/api/chat/stream".into(),
+            Some(json!({"message": "hi", "session_id": sid})),
+        ),
     ];
     for (name, method, path, body) in cases {
-        let mut req = app.client.request(method, app.url(&path)).bearer_auth(&mallory);
+        let mut req = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(&mallory);
         if let Some(b) = &body {
             req = req.json(b);
         }
         let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 404, "{name}: another user's id must look absent");
+        assert_eq!(
+            res.status(),
+            404,
+            "{name}: another user's id must look absent"
+        );
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{name}");
     }
@@ -129,14 +162,19 @@ async fn object_level_authorization_sweep() {
     let (_, points) = app.get("/api/location", Some(&mallory)).await;
     assert_eq!(points["items"].as_array().unwrap().len(), 0);
     // nothing of alice's changed
-    let (s, msgs) = app.get(&format!("/api/sessions/{sid}/messages"), Some(&alice)).await;
+    let (s, msgs) = app
+        .get(&format!("/api/sessions/{sid}/messages"), Some(&alice))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(msgs["items"].as_array().unwrap().len(), 2);
     assert_eq!(msgs["items"][1]["id"], mid.as_str());
     let (_, points) = app.get("/api/location", Some(&alice)).await;
     assert_eq!(points["items"].as_array().unwrap().len(), 1);
     let (_, me) = app.get("/api/me", Some(&mallory)).await;
-    assert_eq!(me["quota"]["free_used_today"], 0, "refused requests cost nothing");
+    assert_eq!(
+        me["quota"]["free_used_today"], 0,
+        "refused requests cost nothing"
+    );
 }
 
 /// A full run through the binary with debug logging: the log never holds a
@@ -147,7 +185,11 @@ async fn logs_never_contain_secrets_tokens_or_openids() {
     let wx = FakeWechat::start().await;
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let metrics_token = "metrics-token-SHOULD-NOT-LEAK";
     for format in ["text", "json"] {
         std::fs::write(
@@ -183,22 +225,50 @@ async fn logs_never_contain_secrets_tokens_or_openids() {
         for (path, body) in [
             ("/api/chat", json!({"message": "hello"})),
             ("/api/chat/stream", json!({"message": "hello again"})),
-            ("/api/location/report", json!({"latitude": 31.2, "longitude": 121.5})),
+            (
+                "/api/location/report",
+                json!({"latitude": 31.2, "longitude": 121.5}),
+            ),
             ("/api/auth/refresh", json!({})),
         ] {
-            let res = client.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send().await.unwrap();
+            let res = client
+                .post(format!("{base}{path}"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert!(res.status().is_success(), "{path}: {}", res.status());
             let _ = res.text().await;
         }
         fake.set(Behavior::Status(401)); // the upstream quotes the key back
-        let _ = client.post(format!("{base}/api/chat")).bearer_auth(&token).json(&json!({"message": "x"})).send().await;
+        let _ = client
+            .post(format!("{base}/api/chat"))
+            .bearer_auth(&token)
+            .json(&json!({"message": "x"}))
+            .send()
+            .await;
         fake.set(Behavior::Echo);
-        let _ = client.get(format!("{base}/api/me?token={token}")).send().await;
-        let _ = client.get(format!("{base}/metrics")).bearer_auth(metrics_token).send().await;
-        let _ = client.post(format!("{base}/api/auth/wechat")).json(&json!({"code": "err-40029"})).send().await;
+        let _ = client
+            .get(format!("{base}/api/me?token={token}"))
+            .send()
+            .await;
+        let _ = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(metrics_token)
+            .send()
+            .await;
+        let _ = client
+            .post(format!("{base}/api/auth/wechat"))
+            .json(&json!({"code": "err-40029"}))
+            .send()
+            .await;
         drop(server);
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("login") && text.len() > 1000, "the log was captured ({format})");
+        assert!(
+            text.contains("login") && text.len() > 1000,
+            "the log was captured ({format})"
+        );
         for (what, secret) in [
             ("jwt secret", TEST_JWT_SECRET),
             ("wechat app secret", APP_SECRET),
@@ -212,4 +282,71 @@ async fn logs_never_contain_secrets_tokens_or_openids() {
             assert!(!text.contains(secret), "{what} found in the {format} log");
         }
     }
+}
+
+#[tokio::test]
+async fn online_backup_is_consistent_and_restorable() {
+    let app = TestApp::spawn().await;
+    let (token, uid) = app.login("keeper").await;
+    let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "700"]);
+    assert!(out.status.success());
+    // keep writing while the backup runs
+    let writer = {
+        let (client, url, token) = (app.client.clone(), app.url("/api/chat"), token.clone());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let res = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"message": format!("w{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success() || res.status() == 402);
+            }
+        })
+    };
+    let dest = app.dir.path().join("backups/copy.db");
+    let out = app.cli(&["admin", "backup", "--to", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("100%"),
+        "progress shown: {}",
+        stderr(&out)
+    );
+    writer.await.unwrap();
+    // refuses to overwrite
+    let again = app.cli(&["admin", "backup", "--to", dest.to_str().unwrap()]);
+    assert!(!again.status.success());
+
+    // the copy is a standalone, valid database with the data in it
+    let copy = rusqlite::Connection::open(&dest).unwrap();
+    let ok: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let balance: i64 = copy
+        .query_row(
+            "SELECT balance_fen FROM user_quotas WHERE user_id = ?1",
+            [&uid],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(balance, 700);
+    drop(copy);
+    assert!(!app.dir.path().join("backups/copy.db-wal").exists());
+
+    // restore = serve from the copy: the same user, balance and audit
+    let restored = run_cli(
+        app.dir.path(),
+        &["admin", "audit"],
+        &[("MVP28_DATABASE__PATH", dest.to_str().unwrap())],
+    );
+    assert!(restored.status.success(), "{}", stdout(&restored));
+    let show = run_cli(
+        app.dir.path(),
+        &["admin", "user", "show", &uid],
+        &[("MVP28_DATABASE__PATH", dest.to_str().unwrap())],
+    );
+    assert!(stdout(&show).contains("700 fen"), "{}", stdout(&show));
 }
