@@ -47,6 +47,10 @@ struct Inner {
     live: Arc<Live>,
     usage_guard: crate::usage::Guard,
     metrics: crate::metrics::Metrics,
+    /// Live users seen with a valid token (id -> created_at), so most
+    /// requests skip the account lookup. Accounts are only ever deleted
+    /// through DELETE /api/me, which forgets the entry.
+    known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
                 live: Arc::new(Live::default()),
                 usage_guard: Default::default(),
                 metrics: Default::default(),
+                known_users: Default::default(),
                 llm,
                 storage,
                 db,
@@ -94,6 +99,28 @@ impl AppState {
     }
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+    pub fn known_user(&self, id: &str) -> Option<i64> {
+        self.inner
+            .known_users
+            .lock()
+            .expect("users lock")
+            .get(id)
+            .copied()
+    }
+    pub fn remember_user(&self, id: &str, created_at: i64) {
+        let mut m = self.inner.known_users.lock().expect("users lock");
+        if m.len() >= 100_000 {
+            m.clear(); // a bound, not an LRU: a miss only costs one query
+        }
+        m.insert(id.to_string(), created_at);
+    }
+    pub fn forget_user(&self, id: &str) {
+        self.inner
+            .known_users
+            .lock()
+            .expect("users lock")
+            .remove(id);
     }
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics

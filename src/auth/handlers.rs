@@ -80,6 +80,8 @@ async fn delete_me(State(state): State<AppState>, user: AuthUser) -> AppResult<S
         .db()
         .write(move |tx| db::users::delete_account(tx, &uid, now))
         .await?;
+    // after the commit, so a request racing the deletion cannot re-add it
+    state.forget_user(&user.id);
     state.storage().delete_all(&keys).await;
     tracing::info!(user_id = %user.id, media = keys.len(), "account deleted");
     Ok(StatusCode::NO_CONTENT)

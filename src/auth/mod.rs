@@ -41,11 +41,21 @@ impl AuthUser {
             .jwt()
             .verify(token, state.now())
             .map_err(AppError::unauthorized)?;
-        let user = state
-            .db()
-            .run(move |c| db::users::find_active(c, &user_id))
-            .await?
-            .ok_or_else(|| AppError::unauthorized("account no longer exists"))?;
+        let user = match state.known_user(&user_id) {
+            Some(created_at) => db::users::UserRow {
+                id: user_id,
+                created_at,
+            },
+            None => {
+                let row = state
+                    .db()
+                    .run(move |c| db::users::find_active(c, &user_id))
+                    .await?
+                    .ok_or_else(|| AppError::unauthorized("account no longer exists"))?;
+                state.remember_user(&row.id, row.created_at);
+                row
+            }
+        };
         tracing::Span::current().record("user_id", user.id.as_str());
         Ok(AuthUser {
             id: user.id,

@@ -107,7 +107,6 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
         }
     }
     let route = state.llm().resolve(input.model.as_deref())?;
-    crate::usage::check_budget(state).await?;
     let turn = match begin(state, user_id, &message, route.model(), input).await? {
         Begun::Replayed(outcome) => return Ok(Started::Replayed(outcome)),
         Begun::InFlight(reply_id) => {
@@ -420,6 +419,8 @@ async fn begin(
     let message = message.to_string();
     let model = model.to_string();
     let context_len = state.config().llm.context_messages;
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    let warn_state = state.clone();
     let topups = state.config().quota.topup_amounts_fen.clone();
     state
         .db()
@@ -432,6 +433,8 @@ async fn begin(
                     return replay(tx, &uid, &today, reply).map(Begun::Replayed);
                 }
             }
+            let standing = crate::usage::check_in(tx, &periods)?;
+            crate::usage::warn_if_near(&warn_state, &standing, &periods);
             let session_id = match &input.session_id {
                 Some(id) => {
                     repo::find_session(tx, &uid, id)?

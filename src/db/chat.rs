@@ -65,8 +65,7 @@ pub fn create_session(
     title: &str,
     now: i64,
 ) -> AppResult<()> {
-    tx.execute(
-        "INSERT INTO sessions (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    tx.prepare_cached("INSERT INTO sessions (id, user_id, title, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)")?.execute(
         params![id, user_id, title, now],
     )?;
     Ok(())
@@ -86,23 +85,23 @@ pub struct NewMessage<'a> {
 }
 
 pub fn insert_message(tx: &Transaction<'_>, m: &NewMessage<'_>) -> AppResult<i64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO messages (id, session_id, user_id, role, content, model, status, reply_to,
                                client_msg_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            m.id,
-            m.session_id,
-            m.user_id,
-            m.role,
-            m.content,
-            m.model,
-            m.status,
-            m.reply_to,
-            m.client_msg_id,
-            m.now
-        ],
-    )?;
+    )?
+    .execute(params![
+        m.id,
+        m.session_id,
+        m.user_id,
+        m.role,
+        m.content,
+        m.model,
+        m.status,
+        m.reply_to,
+        m.client_msg_id,
+        m.now
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -142,7 +141,7 @@ pub fn context(
     before_seq: i64,
     limit: u32,
 ) -> AppResult<Vec<(String, String)>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT role, content FROM messages
          WHERE session_id = ?1 AND seq < ?2 AND status = 'complete'
          ORDER BY seq DESC LIMIT ?3",
@@ -163,13 +162,12 @@ pub fn complete_reply(
     completion_tokens: Option<i64>,
     now: i64,
 ) -> AppResult<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE messages SET content = ?2, status = 'complete', prompt_tokens = ?3,
          completion_tokens = ?4 WHERE id = ?1",
-        params![id, content, prompt_tokens, completion_tokens],
-    )?;
-    tx.execute(
-        "UPDATE sessions SET updated_at = ?2 WHERE id = (SELECT session_id FROM messages WHERE id = ?1)",
+    )?
+    .execute(params![id, content, prompt_tokens, completion_tokens])?;
+    tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = (SELECT session_id FROM messages WHERE id = ?1)")?.execute(
         params![id, now],
     )?;
     Ok(())
@@ -185,13 +183,10 @@ pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> 
             |r| r.get(0),
         )
         .optional()?;
-    tx.execute(
-        "DELETE FROM messages WHERE id IN (?1, ?2)",
-        params![user_msg_id, reply_id],
-    )?;
+    tx.prepare_cached("DELETE FROM messages WHERE id IN (?1, ?2)")?
+        .execute(params![user_msg_id, reply_id])?;
     if let Some(s) = session {
-        tx.execute(
-            "DELETE FROM sessions WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?1)",
+        tx.prepare_cached("DELETE FROM sessions WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = ?1)")?.execute(
             [s],
         )?;
     }
@@ -201,16 +196,13 @@ pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> 
 /// A reply cut short by an upstream failure: its partial text is kept as
 /// `failed`, and its request may be retried under the same client_msg_id.
 pub fn store_failed(tx: &Transaction<'_>, reply_id: &str, partial: &str) -> AppResult<()> {
-    tx.execute(
-        "UPDATE messages SET content = ?2, status = 'failed' WHERE id = ?1",
-        params![reply_id, partial],
-    )?;
+    tx.prepare_cached("UPDATE messages SET content = ?2, status = 'failed' WHERE id = ?1")?
+        .execute(params![reply_id, partial])?;
     release_client_msg_id(tx, reply_id)
 }
 
 fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
-    tx.execute(
-        "UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)",
+    tx.prepare_cached("UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)")?.execute(
         [reply_id],
     )?;
     Ok(())
@@ -234,10 +226,10 @@ pub fn find_user_message(
 /// Replies still `generating` with no live generator (after a crash) become
 /// failed with whatever they hold, and their requests become retryable.
 pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'",
-        [reply_id],
-    )?;
+    )?
+    .execute([reply_id])?;
     release_client_msg_id(tx, reply_id)
 }
 
@@ -261,7 +253,7 @@ pub fn list_sessions(
     limit: u32,
 ) -> AppResult<Vec<SessionRow>> {
     let (ts, id) = after.unwrap_or((i64::MAX, String::new()));
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, title, created_at, updated_at FROM sessions
          WHERE user_id = ?1 AND (updated_at < ?2 OR (updated_at = ?2 AND id < ?3) OR ?3 = '')
          ORDER BY updated_at DESC, id DESC LIMIT ?4",
@@ -277,7 +269,7 @@ pub fn list_messages(
     before_seq: Option<i64>,
     limit: u32,
 ) -> AppResult<Vec<MessageRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLS} FROM messages WHERE session_id = ?1 AND seq < ?2
          ORDER BY seq DESC LIMIT ?3"
     ))?;
@@ -290,8 +282,8 @@ pub fn list_messages(
 
 /// Deletes the user's session and its messages; false when not theirs.
 pub fn delete_session(tx: &Transaction<'_>, user_id: &str, id: &str) -> AppResult<bool> {
-    Ok(tx.execute(
-        "DELETE FROM sessions WHERE id = ?1 AND user_id = ?2",
-        params![id, user_id],
-    )? > 0)
+    Ok(tx
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
+        .execute(params![id, user_id])?
+        > 0)
 }

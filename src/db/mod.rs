@@ -32,6 +32,11 @@ pub struct Db {
 }
 
 struct Inner {
+    /// All writes of this process go through this one connection, one at a
+    /// time: writers queue here asynchronously instead of meeting
+    /// SQLITE_BUSY and sleeping in SQLite's busy handler (which ruins tail
+    /// latency). Other processes (the admin CLI) still get busy_timeout.
+    writer: Arc<tokio::sync::Mutex<Connection>>,
     pool: Pool<SqliteConnectionManager>,
     /// Requests queue here asynchronously instead of blocking a thread in
     /// `pool.get()`.
@@ -56,12 +61,7 @@ impl Db {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating database directory {}", dir.display()))?;
         }
-        let manager = SqliteConnectionManager::file(path).with_init(|c| {
-            c.busy_timeout(BUSY_TIMEOUT)?;
-            c.execute_batch(
-                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
-            )
-        });
+        let manager = SqliteConnectionManager::file(path).with_init(init_connection);
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
@@ -78,8 +78,11 @@ impl Db {
                 );
             }
         }
+        let mut writer = Connection::open(path)?;
+        init_connection(&mut writer)?;
         let db = Db {
             inner: Arc::new(Inner {
+                writer: Arc::new(tokio::sync::Mutex::new(writer)),
                 pool,
                 permits: Semaphore::new(pool_size as usize),
                 path: path.to_path_buf(),
@@ -184,7 +187,19 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
     {
-        self.run(move |conn| write_tx(conn, f)).await
+        let queued = std::time::Instant::now();
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        self.inner
+            .waited_micros
+            .fetch_add(queued.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.inner.acquisitions.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            write_tx(&mut conn, f)
+        })
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("db task failed: {e}")))?
     }
 
     /// Copies the WAL into the main file and truncates it (clean shutdown).
@@ -199,6 +214,14 @@ impl Db {
         }
         Ok(())
     }
+}
+
+fn init_connection(c: &mut Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    c.set_prepared_statement_cache_capacity(64);
+    c.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+    )
 }
 
 /// A synchronous `BEGIN IMMEDIATE` transaction (used by the CLI too).

@@ -58,19 +58,19 @@ pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
 
 /// Writes a setting's first value; later changes come from the admin CLI.
 pub fn seed_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
-        params![key, value, now],
-    )?;
+    )?
+    .execute(params![key, value, now])?;
     Ok(())
 }
 
 pub fn set_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        params![key, value, now],
-    )?;
+    )?
+    .execute(params![key, value, now])?;
     Ok(())
 }
 
@@ -108,10 +108,8 @@ pub fn quota_state(conn: &Connection, user_id: &str, today: &str) -> AppResult<Q
 }
 
 fn ensure_quota_row(tx: &Transaction<'_>, user_id: &str, now: i64) -> AppResult<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)",
-        params![user_id, now],
-    )?;
+    tx.prepare_cached("INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)")?
+        .execute(params![user_id, now])?;
     Ok(())
 }
 
@@ -140,16 +138,15 @@ pub fn reserve(
     let s = settings(tx)?;
     let q = quota_state(tx, user_id, today)?;
     let (paid, amount) = if q.free_used_today < s.free_daily {
-        tx.execute(
-            "UPDATE user_quotas SET free_day = ?2, free_used = ?3, updated_at = ?4 WHERE user_id = ?1",
+        tx.prepare_cached("UPDATE user_quotas SET free_day = ?2, free_used = ?3, updated_at = ?4 WHERE user_id = ?1")?.execute(
             params![user_id, today, q.free_used_today + 1, now],
         )?;
         (false, 0)
     } else if q.available_fen() >= s.price_fen {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE user_quotas SET held_fen = held_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
-            params![user_id, s.price_fen, now],
-        )?;
+        )?
+        .execute(params![user_id, s.price_fen, now])?;
         (true, s.price_fen)
     } else {
         return Ok(Err(Exhausted {
@@ -157,9 +154,8 @@ pub fn reserve(
         }));
     };
     let id = new_id("rsv", now);
-    tx.execute(
-        "INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)",
+    tx.prepare_cached("INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)")?.execute(
         params![id, user_id, message_id, if paid { "paid" } else { "free" }, amount, today, now],
     )?;
     Ok(Ok(Reservation {
@@ -203,17 +199,15 @@ pub fn settle(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<i64
         return Ok(0);
     };
     if h.paid && h.amount_fen > 0 {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE user_quotas SET balance_fen = balance_fen - ?2, held_fen = held_fen - ?2,
              updated_at = ?3 WHERE user_id = ?1",
-            params![h.user_id, h.amount_fen, now],
-        )?;
+        )?
+        .execute(params![h.user_id, h.amount_fen, now])?;
         append_ledger(tx, &h.user_id, -h.amount_fen, "charge", message_id, now)?;
     }
-    tx.execute(
-        "UPDATE reservations SET state = 'settled', closed_at = ?2 WHERE id = ?1",
-        params![h.id, now],
-    )?;
+    tx.prepare_cached("UPDATE reservations SET state = 'settled', closed_at = ?2 WHERE id = ?1")?
+        .execute(params![h.id, now])?;
     Ok(if h.paid { h.amount_fen } else { 0 })
 }
 
@@ -224,21 +218,19 @@ pub fn release(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<()
         return Ok(());
     };
     if h.paid {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE user_quotas SET held_fen = held_fen - ?2, updated_at = ?3 WHERE user_id = ?1",
-            params![h.user_id, h.amount_fen, now],
-        )?;
+        )?
+        .execute(params![h.user_id, h.amount_fen, now])?;
     } else {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE user_quotas SET free_used = free_used - 1, updated_at = ?3
              WHERE user_id = ?1 AND free_day = ?2 AND free_used > 0",
-            params![h.user_id, h.free_day, now],
-        )?;
+        )?
+        .execute(params![h.user_id, h.free_day, now])?;
     }
-    tx.execute(
-        "UPDATE reservations SET state = 'released', closed_at = ?2 WHERE id = ?1",
-        params![h.id, now],
-    )?;
+    tx.prepare_cached("UPDATE reservations SET state = 'released', closed_at = ?2 WHERE id = ?1")?
+        .execute(params![h.id, now])?;
     Ok(())
 }
 
@@ -257,16 +249,14 @@ fn append_ledger(
     reference: &str,
     now: i64,
 ) -> AppResult<i64> {
-    let balance: i64 = tx.query_row(
-        "SELECT balance_fen FROM user_quotas WHERE user_id = ?1",
-        [user_id],
-        |r| r.get(0),
-    )?;
-    tx.execute(
+    let balance: i64 = tx
+        .prepare_cached("SELECT balance_fen FROM user_quotas WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))?;
+    tx.prepare_cached(
         "INSERT INTO ledger (user_id, delta_fen, balance_after, kind, reference, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![user_id, delta, balance, kind, reference, now],
-    )?;
+    )?
+    .execute(params![user_id, delta, balance, kind, reference, now])?;
     Ok(balance)
 }
 
@@ -287,21 +277,19 @@ pub fn grant(
     now: i64,
 ) -> AppResult<Result<i64, Insufficient>> {
     ensure_quota_row(tx, user_id, now)?;
-    let q: (i64, i64) = tx.query_row(
-        "SELECT balance_fen, held_fen FROM user_quotas WHERE user_id = ?1",
-        [user_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let q: (i64, i64) = tx
+        .prepare_cached("SELECT balance_fen, held_fen FROM user_quotas WHERE user_id = ?1")?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if q.0 + fen < q.1 {
         return Ok(Err(Insufficient {
             balance_fen: q.0,
             held_fen: q.1,
         }));
     }
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
-        params![user_id, fen, now],
-    )?;
+    )?
+    .execute(params![user_id, fen, now])?;
     append_ledger(tx, user_id, fen, "grant", reason, now).map(Ok)
 }
 
@@ -342,8 +330,7 @@ pub struct AuditMismatch {
 
 /// Every user whose stored balance differs from the sum of their ledger.
 pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
-    let checked: i64 = conn.query_row(
-        "SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger)",
+    let checked: i64 = conn.prepare_cached("SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger)")?.query_row(
         [],
         |r| r.get(0),
     )?;

@@ -22,10 +22,9 @@ pub struct CallRecord {
 
 /// Records a call and adds its cost to the day's and month's spend.
 pub fn record_call(tx: &Transaction<'_>, c: &CallRecord, day: &str, month: &str) -> AppResult<()> {
-    tx.execute(
-        "INSERT INTO llm_calls (user_id, message_id, model, provider, provider_model, prompt_tokens,
+    tx.prepare_cached("INSERT INTO llm_calls (user_id, message_id, model, provider, provider_model, prompt_tokens,
              completion_tokens, estimated, latency_ms, outcome, cost_nanos, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?.execute(
         params![
             c.user_id,
             c.message_id,
@@ -183,8 +182,7 @@ fn add_income(
 /// Paid top-ups since `since_ms` (fen), for totals of groupings that cannot
 /// attribute them.
 pub fn topups_since(conn: &Connection, since_ms: i64) -> AppResult<i64> {
-    Ok(conn.query_row(
-        "SELECT COALESCE(sum(delta_fen), 0) FROM ledger WHERE kind = 'topup' AND created_at >= ?1",
+    Ok(conn.prepare_cached("SELECT COALESCE(sum(delta_fen), 0) FROM ledger WHERE kind = 'topup' AND created_at >= ?1")?.query_row(
         [since_ms],
         |r| r.get(0),
     )?)

@@ -32,15 +32,14 @@ pub fn upsert_by_openid(
         )
         .optional()?;
     if let Some(u) = existing {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE users SET last_login_at = ?2, unionid = COALESCE(?3, unionid) WHERE id = ?1",
-            params![u.id, now, unionid],
-        )?;
+        )?
+        .execute(params![u.id, now, unionid])?;
         return Ok(u);
     }
     let id = new_id("usr", now);
-    tx.execute(
-        "INSERT INTO users (id, openid, unionid, created_at, last_login_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    tx.prepare_cached("INSERT INTO users (id, openid, unionid, created_at, last_login_at) VALUES (?1, ?2, ?3, ?4, ?4)")?.execute(
         params![id, openid, unionid, now],
     )?;
     Ok(UserRow {
@@ -83,17 +82,19 @@ pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec
         let rows = stmt.query_map([id], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    tx.execute("DELETE FROM messages WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM media WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM location_logs WHERE user_id = ?1", [id])?;
-    tx.execute(
-        "UPDATE payments SET payer_openid = NULL WHERE user_id = ?1",
-        [id],
-    )?;
-    tx.execute(
+    tx.prepare_cached("DELETE FROM messages WHERE user_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM media WHERE user_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM location_logs WHERE user_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("UPDATE payments SET payer_openid = NULL WHERE user_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached(
         "UPDATE users SET openid = NULL, unionid = NULL, deleted_at = ?2 WHERE id = ?1",
-        params![id, now],
-    )?;
+    )?
+    .execute(params![id, now])?;
     Ok(keys)
 }

@@ -84,42 +84,47 @@ pub struct Standing {
 }
 
 pub async fn standing(state: &AppState) -> AppResult<Standing> {
-    let (day, month) = periods(state.now(), state.config().quota.offset());
-    state
-        .db()
-        .run(move |c| {
-            let (day_spend, month_spend) = repo::spend(c, &day, &month)?;
-            Ok(Standing {
-                day_spend,
-                month_spend,
-                day_budget: settings_repo::get_setting(c, DAILY_BUDGET)?.unwrap_or(0),
-                month_budget: settings_repo::get_setting(c, MONTHLY_BUDGET)?.unwrap_or(0),
-            })
-        })
-        .await
+    let periods = periods(state.now(), state.config().quota.offset());
+    state.db().run(move |c| standing_in(c, &periods)).await
 }
 
-/// Refuses a new chat once a budget is spent; warns (once per period) past
-/// the soft threshold.
-pub async fn check_budget(state: &AppState) -> AppResult<()> {
-    let s = standing(state).await?;
-    let (day, month) = periods(state.now(), state.config().quota.offset());
-    let ratio = state.config().llm.budget_warn_ratio;
-    for (name, period, spent, budget) in [
-        ("daily", day, s.day_spend, s.day_budget),
-        ("monthly", month, s.month_spend, s.month_budget),
+pub fn standing_in(c: &rusqlite::Connection, periods: &(String, String)) -> AppResult<Standing> {
+    let (day_spend, month_spend) = repo::spend(c, &periods.0, &periods.1)?;
+    Ok(Standing {
+        day_spend,
+        month_spend,
+        day_budget: settings_repo::get_setting(c, DAILY_BUDGET)?.unwrap_or(0),
+        month_budget: settings_repo::get_setting(c, MONTHLY_BUDGET)?.unwrap_or(0),
+    })
+}
+
+/// Inside the turn's first transaction: refuses a new chat once a budget is
+/// spent (before anything is held or any upstream is called).
+pub fn check_in(c: &rusqlite::Connection, periods: &(String, String)) -> AppResult<Standing> {
+    let s = standing_in(c, periods)?;
+    for (name, spent, budget) in [
+        ("daily", s.day_spend, s.day_budget),
+        ("monthly", s.month_spend, s.month_budget),
     ] {
-        if budget <= 0 {
-            continue;
-        }
-        if spent >= budget {
+        if budget > 0 && spent >= budget {
             return Err(AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "budget_exhausted",
                 format!("the service's {name} model budget is used up; try again later (you were not charged)"),
             ));
         }
-        if spent as f64 >= ratio * budget as f64 {
+    }
+    Ok(s)
+}
+
+/// Warns once per period when spend passes the soft threshold.
+pub fn warn_if_near(state: &AppState, s: &Standing, periods: &(String, String)) {
+    let ratio = state.config().llm.budget_warn_ratio;
+    for (name, period, spent, budget) in [
+        ("daily", &periods.0, s.day_spend, s.day_budget),
+        ("monthly", &periods.1, s.month_spend, s.month_budget),
+    ] {
+        if budget > 0 && spent as f64 >= ratio * budget as f64 {
             let key = format!("{name}:{period}");
             if state
                 .usage_guard()
@@ -138,5 +143,4 @@ pub async fn check_budget(state: &AppState) -> AppResult<()> {
             }
         }
     }
-    Ok(())
 }
