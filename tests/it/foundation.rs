@@ -642,6 +642,12 @@ async fn a_handler_panic_is_a_logged_500_and_the_server_stays_up() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
+    // With exactly one dispatcher registered, tracing-core computes a new
+    // callsite's interest from the default of whichever thread hits it
+    // first, so a span first created by another test's thread would be
+    // cached "never" for this subscriber too. A second, inert dispatcher
+    // makes it ask every registered dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let dir = TempDir::new().unwrap();
