@@ -38,6 +38,13 @@ pub enum AdminCommand {
     /// Check that every balance equals the sum of its ledger rows; exit 1
     /// listing the users that do not.
     Audit,
+    /// Query pending WeChat Pay orders at WeChat Pay: settle the paid ones
+    /// (credit once), close the expired unpaid ones. Exit 1 on any error.
+    Reconcile {
+        /// Only orders created at least this many minutes ago.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        older_than_minutes: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +142,13 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     "audit FAILED: {} of {checked} balances differ",
                     mismatches.len()
                 );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        AdminCommand::Reconcile { older_than_minutes } => {
+            drop(conn);
+            let sum = crate::pay::reconcile::run(config, &db, older_than_minutes, now)?;
+            if sum.errors > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }

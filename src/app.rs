@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use axum::{middleware, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -23,7 +22,7 @@ use crate::auth::wechat::LoginProviders;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{self, AppError};
+use crate::error;
 use crate::llm::Llm;
 use crate::ratelimit::{self, RateLimits};
 use crate::storage::Storage;
@@ -43,6 +42,8 @@ struct Inner {
     limits: RateLimits,
     storage: Storage,
     offset: FixedOffset,
+    /// Set once at start when wechat_pay is configured (see `set_payments`).
+    payments: std::sync::OnceLock<crate::pay::Payments>,
 }
 
 impl AppState {
@@ -60,6 +61,7 @@ impl AppState {
                 login: LoginProviders::from_config(&config),
                 limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
                 offset: config.quota.offset(),
+                payments: std::sync::OnceLock::new(),
                 llm,
                 storage,
                 db,
@@ -94,6 +96,15 @@ impl AppState {
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }
+    /// WeChat Pay, when enabled.
+    pub fn payments(&self) -> Option<&crate::pay::Payments> {
+        self.inner.payments.get()
+    }
+    /// Installs the loaded payments before the router is built; later
+    /// calls are ignored.
+    pub fn set_payments(&self, p: crate::pay::Payments) {
+        let _ = self.inner.payments.set(p);
+    }
     /// Today's date in the quota timezone.
     pub fn today(&self) -> String {
         crate::quota::local_day(self.now(), self.inner.offset)
@@ -117,7 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::handlers::router())
         .merge(crate::chat::handlers::router())
         .merge(crate::location::handlers::router())
-        .route("/api/pay/{*rest}", any(payments_disabled))
+        .merge(crate::pay::handlers::router(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
@@ -125,6 +136,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     Router::new()
         .merge(crate::health::router())
+        .merge(crate::pay::handlers::webhook_router(&state))
         .merge(limited)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
@@ -163,11 +175,4 @@ pub fn router(state: AppState) -> Router {
 fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
-}
-
-async fn payments_disabled() -> AppError {
-    AppError::unavailable(
-        "payments_disabled",
-        "payments are not enabled on this server",
-    )
 }

@@ -15,6 +15,7 @@ pub mod llm;
 pub mod location;
 pub mod logging;
 pub mod pagination;
+pub mod pay;
 pub mod quota;
 pub mod ratelimit;
 pub mod server;
