@@ -65,6 +65,13 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Query pending WeChat Pay orders at WeChat Pay: settle the paid ones
+    /// (credit once), close the expired unpaid ones. Exit 1 on any error.
+    Reconcile {
+        /// Only orders created at least this many minutes ago.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        older_than_minutes: u64,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -205,6 +212,13 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     "audit FAILED: {} of {checked} balances differ",
                     mismatches.len()
                 );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        AdminCommand::Reconcile { older_than_minutes } => {
+            drop(conn);
+            let sum = crate::pay::reconcile::run(config, &db, older_than_minutes, now)?;
+            if sum.errors > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use axum::{middleware, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -24,7 +23,7 @@ use crate::chat::live::Live;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{self, AppError};
+use crate::error;
 use crate::llm::Llm;
 use crate::ratelimit::{self, RateLimits};
 use crate::storage::Storage;
@@ -51,6 +50,8 @@ struct Inner {
     /// requests skip the account lookup. Accounts are only ever deleted
     /// through DELETE /api/me, which forgets the entry.
     known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Set once at start when wechat_pay is configured (see `set_payments`).
+    payments: std::sync::OnceLock<crate::pay::Payments>,
 }
 
 impl AppState {
@@ -72,6 +73,7 @@ impl AppState {
                 usage_guard: Default::default(),
                 metrics: Default::default(),
                 known_users: Default::default(),
+                payments: std::sync::OnceLock::new(),
                 llm,
                 storage,
                 db,
@@ -138,6 +140,15 @@ impl AppState {
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }
+    /// WeChat Pay, when enabled.
+    pub fn payments(&self) -> Option<&crate::pay::Payments> {
+        self.inner.payments.get()
+    }
+    /// Installs the loaded payments before the router is built; later
+    /// calls are ignored.
+    pub fn set_payments(&self, p: crate::pay::Payments) {
+        let _ = self.inner.payments.set(p);
+    }
     /// Today's date in the quota timezone.
     pub fn today(&self) -> String {
         crate::quota::local_day(self.now(), self.inner.offset)
@@ -163,7 +174,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::chat::stream::router())
         .merge(crate::chat::ws::router())
         .merge(crate::location::handlers::router())
-        .route("/api/pay/{*rest}", any(payments_disabled))
+        .merge(crate::pay::handlers::router(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
@@ -172,6 +183,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::health::router())
         .route("/metrics", axum::routing::get(crate::metrics::scrape))
+        .merge(crate::pay::handlers::webhook_router(&state))
         .merge(limited)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -214,11 +226,4 @@ pub fn router(state: AppState) -> Router {
 fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
-}
-
-async fn payments_disabled() -> AppError {
-    AppError::unavailable(
-        "payments_disabled",
-        "payments are not enabled on this server",
-    )
 }

@@ -75,6 +75,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
+            // Key files are part of the config: a bad one fails here, not
+            // at the first payment.
+            if let Err(e) = crate::pay::Payments::from_config(&config) {
+                eprintln!("error: invalid config: {e:#}");
+                return ExitCode::from(2);
+            }
             print!("{}", config.redacted_toml());
             eprintln!("config ok");
             Ok(ExitCode::SUCCESS)

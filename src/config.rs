@@ -320,6 +320,9 @@ pub struct WechatPayConfig {
     pub platform_public_key_id: String,
     pub api_base: String,
     pub notify_url: String,
+    /// Shown to the payer in WeChat (JSAPI `description`, 1-127 chars).
+    pub description: String,
+    pub timeout_secs: u64,
 }
 
 impl Default for WechatPayConfig {
@@ -334,6 +337,8 @@ impl Default for WechatPayConfig {
             platform_public_key_id: String::new(),
             api_base: "https://api.mch.weixin.qq.com".into(),
             notify_url: String::new(),
+            description: "余额充值".into(),
+            timeout_secs: 10,
         }
     }
 }
@@ -590,7 +595,105 @@ impl Config {
         if self.location.retention_days == 0 {
             return Err(bad("location.retention_days", "must be >= 1"));
         }
+        self.validate_wechat_pay()?;
         Ok(())
+    }
+
+    /// Only checked once payments are enabled (mch_id set); the key files
+    /// themselves are read by `pay::Payments::from_config` at start.
+    fn validate_wechat_pay(&self) -> Result<(), ConfigError> {
+        let p = &self.wechat_pay;
+        check_url("wechat_pay.api_base", &p.api_base)?;
+        if !self.payments_enabled() {
+            return Ok(());
+        }
+        let required = [
+            ("wechat_pay.serial_no", &p.serial_no),
+            ("wechat_pay.private_key_path", &p.private_key_path),
+            ("wechat_pay.api_v3_key", &p.api_v3_key),
+        ];
+        for (key, value) in required {
+            if value.trim().is_empty() {
+                return Err(bad(key, "required when wechat_pay.mch_id is set"));
+            }
+        }
+        if p.api_v3_key.len() != 32 {
+            return Err(bad(
+                "wechat_pay.api_v3_key",
+                format!("must be exactly 32 bytes (got {})", p.api_v3_key.len()),
+            ));
+        }
+        if p.platform_public_key_path.is_empty() != p.platform_public_key_id.is_empty() {
+            let missing = if p.platform_public_key_path.is_empty() {
+                "wechat_pay.platform_public_key_path"
+            } else {
+                "wechat_pay.platform_public_key_id"
+            };
+            return Err(bad(
+                missing,
+                "platform_public_key_path and platform_public_key_id go together",
+            ));
+        }
+        if p.platform_public_key_path.is_empty() {
+            return Err(bad(
+                "wechat_pay.platform_public_key_path",
+                "required when wechat_pay.mch_id is set (the WeChat Pay public key)",
+            ));
+        }
+        if !p.platform_public_key_id.starts_with("PUB_KEY_ID_") {
+            return Err(bad(
+                "wechat_pay.platform_public_key_id",
+                "must be the key's id as shown by WeChat Pay (PUB_KEY_ID_…)",
+            ));
+        }
+        if self.pay_app_id().is_empty() {
+            return Err(bad(
+                "wechat_pay.app_id",
+                "required when wechat_pay.mch_id is set (or set wechat.app_id)",
+            ));
+        }
+        let notify = self.pay_notify_url();
+        check_url("wechat_pay.notify_url", &notify)?;
+        if notify.contains(['?', '#']) {
+            return Err(bad(
+                "wechat_pay.notify_url",
+                "must not carry a query or fragment (WeChat Pay refuses it)",
+            ));
+        }
+        let chars = p.description.chars().count();
+        if chars == 0 || chars > 127 {
+            return Err(bad("wechat_pay.description", "must be 1-127 characters"));
+        }
+        if p.timeout_secs == 0 {
+            return Err(bad("wechat_pay.timeout_secs", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// Payments are on exactly when a merchant id is configured.
+    pub fn payments_enabled(&self) -> bool {
+        !self.wechat_pay.mch_id.trim().is_empty()
+    }
+
+    /// The AppID orders are placed for: wechat_pay.app_id, else wechat.app_id.
+    pub fn pay_app_id(&self) -> String {
+        if self.wechat_pay.app_id.is_empty() {
+            self.wechat.app_id.clone()
+        } else {
+            self.wechat_pay.app_id.clone()
+        }
+    }
+
+    /// wechat_pay.notify_url, else server.public_url + /api/pay/wechat/webhook.
+    pub fn pay_notify_url(&self) -> String {
+        if self.wechat_pay.notify_url.is_empty() {
+            format!(
+                "{}/api/pay/wechat/webhook",
+                self.server.public_url.trim_end_matches('/')
+            )
+        } else {
+            self.wechat_pay.notify_url.clone()
+        }
     }
 
     fn validate_llm(&self) -> Result<(), ConfigError> {

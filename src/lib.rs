@@ -17,6 +17,7 @@ pub mod location;
 pub mod logging;
 pub mod metrics;
 pub mod pagination;
+pub mod pay;
 pub mod quota;
 pub mod ratelimit;
 pub mod server;

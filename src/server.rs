@@ -103,8 +103,13 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .with_context(|| format!("creating storage directory {}", config.storage.local_dir))?;
     let bind: SocketAddr = config.server.bind.parse()?;
     let dev = config.dev_login_enabled();
-    let pay = !config.wechat_pay.mch_id.is_empty();
+    let payments = crate::pay::Payments::from_config(&config)?;
+    let pay = payments.is_some();
+    let notify_url = config.pay_notify_url();
     let (state, warnings) = AppState::new(config, db, clock, &secret, storage);
+    if let Some(p) = payments {
+        state.set_payments(p);
+    }
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -112,7 +117,12 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         tracing::warn!("dev login is ON: anyone can log in with code \"dev:<name>\" (set wechat.app_id, or auth.dev_login = false)");
     }
     if pay {
-        tracing::warn!("wechat_pay is configured, but this build does not take payments yet: /api/pay/* answers 503");
+        tracing::info!("WeChat Pay is enabled");
+        if !notify_url.starts_with("https://") {
+            tracing::warn!(
+                "wechat_pay notify URL is not https: WeChat Pay only notifies https URLs"
+            );
+        }
     } else {
         tracing::warn!(
             "WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503"

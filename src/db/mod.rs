@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod location;
+pub mod payments;
 pub mod quota;
 pub mod usage;
 pub mod users;

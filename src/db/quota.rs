@@ -293,6 +293,24 @@ pub fn grant(
     append_ledger(tx, user_id, fen, "grant", reason, now).map(Ok)
 }
 
+/// Credits a paid top-up: one `topup` ledger row referencing the order.
+/// The `ledger_once` index refuses a second credit for the same order, so
+/// even a logic slip upstream cannot credit twice. Returns the new balance.
+pub fn credit_topup(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    fen: i64,
+    out_trade_no: &str,
+    now: i64,
+) -> AppResult<i64> {
+    ensure_quota_row(tx, user_id, now)?;
+    tx.execute(
+        "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
+        params![user_id, fen, now],
+    )?;
+    append_ledger(tx, user_id, fen, "topup", out_trade_no, now)
+}
+
 #[derive(Debug, Clone)]
 pub struct LedgerRow {
     pub id: i64,

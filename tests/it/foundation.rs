@@ -642,6 +642,12 @@ async fn a_handler_panic_is_a_logged_500_and_the_server_stays_up() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
+    // With exactly one dispatcher registered, tracing-core computes a new
+    // callsite's interest from the default of whichever thread hits it
+    // first, so a span first created by another test's thread would be
+    // cached "never" for this subscriber too. A second, inert dispatcher
+    // makes it ask every registered dispatcher instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let dir = TempDir::new().unwrap();
@@ -803,6 +809,20 @@ fn config_defaults_then_file_then_legacy_env_then_mvp28_env() {
     assert_eq!(only.database.path, "file.db");
 }
 
+/// What payments need besides the merchant id (paths are not read by
+/// `Config::from_source`).
+const PAY_REST: &[(&str, &str)] = &[
+    (
+        "WECHAT_PAY_SERIAL_NO",
+        "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+    ),
+    ("WECHAT_PAY_V3KEY", "0123456789abcdefghijklmnopqrstuv"),
+    ("MVP28_WECHAT_PAY__APP_ID", "wx-pay-app"),
+    ("MVP28_WECHAT_PAY__PRIVATE_KEY_PATH", "apiclient_key.pem"),
+    ("MVP28_WECHAT_PAY__PLATFORM_PUBLIC_KEY_PATH", "pub_key.pem"),
+    ("MVP28_WECHAT_PAY__PLATFORM_PUBLIC_KEY_ID", "PUB_KEY_ID_01"),
+];
+
 #[test]
 fn config_env_values_keep_their_types() {
     // String keys stay strings even when they look like numbers or booleans.
@@ -816,7 +836,11 @@ fn config_env_values_keep_their_types() {
             ("MVP28_SERVER__MAX_BODY_BYTES", "4096"),
             ("MVP28_AUTH__DEV_LOGIN", "false"),
             ("MVP28_SERVER__TRUSTED_PROXIES", r#"["10.0.0.1", "::1"]"#),
-        ],
+        ]
+        .iter()
+        .chain(PAY_REST)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     assert_eq!(c.wechat_pay.mch_id, "1900000109");
     assert_eq!(c.auth.jwt_secret, digits);
@@ -830,9 +854,12 @@ fn config_env_values_keep_their_types() {
     );
     // The original name for the merchant id is a string as well.
     assert_eq!(
-        load_ok(None, &[("WECHAT_PAY_MCHID", "1900000109")])
-            .wechat_pay
-            .mch_id,
+        load_ok(
+            None,
+            &[&[("WECHAT_PAY_MCHID", "1900000109")], PAY_REST].concat()
+        )
+        .wechat_pay
+        .mch_id,
         "1900000109"
     );
 }
@@ -988,7 +1015,7 @@ fn config_check_redacts_every_secret() {
     let dir = TempDir::new().unwrap();
     let jwt = "jwt-9f1c2d7e4b6a8c0d1e2f3a4b5c6d7e8f9a0b";
     let wx = "wxsecret-7c5e3a1f9d8b";
-    let v3 = "v3key-3e8d1c9b7a6f5e4d";
+    let v3 = "v3key-3e8d1c9b7a6f5e4d0a1b2c3d4e";
     let s3_secret = "s3secret-5b4a3c2d1e0f";
     let s3_key_id = "s3keyid-0a9b8c7d6e5f";
     let openai = "sk-openai-1f2e3d4c5b6a";
@@ -1001,7 +1028,16 @@ fn config_check_redacts_every_secret() {
         ("MVP28_STORAGE__S3__SECRET_ACCESS_KEY", s3_secret),
         ("SUPABASE_S3_ACCESS_KEY_ID", s3_key_id),
         ("OPENAI_API_KEY", openai),
+        (
+            "WECHAT_PAY_SERIAL_NO",
+            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        ),
+        ("MVP28_WECHAT_PAY__PLATFORM_PUBLIC_KEY_ID", "PUB_KEY_ID_01"),
+        ("MVP28_WECHAT_PAY__PRIVATE_KEY_PATH", "apiclient_key.pem"),
+        ("MVP28_WECHAT_PAY__PLATFORM_PUBLIC_KEY_PATH", "pub_key.pem"),
     ];
+    // `config check` reads the key files (relative to its working dir).
+    crate::fakes::wechatpay::write_key_files(dir.path());
     // The secrets really are loaded (so their absence below means redaction).
     let c = load_ok(None, &env);
     assert_eq!(c.auth.jwt_secret, jwt);
@@ -1148,13 +1184,22 @@ timezone = "-05:30"
 topup_amounts_fen = [100]
 [wechat_pay]
 mch_id = "1900000109"
+app_id = "wx-pay-app"
+serial_no = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+private_key_path = "apiclient_key.pem"
+platform_public_key_path = "pub_key.pem"
+platform_public_key_id = "PUB_KEY_ID_01"
 "#,
     )
     .unwrap();
+    // Payments need their key files; the APIv3 key is a secret, printed
+    // redacted, so it comes from the environment on both runs.
+    crate::fakes::wechatpay::write_key_files(dir.path());
+    let v3 = [("WECHAT_PAY_V3KEY", "0123456789abcdefghijklmnopqrstuv")];
     let first = run(
         dir.path(),
         &["--config", &custom.to_string_lossy(), "config", "check"],
-        &[],
+        &v3,
     );
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let printed = dir.path().join("printed.toml");
@@ -1162,7 +1207,7 @@ mch_id = "1900000109"
     let second = run(
         dir.path(),
         &["--config", &printed.to_string_lossy(), "config", "check"],
-        &[],
+        &v3,
     );
     assert_eq!(
         second.status.code(),
@@ -1177,8 +1222,8 @@ mch_id = "1900000109"
         "round trip changed the config"
     );
 
-    let a = load_ok(Some(&std::fs::read_to_string(&custom).unwrap()), &[]);
-    let b = load_ok(Some(&stdout(&first)), &[]);
+    let a = load_ok(Some(&std::fs::read_to_string(&custom).unwrap()), &v3);
+    let b = load_ok(Some(&stdout(&first)), &v3);
     assert_eq!(a.redacted_toml(), b.redacted_toml());
     assert_eq!(b.llm.providers.len(), 2);
     assert_eq!(b.llm.system_prompt, "You are \"helpful\".\nBe brief.");

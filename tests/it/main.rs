@@ -8,5 +8,6 @@ mod chat;
 mod foundation;
 mod location;
 mod ops;
+mod pay;
 mod streaming;
 mod usage;

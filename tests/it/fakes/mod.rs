@@ -1,6 +1,7 @@
 pub mod anthropic;
 pub mod openai;
 pub mod wechat;
+pub mod wechatpay;
 
 /// Serves `router` on 127.0.0.1:0 for the rest of the test; returns its base URL.
 pub async fn serve(router: axum::Router) -> String {

@@ -1,0 +1,128 @@
+//! Payments (WeChat Pay top-up orders). Status moves pending -> paid |
+//! closed | failed; a paid order is credited to the ledger in the same
+//! transaction that marks it paid (see `pay::service::settle`).
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use crate::error::AppResult;
+
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub out_trade_no: String,
+    pub user_id: String,
+    pub amount_fen: i64,
+    pub status: String,
+    pub transaction_id: Option<String>,
+    pub prepay_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub paid_at: Option<i64>,
+}
+
+const COLUMNS: &str = "out_trade_no, user_id, amount_fen, status, transaction_id, prepay_id, \
+                       created_at, expires_at, paid_at";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+    Ok(PaymentRow {
+        out_trade_no: r.get(0)?,
+        user_id: r.get(1)?,
+        amount_fen: r.get(2)?,
+        status: r.get(3)?,
+        transaction_id: r.get(4)?,
+        prepay_id: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        paid_at: r.get(8)?,
+    })
+}
+
+/// Creates a pending order for a live user, recording the payer's openid;
+/// returns that openid, or None when the user no longer exists.
+pub fn create_pending(
+    tx: &Transaction<'_>,
+    out_trade_no: &str,
+    user_id: &str,
+    amount_fen: i64,
+    now: i64,
+    expires_at: i64,
+) -> AppResult<Option<String>> {
+    Ok(tx
+        .query_row(
+            "INSERT INTO payments (out_trade_no, user_id, payer_openid, amount_fen, status, created_at, expires_at)
+             SELECT ?1, id, openid, ?3, 'pending', ?4, ?5 FROM users
+             WHERE id = ?2 AND deleted_at IS NULL AND openid IS NOT NULL
+             RETURNING payer_openid",
+            params![out_trade_no, user_id, amount_fen, now, expires_at],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn set_prepay_id(conn: &Connection, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
+    conn.execute(
+        "UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1",
+        params![out_trade_no, prepay_id],
+    )?;
+    Ok(())
+}
+
+pub fn find(conn: &Connection, out_trade_no: &str) -> AppResult<Option<PaymentRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1"),
+            [out_trade_no],
+            row,
+        )
+        .optional()?)
+}
+
+/// The order if it belongs to `user_id`.
+pub fn find_for_user(
+    conn: &Connection,
+    out_trade_no: &str,
+    user_id: &str,
+) -> AppResult<Option<PaymentRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1 AND user_id = ?2"),
+            params![out_trade_no, user_id],
+            row,
+        )
+        .optional()?)
+}
+
+/// Marks an order paid unless it already is; true when this call did it.
+pub fn mark_paid(
+    tx: &Transaction<'_>,
+    out_trade_no: &str,
+    transaction_id: &str,
+    paid_at: i64,
+) -> AppResult<bool> {
+    let n = tx.execute(
+        "UPDATE payments SET status = 'paid', transaction_id = ?2, paid_at = ?3
+         WHERE out_trade_no = ?1 AND status <> 'paid'",
+        params![out_trade_no, transaction_id, paid_at],
+    )?;
+    Ok(n == 1)
+}
+
+/// Moves a pending order to `status` ('closed' or 'failed'); true when it
+/// was pending.
+pub fn finish_pending(conn: &Connection, out_trade_no: &str, status: &str) -> AppResult<bool> {
+    debug_assert!(matches!(status, "closed" | "failed"));
+    let n = conn.execute(
+        "UPDATE payments SET status = ?2 WHERE out_trade_no = ?1 AND status = 'pending'",
+        params![out_trade_no, status],
+    )?;
+    Ok(n == 1)
+}
+
+/// Pending orders created before `created_before`, oldest first.
+pub fn pending_before(conn: &Connection, created_before: i64) -> AppResult<Vec<PaymentRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM payments WHERE status = 'pending' AND created_at < ?1
+         ORDER BY created_at, out_trade_no"
+    ))?;
+    let rows = stmt.query_map([created_before], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
