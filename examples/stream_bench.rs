@@ -89,10 +89,11 @@ impl Drop for Server {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let bin = args
-        .get(1)
-        .expect("usage: stream_bench <mvp28 binary> [streams] [samples]")
-        .clone();
+    let bin = std::fs::canonicalize(
+        args.get(1)
+            .expect("usage: stream_bench <mvp28 binary> [streams] [samples]"),
+    )
+    .expect("mvp28 binary exists");
     let streams: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let samples: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(200);
 
@@ -131,10 +132,11 @@ async fn main() {
     };
     run(&["migrate"]);
     run(&["admin", "set-free-quota", "1000000000"]);
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let child = Command::new(&bin)
         .arg("serve")
         .current_dir(dir.path())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let server = Server(child);
