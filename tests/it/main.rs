@@ -7,3 +7,4 @@ mod auth;
 mod chat;
 mod foundation;
 mod location;
+mod uploads;

@@ -1,4 +1,5 @@
 pub mod openai;
+pub mod s3;
 pub mod wechat;
 
 /// Serves `router` on 127.0.0.1:0 for the rest of the test; returns its base URL.
