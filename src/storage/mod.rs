@@ -47,6 +47,7 @@ enum Backend {
     Local {
         tokens: TokenKey,
         public_url: String,
+        root: std::path::PathBuf,
     },
     S3 {
         s3: Arc<AmazonS3>,
@@ -140,6 +141,7 @@ impl Storage {
                     backend: Backend::Local {
                         tokens: TokenKey::derive(jwt_secret),
                         public_url: config.server.public_url.trim_end_matches('/').to_string(),
+                        root: dir.to_path_buf(),
                     },
                     ttl,
                 })
@@ -154,14 +156,19 @@ impl Storage {
         }
     }
 
-    pub fn is_local(&self) -> bool {
-        matches!(self.backend, Backend::Local { .. })
-    }
-
     /// A cheap check that the store answers: one list request on a prefix
     /// that holds nothing (a missing bucket or bad credentials fail it,
     /// unlike a HEAD of a missing key).
     pub async fn health(&self) -> Result<(), String> {
+        if let Backend::Local { root, .. } = &self.backend {
+            // Listing a missing directory is just empty: check the root.
+            let md = tokio::fs::metadata(root)
+                .await
+                .map_err(|e| format!("{}: {e}", root.display()))?;
+            if !md.is_dir() || md.permissions().readonly() {
+                return Err(format!("{} is not a writable directory", root.display()));
+            }
+        }
         let probe = ObjectPath::from("health-probe");
         match self.store.list(Some(&probe)).next().await {
             None | Some(Ok(_)) => Ok(()),
@@ -202,14 +209,21 @@ impl Storage {
             .collect()
             .await;
         let mut failed = vec![];
-        for (key, r) in keys.iter().zip(results) {
+        let mut any_error = false;
+        for (key, r) in keys.iter().zip(&results) {
             match r {
                 Ok(_) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "could not delete object");
+                    any_error = true;
                     failed.push(key.clone());
                 }
             }
+        }
+        // A failed bulk request yields one error for its whole chunk, so
+        // results no longer line up with keys: count them all as failed.
+        if any_error && results.len() != keys.len() {
+            return keys.to_vec();
         }
         failed
     }
@@ -224,7 +238,9 @@ impl Storage {
     ) -> anyhow::Result<SignedUrl> {
         let headers = vec![("Content-Type", content_type.to_string())];
         match &self.backend {
-            Backend::Local { tokens, public_url } => {
+            Backend::Local {
+                tokens, public_url, ..
+            } => {
                 let expires_at = now + self.ttl;
                 let token = tokens.sign(&Grant::Put {
                     key: key.into(),
@@ -269,7 +285,9 @@ impl Storage {
         now: DateTime<Utc>,
     ) -> Result<SignedUrl, StoreError> {
         match &self.backend {
-            Backend::Local { tokens, public_url } => {
+            Backend::Local {
+                tokens, public_url, ..
+            } => {
                 let expires_at = now + self.ttl;
                 let token = tokens.sign(&Grant::Get {
                     key: key.into(),

@@ -872,3 +872,14 @@ fn s3_config_is_validated() {
         "storage.allowed_content_types"
     );
 }
+
+#[tokio::test]
+async fn local_health_checks_the_directory() {
+    let app = local_app().await;
+    let (s, h) = app.get("/api/health", None).await;
+    assert_eq!((s, &h["storage"]), (StatusCode::OK, &json!("ok")), "{h}");
+    std::fs::remove_dir_all(&app.config.storage.local_dir).unwrap();
+    let (s, h) = app.get("/api/health", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+    assert_eq!(h["storage"], "error");
+}
