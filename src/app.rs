@@ -175,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::chat::ws::router())
         .merge(crate::location::handlers::router())
         .merge(crate::pay::handlers::router(&state))
+        .merge(crate::storage::handlers::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
@@ -192,6 +193,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))
+        // File bodies: merged after the JSON body limit, with their own.
+        .merge(crate::storage::handlers::signed_router(state.clone()))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -274,6 +274,8 @@ pub struct StorageConfig {
     pub local_dir: String,
     pub max_upload_bytes: u64,
     pub allowed_content_types: Vec<String>,
+    /// Lifetime of presigned upload and download URLs.
+    pub presign_ttl_secs: u64,
     pub s3: S3Config,
 }
 
@@ -293,6 +295,7 @@ impl Default for StorageConfig {
             ]
             .map(String::from)
             .to_vec(),
+            presign_ttl_secs: 900,
             s3: S3Config::default(),
         }
     }
@@ -576,16 +579,7 @@ impl Config {
         if self.quota.topup_amounts_fen.iter().any(|a| *a <= 0) {
             return Err(bad("quota.topup_amounts_fen", "amounts must be > 0"));
         }
-        match self.storage.kind.as_str() {
-            "local" => {}
-            "s3" => {
-                return Err(bad(
-                    "storage.kind",
-                    "\"s3\" is not available in this build yet; use \"local\"",
-                ))
-            }
-            other => return Err(bad("storage.kind", format!("{other:?} is not local or s3"))),
-        }
+        self.validate_storage()?;
         if self.backup.every_hours > 0 && self.backup.keep == 0 {
             return Err(bad(
                 "backup.keep",
@@ -694,6 +688,43 @@ impl Config {
         } else {
             self.wechat_pay.notify_url.clone()
         }
+    }
+
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let st = &self.storage;
+        match st.kind.as_str() {
+            "local" => {
+                if st.local_dir.trim().is_empty() {
+                    return Err(bad("storage.local_dir", "must not be empty"));
+                }
+            }
+            "s3" => validate_s3(&st.s3)?,
+            other => return Err(bad("storage.kind", format!("{other:?} is not local or s3"))),
+        }
+        if st.max_upload_bytes == 0 {
+            return Err(bad("storage.max_upload_bytes", "must be > 0"));
+        }
+        if st.allowed_content_types.is_empty() {
+            return Err(bad("storage.allowed_content_types", "must not be empty"));
+        }
+        for t in &st.allowed_content_types {
+            if !is_plain_mime(t) {
+                return Err(bad(
+                    "storage.allowed_content_types",
+                    format!("{t:?} is not a lowercase type/subtype without parameters"),
+                ));
+            }
+        }
+        // Pending uploads are swept after a day; a URL must die well before
+        // that, or an upload could land after its row was swept and the
+        // object would never be found again.
+        if !(1..=43_200).contains(&st.presign_ttl_secs) {
+            return Err(bad(
+                "storage.presign_ttl_secs",
+                "must be between 1 and 43200 (12 hours)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_llm(&self) -> Result<(), ConfigError> {
@@ -870,6 +901,48 @@ fn redact(s: &mut String) {
     if !s.is_empty() {
         *s = "<redacted>".into();
     }
+}
+
+fn validate_s3(s3: &S3Config) -> Result<(), ConfigError> {
+    if !s3.endpoint.is_empty() {
+        check_url("storage.s3.endpoint", &s3.endpoint)?;
+        let url = reqwest::Url::parse(&s3.endpoint)
+            .map_err(|e| bad("storage.s3.endpoint", format!("not a URL: {e}")))?;
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(bad(
+                "storage.s3.endpoint",
+                "must not carry a query, fragment or credentials",
+            ));
+        }
+    }
+    for (key, value) in [
+        ("storage.s3.region", &s3.region),
+        ("storage.s3.bucket", &s3.bucket),
+        ("storage.s3.access_key_id", &s3.access_key_id),
+        ("storage.s3.secret_access_key", &s3.secret_access_key),
+    ] {
+        if value.trim().is_empty() {
+            return Err(bad(key, "required when storage.kind = \"s3\""));
+        }
+    }
+    // Path-style addressing puts the bucket in the path: keep it one segment.
+    if s3.bucket.contains('/') {
+        return Err(bad(
+            "storage.s3.bucket",
+            "must be a bucket name, not a path",
+        ));
+    }
+    Ok(())
+}
+
+/// `type/subtype`, lowercase, no parameters (what the allowlist compares).
+fn is_plain_mime(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&-^_.+".contains(&b))
+    };
+    matches!(t.split_once('/'), Some((a, b)) if token(a) && token(b))
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {

@@ -99,8 +99,8 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     let now = to_ms(clock.now());
     let db = open_db(&config, now)?;
     let secret = jwt_secret(&config)?;
-    let storage = Storage::local(Path::new(&config.storage.local_dir))
-        .with_context(|| format!("creating storage directory {}", config.storage.local_dir))?;
+    let storage = Storage::from_config(&config, &secret)?;
+    tracing::info!(kind = storage.kind(), "object storage");
     let bind: SocketAddr = config.server.bind.parse()?;
     let dev = config.dev_login_enabled();
     let payments = crate::pay::Payments::from_config(&config)?;
@@ -153,6 +153,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     }
     crate::location::spawn_retention(state.clone());
     crate::backup::spawn_schedule(state.clone());
+    crate::storage::service::spawn_sweeper(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {

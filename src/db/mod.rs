@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod location;
+pub mod media;
 pub mod payments;
 pub mod quota;
 pub mod usage;

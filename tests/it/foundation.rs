@@ -660,6 +660,10 @@ async fn a_handler_panic_is_a_logged_500_and_the_server_stays_up() {
         .expect("server starts");
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
+    // Other tests' threads (no subscriber) may have registered the request
+    // span's callsite while this thread's subscriber was being set: a
+    // tracing-core race that caches it as disabled. Recompute the cache.
+    tracing::callsite::rebuild_interest_cache();
 
     // Login reads the clock inside the handler. A background task could
     // consume the armed panic first, so re-arm a few times.

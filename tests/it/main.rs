@@ -10,4 +10,5 @@ mod location;
 mod ops;
 mod pay;
 mod streaming;
+mod uploads;
 mod usage;

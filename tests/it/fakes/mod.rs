@@ -1,5 +1,6 @@
 pub mod anthropic;
 pub mod openai;
+pub mod s3;
 pub mod wechat;
 pub mod wechatpay;
 

@@ -1,0 +1,241 @@
+//! POST /api/upload/presign, POST /api/upload/commit, GET /api/media/{id}
+//! (bearer, JSON) and the local backend's token routes
+//! PUT /api/upload/local/{token}, GET /api/media/local/{token} (no bearer:
+//! the signed token is the authorization).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{middleware, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tower_http::limit::RequestBodyLimitLayer;
+
+use super::service::{self, PresignRequest};
+use super::token::Grant;
+use super::{Storage, WriteError};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::clock::{rfc3339, to_ms};
+use crate::db;
+use crate::error::{ApiJson, AppError, AppResult};
+
+/// Bearer routes; mounted under the rate-limited router.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/upload/presign", post(presign))
+        .route("/api/upload/commit", post(commit))
+        .route("/api/media/{id}", get(media))
+}
+
+/// The local backend's token routes. They carry file bodies, so they get
+/// `storage.max_upload_bytes` as their body limit instead of the JSON
+/// API's `server.max_body_bytes` (the caller mounts them outside that
+/// layer); they count in the per-IP rate limit like every `/api/*` call.
+pub fn signed_router(state: AppState) -> Router {
+    let limit = usize::try_from(state.config().storage.max_upload_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/api/upload/local/{token}", put(local_put))
+        .route("/api/media/local/{token}", get(local_get))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::limit,
+        ))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresignBody {
+    filename: String,
+    content_type: String,
+    size: i64,
+}
+
+async fn presign(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<PresignBody>,
+) -> AppResult<Json<Value>> {
+    let p = service::presign(
+        &state,
+        &user,
+        PresignRequest {
+            filename: body.filename,
+            content_type: body.content_type,
+            size: body.size,
+        },
+    )
+    .await?;
+    let headers: Map<String, Value> = p
+        .upload
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    Ok(Json(json!({
+        "upload_id": p.upload_id,
+        "method": "PUT",
+        "url": p.upload.url,
+        "headers": headers,
+        "expires_at": rfc3339(to_ms(p.upload.expires_at)),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    upload_id: String,
+}
+
+async fn commit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<CommitBody>,
+) -> AppResult<Json<Value>> {
+    Ok(Json(service::commit(&state, &user, &body.upload_id).await?))
+}
+
+async fn media(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    Ok(Json(service::get(&state, &user, &id).await?))
+}
+
+fn forbidden(message: &str) -> AppError {
+    AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn too_large(limit: u64) -> AppError {
+    AppError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("this upload is granted {limit} bytes at most"),
+    )
+}
+
+/// The token's grant; 404 when storage is S3 (no such route there).
+fn grant(state: &AppState, token: &str) -> AppResult<Grant> {
+    match state.storage().verify_local(token, state.now()) {
+        None => Err(AppError::not_found("route")),
+        Some(Ok(g)) => Ok(g),
+        Some(Err(why)) => Err(forbidden(why)),
+    }
+}
+
+async fn local_put(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<Json<Value>> {
+    let Grant::Put {
+        key,
+        size,
+        content_type,
+        ..
+    } = grant(&state, &token)?
+    else {
+        return Err(forbidden("this link does not grant uploads"));
+    };
+    let sent_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if sent_type.as_deref() != Some(content_type.as_str()) {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("this upload must be sent with Content-Type: {content_type}"),
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > size) {
+        return Err(too_large(size));
+    }
+    let k = key.clone();
+    let row = state
+        .db()
+        .run(move |c| db::media::find_by_key(c, &k))
+        .await?;
+    match row {
+        // Swept, or its account deleted: nothing may land there any more.
+        None => return Err(AppError::not_found("upload")),
+        Some(m) if m.committed => {
+            return Err(AppError::conflict(
+                "this upload is already committed; request a new one",
+            ))
+        }
+        Some(_) => {}
+    }
+    match state.storage().write_stream(&key, size, body).await {
+        Ok(n) => Ok(Json(json!({ "received": n }))),
+        Err(WriteError::TooLarge) => Err(too_large(size)),
+        Err(WriteError::Body(e)) => {
+            if is_length_limit(&e) {
+                Err(too_large(size))
+            } else {
+                Err(AppError::invalid_request("the upload body was interrupted"))
+            }
+        }
+        Err(WriteError::Store(e)) => Err(AppError::internal(e)),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+async fn local_get(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> AppResult<Response> {
+    let Grant::Get {
+        key, content_type, ..
+    } = grant(&state, &token)?
+    else {
+        return Err(forbidden("this link does not grant downloads"));
+    };
+    let object = match state.storage().read(&key).await {
+        Ok(o) => o,
+        Err(super::StoreError::NotFound { .. }) => return Err(AppError::not_found("media")),
+        Err(e) => return Err(AppError::internal(e)),
+    };
+    let len = object.meta.size;
+    let mut res = Storage::body_of(object).into_response();
+    let h = res.headers_mut();
+    // The type was allowlisted at upload; never let a browser sniff
+    // another one or run the file as a page of our origin.
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    Ok(res)
+}

@@ -1,0 +1,290 @@
+//! Upload domain: presign -> (client PUTs the bytes) -> commit; media
+//! lookups; the sweep of uploads never committed.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Datelike, Utc};
+use serde_json::{json, Value};
+
+use super::{SignedUrl, StoreError};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::clock::to_ms;
+use crate::db::media::{self as repo, MediaRow, NewMedia};
+use crate::error::{AppError, AppResult};
+
+/// A pending upload older than this is abandoned: refused at commit and
+/// swept with its object.
+pub const PENDING_MAX_AGE: chrono::Duration = chrono::Duration::days(1);
+
+/// Rows (and objects) handled per sweep round.
+const SWEEP_BATCH: u32 = 500;
+
+pub struct PresignRequest {
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+pub struct Presigned {
+    pub upload_id: String,
+    pub upload: SignedUrl,
+}
+
+/// The extension of the object key, from the (allowlisted) content type,
+/// never from the client's filename.
+fn extension(content_type: &str) -> &'static str {
+    match content_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/heic" => "heic",
+        "audio/mpeg" => "mp3",
+        "audio/mp4" | "audio/x-m4a" => "m4a",
+        "audio/aac" => "aac",
+        "audio/wav" | "audio/x-wav" => "wav",
+        "video/mp4" => "mp4",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        _ => "bin",
+    }
+}
+
+pub fn object_key(user_id: &str, media_id: &str, content_type: &str, now: DateTime<Utc>) -> String {
+    format!(
+        "u/{user_id}/{:04}/{:02}/{media_id}.{}",
+        now.year(),
+        now.month(),
+        extension(content_type)
+    )
+}
+
+fn storage_error(e: StoreError) -> AppError {
+    let mut err = AppError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "object storage is unavailable, retry later",
+    );
+    err.source = Some(e.into());
+    err
+}
+
+fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String, u64)> {
+    let filename = req.filename.trim();
+    if filename.is_empty() || filename.chars().count() > 255 {
+        return Err(AppError::validation(
+            "filename",
+            "must be 1 to 255 characters",
+        ));
+    }
+    if filename.chars().any(char::is_control) {
+        return Err(AppError::validation(
+            "filename",
+            "must not contain control characters",
+        ));
+    }
+    let content_type = req.content_type.trim().to_ascii_lowercase();
+    let cfg = &state.config().storage;
+    if !cfg.allowed_content_types.contains(&content_type) {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content_type {content_type:?} is not accepted"),
+        )
+        .with("allowed_content_types", json!(cfg.allowed_content_types)));
+    }
+    if req.size <= 0 {
+        return Err(AppError::validation("size", "must be > 0"));
+    }
+    let size = req.size as u64;
+    if size > cfg.max_upload_bytes {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("size exceeds the limit of {} bytes", cfg.max_upload_bytes),
+        )
+        .with("max_upload_bytes", json!(cfg.max_upload_bytes)));
+    }
+    Ok((filename.to_string(), content_type, size))
+}
+
+pub async fn presign(
+    state: &AppState,
+    user: &AuthUser,
+    req: PresignRequest,
+) -> AppResult<Presigned> {
+    let (filename, content_type, size) = validate(&req, state)?;
+    let now = state.now();
+    let id = crate::ids::new_id("med", to_ms(now));
+    let key = object_key(&user.id, &id, &content_type, now);
+    // Signing is local computation; do it before the row exists so a
+    // failure leaves nothing behind.
+    let upload = state
+        .storage()
+        .upload_url(&key, &content_type, size, now)
+        .map_err(AppError::internal)?;
+    let (uid, mid) = (user.id.clone(), id.clone());
+    state
+        .db()
+        .write(move |tx| {
+            repo::insert_pending(
+                tx,
+                &NewMedia {
+                    id: &mid,
+                    user_id: &uid,
+                    object_key: &key,
+                    filename: &filename,
+                    content_type: &content_type,
+                    size: size as i64,
+                },
+                to_ms(now),
+            )
+        })
+        .await?;
+    Ok(Presigned {
+        upload_id: id,
+        upload,
+    })
+}
+
+async fn find(state: &AppState, user: &AuthUser, id: &str) -> AppResult<Option<MediaRow>> {
+    let (uid, id) = (user.id.clone(), id.to_string());
+    state
+        .db()
+        .run(move |c| repo::find_for_user(c, &uid, &id))
+        .await
+}
+
+/// The client's view of a committed media record, with a fresh download URL.
+pub async fn media_view(state: &AppState, m: &MediaRow) -> AppResult<Value> {
+    let url = state
+        .storage()
+        .download_url(&m.object_key, &m.content_type, state.now())
+        .await
+        .map_err(storage_error)?;
+    Ok(json!({
+        "media": {
+            "id": m.id,
+            "content_type": m.content_type,
+            "size": m.size,
+            "url": url.url,
+        },
+        "url_expires_at": crate::clock::rfc3339(to_ms(url.expires_at)),
+    }))
+}
+
+/// Verifies the uploaded object and marks the media committed. Idempotent:
+/// committing a committed upload answers the same record.
+pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppResult<Value> {
+    let not_found = || AppError::not_found("upload");
+    let m = find(state, user, upload_id).await?.ok_or_else(not_found)?;
+    if m.committed {
+        return media_view(state, &m).await;
+    }
+    let now = state.now();
+    // Past this age the sweep may be deleting it right now.
+    if m.created_at < to_ms(now - PENDING_MAX_AGE) {
+        return Err(not_found());
+    }
+    let stored = state
+        .storage()
+        .size_of(&m.object_key)
+        .await
+        .map_err(storage_error)?;
+    let Some(stored) = stored else {
+        // Not final: the PUT may still be on its way.
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "upload_incomplete",
+            "nothing has been uploaded for this upload_id yet; PUT the file to its url first",
+        ));
+    };
+    if stored != m.size as u64 {
+        // A wrong object is never kept; the row stays pending so the client
+        // may PUT again while its URL is valid.
+        state
+            .storage()
+            .delete(&m.object_key)
+            .await
+            .map_err(storage_error)?;
+        return Err(AppError::validation(
+            "size",
+            format!(
+                "the uploaded object has {stored} bytes, {} were declared; it was deleted",
+                m.size
+            ),
+        ));
+    }
+    let id = m.id.clone();
+    let ms = to_ms(now);
+    state
+        .db()
+        .write(move |tx| repo::mark_committed(tx, &id, ms))
+        .await?;
+    // Whether we or a concurrent commit won, it is committed now.
+    let m = find(state, user, upload_id).await?.ok_or_else(not_found)?;
+    if !m.committed {
+        return Err(not_found());
+    }
+    tracing::info!(media_id = %m.id, size = m.size, "upload committed");
+    media_view(state, &m).await
+}
+
+/// The caller's committed media record; pending or foreign ones are 404.
+pub async fn get(state: &AppState, user: &AuthUser, id: &str) -> AppResult<Value> {
+    match find(state, user, id).await? {
+        Some(m) if m.committed => media_view(state, &m).await,
+        _ => Err(AppError::not_found("media")),
+    }
+}
+
+/// Deletes uploads left pending for over a day: objects first (so a failed
+/// delete is retried next sweep), then their rows. Returns the rows removed.
+pub async fn sweep_pending(state: &AppState) -> AppResult<usize> {
+    let cutoff = to_ms(state.now() - PENDING_MAX_AGE);
+    let mut removed = 0;
+    loop {
+        let rows = state
+            .db()
+            .run(move |c| repo::pending_before(c, cutoff, SWEEP_BATCH))
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let full_batch = rows.len() as u32 == SWEEP_BATCH;
+        let keys: Vec<String> = rows.iter().map(|r| r.object_key.clone()).collect();
+        let failed = state.storage().delete_all(&keys).await;
+        let ids: Vec<String> = rows
+            .into_iter()
+            .filter(|r| !failed.contains(&r.object_key))
+            .map(|r| r.id)
+            .collect();
+        let n = state
+            .db()
+            .write(move |tx| repo::delete_pending(tx, &ids))
+            .await?;
+        removed += n;
+        // A batch that could not shrink (the store refuses deletes) would
+        // loop forever; the next sweep retries.
+        if !failed.is_empty() || !full_batch {
+            break;
+        }
+    }
+    tracing::info!(deleted = removed, "pending upload sweep");
+    Ok(removed)
+}
+
+/// Runs the sweep at start and hourly, in the background: a slow or
+/// unreachable store must not delay startup.
+pub fn spawn_sweeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweep_pending(&state).await {
+                tracing::warn!(error = %e, "pending upload sweep failed");
+            }
+        }
+    });
+}
