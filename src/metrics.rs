@@ -250,6 +250,25 @@ async fn gauges(
             ));
         }
     }
+    let (jobs, batches, queued) = state.db().write_stats();
+    g.push((
+        "db_write_jobs",
+        "write transactions requested (cumulative)",
+        String::new(),
+        jobs as f64,
+    ));
+    g.push((
+        "db_write_commits",
+        "group commits that carried them (cumulative)",
+        String::new(),
+        batches as f64,
+    ));
+    g.push((
+        "db_write_queue_seconds",
+        "time write jobs waited for the writer (cumulative)",
+        String::new(),
+        queued,
+    ));
     let (acq, waited) = state.db().pool_waits();
     g.push((
         "db_pool_acquisitions",

@@ -8,6 +8,7 @@ pub mod payments;
 pub mod quota;
 pub mod usage;
 pub mod users;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,11 +35,10 @@ pub struct Db {
 }
 
 struct Inner {
-    /// All writes of this process go through this one connection, one at a
-    /// time: writers queue here asynchronously instead of meeting
-    /// SQLITE_BUSY and sleeping in SQLite's busy handler (which ruins tail
-    /// latency). Other processes (the admin CLI) still get busy_timeout.
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// All writes of this process go through one connection on one thread,
+    /// batched into group commits (see `writer`). Other processes (the admin
+    /// CLI) still meet busy_timeout.
+    writer: writer::Writer,
     pool: Pool<SqliteConnectionManager>,
     /// Requests queue here asynchronously instead of blocking a thread in
     /// `pool.get()`.
@@ -84,7 +84,7 @@ impl Db {
         init_connection(&mut writer)?;
         let db = Db {
             inner: Arc::new(Inner {
-                writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                writer: writer::Writer::start(writer)?,
                 pool,
                 permits: Semaphore::new(pool_size as usize),
                 path: path.to_path_buf(),
@@ -189,19 +189,17 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
     {
-        let queued = std::time::Instant::now();
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        self.inner
-            .waited_micros
-            .fetch_add(queued.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.inner.acquisitions.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            write_tx(&mut conn, f)
-        })
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("db task failed: {e}")))?
+        self.inner.writer.write(f).await
+    }
+
+    /// (write jobs, group commits, total seconds jobs waited in the queue)
+    pub fn write_stats(&self) -> (u64, u64, f64) {
+        let s = &self.inner.writer.stats;
+        (
+            s.jobs.load(Ordering::Relaxed),
+            s.batches.load(Ordering::Relaxed),
+            s.queued_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
     }
 
     /// Copies the WAL into the main file and truncates it (clean shutdown).
