@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     pub request_timeout_secs: u64,
     pub max_body_bytes: usize,
+    /// On SIGTERM, how long open requests/streams may finish before they are cut.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8080".into(),
             trusted_proxies: vec![],
             request_timeout_secs: 120,
+            shutdown_grace_secs: 20,
             max_body_bytes: 1024 * 1024,
         }
     }

@@ -29,7 +29,20 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.handle.await??;
+        // Open streams and WebSockets would hold shutdown forever: after the
+        // grace period they are cut (their replies still finish and are
+        // stored by their own tasks while the process lives).
+        let grace = std::time::Duration::from_secs(self.state.config().server.shutdown_grace_secs);
+        match tokio::time::timeout(grace, &mut self.handle).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "connections still open after the grace period; closing them"
+                );
+                self.handle.abort();
+            }
+        }
         self.state.db().checkpoint()
     }
 }

@@ -262,6 +262,24 @@ impl ServeGuard {
         panic!("server at {base} did not become healthy");
     }
 
+    /// SIGTERM, then the exit status (None if still running after `wait`).
+    pub fn terminate(&mut self, wait: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let child = self.0.as_mut()?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.0 = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();

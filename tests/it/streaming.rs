@@ -571,3 +571,67 @@ async fn retry_after_keeps_a_provider_out_that_long() {
         0
     );
 }
+
+/// SIGTERM with a stream still open: the server waits its grace period,
+/// cuts the stream, checkpoints and exits 0.
+#[tokio::test]
+async fn sigterm_with_an_open_stream_exits_after_the_grace_period() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Gated);
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n[auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
+             [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\n\
+             models = [\"gpt-4o-mini\"]\ntimeout_secs = 60\n",
+            fake.base_url
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = ServeGuard::start(dir.path(), &base).await;
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{base}/api/auth/wechat"))
+        .json(&json!({"code": "dev:t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut res = client
+        .post(format!("{base}/api/chat/stream"))
+        .bearer_auth(login["token"].as_str().unwrap())
+        .json(&json!({"message": "held open"}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("event: delta") {
+        seen.push_str(&String::from_utf8_lossy(
+            &res.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("exited within 10 s");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited the grace period"
+    );
+    let wal = dir.path().join("data/mvp28.db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "WAL checkpointed"
+    );
+}
