@@ -203,6 +203,7 @@ async fn gauges(
 ) -> Result<Vec<(&'static str, &'static str, String, f64)>, AppError> {
     let payments = state.db().run(crate::db::quota::payments_by_status).await?;
     let standing = crate::usage::standing(state).await?;
+    let (charges, topups) = state.db().run(crate::db::quota::income_totals).await?;
     let mut g = vec![];
     for (status, n) in payments {
         g.push((
@@ -213,6 +214,18 @@ async fn gauges(
         ));
     }
     let nanos = |n: i64| n as f64 / 1e9;
+    g.push((
+        "income_fen",
+        "income so far in fen (cumulative)",
+        labels(&[("kind", "charge")]),
+        charges as f64,
+    ));
+    g.push((
+        "income_fen",
+        "income so far in fen (cumulative)",
+        labels(&[("kind", "topup")]),
+        topups as f64,
+    ));
     g.push((
         "llm_spend",
         "model spend this period, upstream currency",

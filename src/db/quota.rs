@@ -378,3 +378,13 @@ pub fn payments_by_status(conn: &mut Connection) -> AppResult<Vec<(String, i64)>
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Income so far (fen): per-message charges and paid top-ups (for metrics).
+pub fn income_totals(conn: &mut Connection) -> AppResult<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(-sum(CASE WHEN kind = 'charge' THEN delta_fen END), 0),
+                COALESCE(sum(CASE WHEN kind = 'topup' THEN delta_fen END), 0) FROM ledger",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}

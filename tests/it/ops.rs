@@ -30,20 +30,18 @@ async fn metrics_count_requests_llm_calls_and_refusals() {
         })
         .spawn()
         .await;
-    let (token, _) = app.login("m").await;
-    app.cli(&["admin", "set-free-quota", "1"]);
-    assert_eq!(
-        app.post("/api/chat", Some(&token), json!({"message": "a"}))
-            .await
-            .0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.post("/api/chat", Some(&token), json!({"message": "b"}))
-            .await
-            .0,
-        StatusCode::PAYMENT_REQUIRED
-    );
+    let (token, uid) = app.login("m").await;
+    app.cli(&["admin", "set-free-quota", "0"]);
+    let (s, _) = app
+        .post("/api/chat", Some(&token), json!({"message": "b"}))
+        .await;
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED);
+    let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "100"]);
+    assert!(out.status.success());
+    let (s, _) = app
+        .post("/api/chat", Some(&token), json!({"message": "a"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
     app.cli(&["admin", "set-free-quota", "5"]);
     fake.set(Behavior::Status(500));
     assert_eq!(
@@ -65,6 +63,8 @@ async fn metrics_count_requests_llm_calls_and_refusals() {
         "llm_tokens_total{provider=\"openai\",model=\"gpt-4o-mini\",kind=\"prompt\"} 11",
         "http_request_duration_seconds_count{route=\"/api/chat\",method=\"POST\"} 3",
         "llm_budget{period=\"day\"} 5",
+        "income_fen{kind=\"charge\"} 100",
+        "income_fen{kind=\"topup\"} 0",
         "live_generations",
         "db_pool_wait_seconds",
         "# TYPE llm_call_duration_seconds histogram",
