@@ -123,6 +123,7 @@ async fn main() {
     .unwrap();
     let run = |args: &[&str]| {
         let ok = Command::new(&bin)
+            .env_clear()
             .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -133,7 +134,9 @@ async fn main() {
     run(&["migrate"]);
     run(&["admin", "set-free-quota", "1000000000"]);
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    // Only the config file counts: no MVP28_* from the caller's environment.
     let child = Command::new(&bin)
+        .env_clear()
         .arg("serve")
         .current_dir(dir.path())
         .stderr(log)

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
 use serde_json::Value;
@@ -159,10 +158,6 @@ pub struct Live {
     map: Mutex<HashMap<String, Arc<Generation>>>,
 }
 
-/// Finished generations stay listed this long so a client that reconnects
-/// right after the end still resumes from memory (afterwards: from the DB).
-const LINGER: Duration = Duration::from_secs(60);
-
 impl Live {
     pub fn start(self: &Arc<Self>, user_id: &str, message_id: &str) -> Arc<Generation> {
         let (tick, _) = watch::channel(0);
@@ -197,12 +192,10 @@ impl Live {
         self.len() == 0
     }
 
-    /// Unlists a finished generation after [`LINGER`].
-    pub fn retire(self: &Arc<Self>, message_id: String) {
-        let live = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(LINGER).await;
-            live.map.lock().expect("live lock").remove(&message_id);
-        });
+    /// Unlists a finished generation. Its reply is stored by then (settled
+    /// or failed), so a later resume reads it from the database; keeping
+    /// finished replies in memory would only cost RAM under load.
+    pub fn retire(&self, message_id: &str) {
+        self.map.lock().expect("live lock").remove(message_id);
     }
 }

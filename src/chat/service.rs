@@ -126,7 +126,7 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
     let user_id = user_id.to_string();
     tokio::spawn(async move {
         generate(&task_state, &user_id, turn, route, message, &task_gen).await;
-        task_state.live().retire(task_gen.message_id.clone());
+        task_state.live().retire(&task_gen.message_id);
     });
     Ok(Started::Live(gen))
 }
