@@ -360,11 +360,9 @@ async fn settle(
     state
         .db()
         .write(move |tx| {
-            repo::complete_reply(tx, &reply_id, &text, usage.0, usage.1, now)?;
+            let message = repo::complete_reply(tx, &reply_id, &session_id, &text, usage, now)?;
             record_calls(tx, &periods, &calls)?;
             let charged = quota_repo::settle(tx, &reply_id, now)?;
-            let message = repo::find_message(tx, &reply_id)?
-                .ok_or_else(|| AppError::internal(anyhow::anyhow!("reply vanished")))?;
             let q = quota::view(tx, &uid, &today)?;
             Ok(ChatOutcome {
                 session_id,
@@ -482,7 +480,12 @@ async fn begin(
                     now,
                 },
             )?;
-            let context = repo::context(tx, &session_id, seq, context_len)?;
+            // a session created by this turn has nothing before it
+            let context = if input.session_id.is_some() {
+                repo::context(tx, &session_id, seq, context_len)?
+            } else {
+                vec![]
+            };
             Ok(Begun::Started(Turn {
                 session_id,
                 user_msg_id,

@@ -50,11 +50,10 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
 
 pub fn find_session(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<SessionRow>> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, title, created_at, updated_at FROM sessions WHERE id = ?1 AND user_id = ?2",
-            params![id, user_id],
-            session_row,
-        )
+        )?
+        .query_row(params![id, user_id], session_row)
         .optional()?)
 }
 
@@ -107,11 +106,10 @@ pub fn insert_message(tx: &Transaction<'_>, m: &NewMessage<'_>) -> AppResult<i64
 
 pub fn find_message(conn: &Connection, id: &str) -> AppResult<Option<MessageRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"),
-            [id],
-            message_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
+        ))?
+        .query_row([id], message_row)
         .optional()?)
 }
 
@@ -122,14 +120,11 @@ pub fn reply_for_client_msg(
     client_msg_id: &str,
 ) -> AppResult<Option<MessageRow>> {
     Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {MESSAGE_COLS} FROM messages WHERE reply_to = (
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE reply_to = (
                      SELECT id FROM messages WHERE user_id = ?1 AND client_msg_id = ?2)"
-            ),
-            params![user_id, client_msg_id],
-            message_row,
-        )
+        ))?
+        .query_row(params![user_id, client_msg_id], message_row)
         .optional()?)
 }
 
@@ -154,34 +149,33 @@ pub fn context(
     Ok(out)
 }
 
+/// Stores the finished reply and bumps its session's activity; returns the
+/// stored message.
 pub fn complete_reply(
     tx: &Transaction<'_>,
     id: &str,
+    session_id: &str,
     content: &str,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
+    tokens: (Option<i64>, Option<i64>),
     now: i64,
-) -> AppResult<()> {
-    tx.prepare_cached(
-        "UPDATE messages SET content = ?2, status = 'complete', prompt_tokens = ?3,
-         completion_tokens = ?4 WHERE id = ?1",
-    )?
-    .execute(params![id, content, prompt_tokens, completion_tokens])?;
-    tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = (SELECT session_id FROM messages WHERE id = ?1)")?.execute(
-        params![id, now],
-    )?;
-    Ok(())
+) -> AppResult<MessageRow> {
+    let row = tx
+        .prepare_cached(&format!(
+            "UPDATE messages SET content = ?2, status = 'complete', prompt_tokens = ?3,
+             completion_tokens = ?4 WHERE id = ?1 RETURNING {MESSAGE_COLS}"
+        ))?
+        .query_row(params![id, content, tokens.0, tokens.1], message_row)?;
+    tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![session_id, now])?;
+    Ok(row)
 }
 
 /// Removes a turn that produced nothing (the user may retry it with the same
 /// client_msg_id), and its session when that leaves it empty.
 pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> AppResult<()> {
     let session: Option<String> = tx
-        .query_row(
-            "SELECT session_id FROM messages WHERE id = ?1",
-            [reply_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT session_id FROM messages WHERE id = ?1")?
+        .query_row([reply_id], |r| r.get(0))
         .optional()?;
     tx.prepare_cached("DELETE FROM messages WHERE id IN (?1, ?2)")?
         .execute(params![user_msg_id, reply_id])?;
@@ -215,11 +209,10 @@ pub fn find_user_message(
     id: &str,
 ) -> AppResult<Option<MessageRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1 AND user_id = ?2"),
-            params![id, user_id],
-            message_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1 AND user_id = ?2"
+        ))?
+        .query_row(params![id, user_id], message_row)
         .optional()?)
 }
 
@@ -236,8 +229,7 @@ pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
 /// The fen charged for a settled reply.
 pub fn charged_fen(conn: &Connection, reply_id: &str) -> AppResult<i64> {
     Ok(conn
-        .query_row(
-            "SELECT amount_fen FROM reservations WHERE message_id = ?1 AND state = 'settled' AND kind = 'paid'",
+        .prepare_cached("SELECT amount_fen FROM reservations WHERE message_id = ?1 AND state = 'settled' AND kind = 'paid'")?.query_row(
             [reply_id],
             |r| r.get(0),
         )

@@ -89,7 +89,9 @@ pub fn list(conn: &Connection, user_id: &str, f: &ListFilter) -> AppResult<Vec<P
 }
 
 pub fn delete_all(tx: &Transaction<'_>, user_id: &str) -> AppResult<usize> {
-    Ok(tx.execute("DELETE FROM location_logs WHERE user_id = ?1", [user_id])?)
+    Ok(tx
+        .prepare_cached("DELETE FROM location_logs WHERE user_id = ?1")?
+        .execute([user_id])?)
 }
 
 /// Deletes every point recorded before `cutoff`, in batches so a large purge
@@ -98,11 +100,12 @@ pub fn purge_before(conn: &mut Connection, cutoff: i64) -> AppResult<usize> {
     let mut total = 0;
     loop {
         let n = crate::db::write_tx(conn, |tx| {
-            Ok(tx.execute(
-                "DELETE FROM location_logs WHERE id IN
+            Ok(tx
+                .prepare_cached(
+                    "DELETE FROM location_logs WHERE id IN
                    (SELECT id FROM location_logs WHERE recorded_at < ?1 LIMIT 5000)",
-                [cutoff],
-            )?)
+                )?
+                .execute([cutoff])?)
         })?;
         total += n;
         if n < 5000 {

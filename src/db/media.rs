@@ -41,9 +41,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
 }
 
 pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppResult<()> {
-    tx.execute(
-        "INSERT INTO media (id, user_id, object_key, filename, content_type, size, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+    tx.prepare_cached("INSERT INTO media (id, user_id, object_key, filename, content_type, size, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)")?.execute(
         params![
             m.id,
             m.user_id,
@@ -60,29 +59,26 @@ pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppRe
 /// The user's media record, in any state; another user's is None.
 pub fn find_for_user(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<MediaRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM media WHERE id = ?1 AND user_id = ?2"),
-            params![id, user_id],
-            row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM media WHERE id = ?1 AND user_id = ?2"
+        ))?
+        .query_row(params![id, user_id], row)
         .optional()?)
 }
 
 pub fn find_by_key(conn: &Connection, object_key: &str) -> AppResult<Option<MediaRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM media WHERE object_key = ?1"),
-            [object_key],
-            row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM media WHERE object_key = ?1"
+        ))?
+        .query_row([object_key], row)
         .optional()?)
 }
 
 /// Marks a pending upload committed; false when it no longer is pending
 /// (committed meanwhile, or swept).
 pub fn mark_committed(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<bool> {
-    let n = tx.execute(
-        "UPDATE media SET state = 'committed', committed_at = ?2 WHERE id = ?1 AND state = 'pending'",
+    let n = tx.prepare_cached("UPDATE media SET state = 'committed', committed_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(
         params![id, now],
     )?;
     Ok(n == 1)
@@ -90,7 +86,7 @@ pub fn mark_committed(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<boo
 
 /// Up to `limit` uploads still pending that were created before `cutoff`.
 pub fn pending_before(conn: &Connection, cutoff: i64, limit: u32) -> AppResult<Vec<MediaRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM media WHERE state = 'pending' AND created_at < ?1
          ORDER BY created_at LIMIT ?2"
     ))?;
@@ -100,7 +96,7 @@ pub fn pending_before(conn: &Connection, cutoff: i64, limit: u32) -> AppResult<V
 
 /// Deletes these rows if they are still pending; returns how many went.
 pub fn delete_pending(tx: &Transaction<'_>, ids: &[String]) -> AppResult<usize> {
-    let mut stmt = tx.prepare("DELETE FROM media WHERE id = ?1 AND state = 'pending'")?;
+    let mut stmt = tx.prepare_cached("DELETE FROM media WHERE id = ?1 AND state = 'pending'")?;
     let mut n = 0;
     for id in ids {
         n += stmt.execute([id])?;

@@ -47,11 +47,10 @@ pub fn create_pending(
     expires_at: i64,
 ) -> AppResult<Option<String>> {
     Ok(tx
-        .query_row(
-            "INSERT INTO payments (out_trade_no, user_id, payer_openid, amount_fen, status, created_at, expires_at)
+        .prepare_cached("INSERT INTO payments (out_trade_no, user_id, payer_openid, amount_fen, status, created_at, expires_at)
              SELECT ?1, id, openid, ?3, 'pending', ?4, ?5 FROM users
              WHERE id = ?2 AND deleted_at IS NULL AND openid IS NOT NULL
-             RETURNING payer_openid",
+             RETURNING payer_openid")?.query_row(
             params![out_trade_no, user_id, amount_fen, now, expires_at],
             |r| r.get(0),
         )
@@ -59,20 +58,17 @@ pub fn create_pending(
 }
 
 pub fn set_prepay_id(conn: &Connection, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
-    conn.execute(
-        "UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1",
-        params![out_trade_no, prepay_id],
-    )?;
+    conn.prepare_cached("UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1")?
+        .execute(params![out_trade_no, prepay_id])?;
     Ok(())
 }
 
 pub fn find(conn: &Connection, out_trade_no: &str) -> AppResult<Option<PaymentRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1"),
-            [out_trade_no],
-            row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1"
+        ))?
+        .query_row([out_trade_no], row)
         .optional()?)
 }
 
@@ -83,11 +79,10 @@ pub fn find_for_user(
     user_id: &str,
 ) -> AppResult<Option<PaymentRow>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1 AND user_id = ?2"),
-            params![out_trade_no, user_id],
-            row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1 AND user_id = ?2"
+        ))?
+        .query_row(params![out_trade_no, user_id], row)
         .optional()?)
 }
 
@@ -98,11 +93,12 @@ pub fn mark_paid(
     transaction_id: &str,
     paid_at: i64,
 ) -> AppResult<bool> {
-    let n = tx.execute(
-        "UPDATE payments SET status = 'paid', transaction_id = ?2, paid_at = ?3
+    let n = tx
+        .prepare_cached(
+            "UPDATE payments SET status = 'paid', transaction_id = ?2, paid_at = ?3
          WHERE out_trade_no = ?1 AND status <> 'paid'",
-        params![out_trade_no, transaction_id, paid_at],
-    )?;
+        )?
+        .execute(params![out_trade_no, transaction_id, paid_at])?;
     Ok(n == 1)
 }
 
@@ -110,16 +106,17 @@ pub fn mark_paid(
 /// was pending.
 pub fn finish_pending(conn: &Connection, out_trade_no: &str, status: &str) -> AppResult<bool> {
     debug_assert!(matches!(status, "closed" | "failed"));
-    let n = conn.execute(
-        "UPDATE payments SET status = ?2 WHERE out_trade_no = ?1 AND status = 'pending'",
-        params![out_trade_no, status],
-    )?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE payments SET status = ?2 WHERE out_trade_no = ?1 AND status = 'pending'",
+        )?
+        .execute(params![out_trade_no, status])?;
     Ok(n == 1)
 }
 
 /// Pending orders created before `created_before`, oldest first.
 pub fn pending_before(conn: &Connection, created_before: i64) -> AppResult<Vec<PaymentRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM payments WHERE status = 'pending' AND created_at < ?1
          ORDER BY created_at, out_trade_no"
     ))?;

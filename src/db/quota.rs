@@ -26,33 +26,33 @@ pub fn seed_settings(
     price_fen: i64,
     now: i64,
 ) -> AppResult<()> {
-    let mut stmt = conn
-        .prepare("INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)")?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
+    )?;
     stmt.execute(params![FREE_DAILY, free_daily, now])?;
     stmt.execute(params![PRICE_FEN, price_fen, now])?;
     Ok(())
 }
 
 pub fn settings(conn: &Connection) -> AppResult<Settings> {
-    let get = |key: &str| -> AppResult<i64> {
-        Ok(conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .unwrap_or(0))
-    };
-    Ok(Settings {
-        free_daily: get(FREE_DAILY)?,
-        price_fen: get(PRICE_FEN)?,
-    })
+    // One statement for both: this runs in every chat turn.
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(max(CASE WHEN key = 'free_daily' THEN value END), 0),
+                COALESCE(max(CASE WHEN key = 'price_fen' THEN value END), 0)
+         FROM settings WHERE key IN ('free_daily', 'price_fen')",
+    )?;
+    Ok(stmt.query_row([], |r| {
+        Ok(Settings {
+            free_daily: r.get(0)?,
+            price_fen: r.get(1)?,
+        })
+    })?)
 }
 
 pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
     Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
@@ -91,18 +91,17 @@ impl QuotaState {
 /// one means nothing is used yet today).
 pub fn quota_state(conn: &Connection, user_id: &str, today: &str) -> AppResult<QuotaState> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT CASE WHEN free_day = ?2 THEN free_used ELSE 0 END, balance_fen, held_fen
              FROM user_quotas WHERE user_id = ?1",
-            params![user_id, today],
-            |r| {
-                Ok(QuotaState {
-                    free_used_today: r.get(0)?,
-                    balance_fen: r.get(1)?,
-                    held_fen: r.get(2)?,
-                })
-            },
-        )
+        )?
+        .query_row(params![user_id, today], |r| {
+            Ok(QuotaState {
+                free_used_today: r.get(0)?,
+                balance_fen: r.get(1)?,
+                held_fen: r.get(2)?,
+            })
+        })
         .optional()?
         .unwrap_or_default())
 }
@@ -175,20 +174,19 @@ struct Held {
 
 fn held_for(tx: &Transaction<'_>, message_id: &str) -> AppResult<Option<Held>> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT id, user_id, kind, amount_fen, free_day FROM reservations
              WHERE message_id = ?1 AND state = 'held'",
-            [message_id],
-            |r| {
-                Ok(Held {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    paid: r.get::<_, String>(2)? == "paid",
-                    amount_fen: r.get(3)?,
-                    free_day: r.get(4)?,
-                })
-            },
-        )
+        )?
+        .query_row([message_id], |r| {
+            Ok(Held {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                paid: r.get::<_, String>(2)? == "paid",
+                amount_fen: r.get(3)?,
+                free_day: r.get(4)?,
+            })
+        })
         .optional()?)
 }
 
@@ -236,7 +234,8 @@ pub fn release(tx: &Transaction<'_>, message_id: &str, now: i64) -> AppResult<()
 
 /// Message ids whose reservations are still held (after a crash, all of them).
 pub fn held_message_ids(conn: &Connection) -> AppResult<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT message_id FROM reservations WHERE state = 'held'")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT message_id FROM reservations WHERE state = 'held'")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -304,10 +303,10 @@ pub fn credit_topup(
     now: i64,
 ) -> AppResult<i64> {
     ensure_quota_row(tx, user_id, now)?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
-        params![user_id, fen, now],
-    )?;
+    )?
+    .execute(params![user_id, fen, now])?;
     append_ledger(tx, user_id, fen, "topup", out_trade_no, now)
 }
 
@@ -322,7 +321,7 @@ pub struct LedgerRow {
 }
 
 pub fn ledger_tail(conn: &Connection, user_id: &str, n: u32) -> AppResult<Vec<LedgerRow>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, delta_fen, balance_after, kind, reference, created_at FROM ledger
          WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
@@ -352,7 +351,7 @@ pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
         [],
         |r| r.get(0),
     )?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "WITH sums AS (SELECT user_id, SUM(delta_fen) AS s FROM ledger GROUP BY user_id),
               ids AS (SELECT user_id FROM user_quotas UNION SELECT user_id FROM sums)
          SELECT ids.user_id, COALESCE(q.balance_fen, 0), COALESCE(sums.s, 0)
@@ -373,8 +372,8 @@ pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
 
 /// Payment orders per status (for metrics).
 pub fn payments_by_status(conn: &mut Connection) -> AppResult<Vec<(String, i64)>> {
-    let mut stmt =
-        conn.prepare("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -55,11 +55,8 @@ pub fn record_call(tx: &Transaction<'_>, c: &CallRecord, day: &str, month: &str)
 pub fn spend(conn: &Connection, day: &str, month: &str) -> AppResult<(i64, i64)> {
     let get = |p: String| -> AppResult<i64> {
         Ok(conn
-            .query_row(
-                "SELECT cost_nanos FROM llm_spend WHERE period = ?1",
-                [p],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT cost_nanos FROM llm_spend WHERE period = ?1")?
+            .query_row([p], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
     };
@@ -107,7 +104,7 @@ pub fn report(
     };
     let mut rows: std::collections::BTreeMap<String, UsageRow> = Default::default();
     {
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {call_key}, count(*), sum(c.outcome <> 'ok'), sum(c.prompt_tokens),
                     sum(c.completion_tokens), sum(c.estimated), sum(c.cost_nanos)
              FROM llm_calls c WHERE c.created_at >= ?1 GROUP BY 1"
@@ -166,7 +163,7 @@ fn add_income(
     rows: &mut std::collections::BTreeMap<String, UsageRow>,
     set: impl Fn(&mut UsageRow, i64),
 ) -> AppResult<()> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut q = stmt.query([since_ms])?;
     while let Some(r) = q.next()? {
         let key: String = r.get(0)?;

@@ -20,16 +20,13 @@ pub fn upsert_by_openid(
     now: i64,
 ) -> AppResult<UserRow> {
     let existing = tx
-        .query_row(
-            "SELECT id, created_at FROM users WHERE openid = ?1",
-            [openid],
-            |r| {
-                Ok(UserRow {
-                    id: r.get(0)?,
-                    created_at: r.get(1)?,
-                })
-            },
-        )
+        .prepare_cached("SELECT id, created_at FROM users WHERE openid = ?1")?
+        .query_row([openid], |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+            })
+        })
         .optional()?;
     if let Some(u) = existing {
         tx.prepare_cached(
@@ -51,23 +48,21 @@ pub fn upsert_by_openid(
 /// A live (not deleted) user.
 pub fn find_active(conn: &rusqlite::Connection, id: &str) -> AppResult<Option<UserRow>> {
     Ok(conn
-        .query_row(
-            "SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
-            [id],
-            |r| {
-                Ok(UserRow {
-                    id: r.get(0)?,
-                    created_at: r.get(1)?,
-                })
-            },
-        )
+        .prepare_cached("SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id], |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 
 /// Any user, deleted or not (admin).
 pub fn exists(conn: &rusqlite::Connection, id: &str) -> AppResult<bool> {
     Ok(conn
-        .query_row("SELECT 1 FROM users WHERE id = ?1", [id], |_| Ok(()))
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -78,7 +73,7 @@ pub fn exists(conn: &rusqlite::Connection, id: &str) -> AppResult<bool> {
 /// keys of the deleted media so the caller can remove the objects.
 pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec<String>> {
     let keys: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT object_key FROM media WHERE user_id = ?1")?;
+        let mut stmt = tx.prepare_cached("SELECT object_key FROM media WHERE user_id = ?1")?;
         let rows = stmt.query_map([id], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
