@@ -166,6 +166,9 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     }
     crate::location::spawn_retention(state.clone());
     crate::backup::spawn_schedule(state.clone());
+    state
+        .db()
+        .spawn_checkpointer(std::time::Duration::from_millis(500));
     crate::storage::service::spawn_sweeper(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

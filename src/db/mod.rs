@@ -82,6 +82,10 @@ impl Db {
         }
         let mut writer = Connection::open(path)?;
         init_connection(&mut writer)?;
+        // The writer never checkpoints (a checkpoint fsyncs the database file
+        // inside the committing call and stalls every queued write); the
+        // background checkpointer does it instead (`spawn_checkpointer`).
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let db = Db {
             inner: Arc::new(Inner {
                 writer: writer::Writer::start(writer)?,
@@ -202,17 +206,44 @@ impl Db {
         )
     }
 
+    /// Copies committed WAL pages into the database file off the write path,
+    /// every `every` (PASSIVE: never blocks readers or the writer).
+    pub fn spawn_checkpointer(&self, every: Duration) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let db = db.clone();
+                let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    let conn = db.conn()?;
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                    Ok(())
+                })
+                .await;
+                if let Ok(Err(e)) = done {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
+    }
+
     /// Copies the WAL into the main file and truncates it (clean shutdown).
     pub fn checkpoint(&self) -> anyhow::Result<()> {
         let conn = self.conn()?;
-        let (busy, _, _): (i64, i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        if busy != 0 {
-            bail!("WAL checkpoint could not complete (database busy)");
+        // The background checkpointer or a last reader may hold it a moment.
+        for _ in 0..100 {
+            let (busy, _, _): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        bail!("WAL checkpoint could not complete (database busy)")
     }
 }
 

@@ -1,6 +1,6 @@
 //! llm_calls and llm_spend: upstream usage, spend per period, the usage report.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 
 use crate::error::AppResult;
 
@@ -53,14 +53,17 @@ pub fn record_call(tx: &Transaction<'_>, c: &CallRecord, day: &str, month: &str)
 
 /// Spend so far in the given day and month (nanos).
 pub fn spend(conn: &Connection, day: &str, month: &str) -> AppResult<(i64, i64)> {
-    let get = |p: String| -> AppResult<i64> {
-        Ok(conn
-            .prepare_cached("SELECT cost_nanos FROM llm_spend WHERE period = ?1")?
-            .query_row([p], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
-    };
-    Ok((get(format!("d:{day}"))?, get(format!("m:{month}"))?))
+    // one statement: this runs in every chat turn
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(max(CASE WHEN period = ?1 THEN cost_nanos END), 0),
+                COALESCE(max(CASE WHEN period = ?2 THEN cost_nanos END), 0)
+         FROM llm_spend WHERE period IN (?1, ?2)",
+    )?;
+    Ok(
+        stmt.query_row([format!("d:{day}"), format!("m:{month}")], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?,
+    )
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
