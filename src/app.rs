@@ -166,6 +166,37 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
+/// Every (method, path) the router serves. Adding a route: register it in
+/// its module's router, annotate the handler with `#[utoipa::path]`, list it
+/// in the module's `Doc`, and add it here; `tests/it/openapi.rs` fails until
+/// the router, this list and the OpenAPI document agree.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/metrics"),
+    ("POST", "/api/auth/wechat"),
+    ("POST", "/api/auth/refresh"),
+    ("GET", "/api/me"),
+    ("DELETE", "/api/me"),
+    ("POST", "/api/chat"),
+    ("POST", "/api/chat/stream"),
+    ("GET", "/api/chat/ws"),
+    ("GET", "/api/sessions"),
+    ("DELETE", "/api/sessions/{id}"),
+    ("GET", "/api/sessions/{id}/messages"),
+    ("POST", "/api/location/report"),
+    ("GET", "/api/location"),
+    ("DELETE", "/api/location"),
+    ("POST", "/api/upload/presign"),
+    ("POST", "/api/upload/commit"),
+    ("GET", "/api/media/{id}"),
+    ("PUT", "/api/upload/local/{token}"),
+    ("GET", "/api/media/local/{token}"),
+    ("POST", "/api/pay/checkout"),
+    ("GET", "/api/pay/orders/{out_trade_no}"),
+    ("POST", "/api/pay/wechat/webhook"),
+];
+
 pub fn router(state: AppState) -> Router {
     let cfg = state.config();
     let limited = Router::new()
@@ -183,6 +214,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     Router::new()
         .merge(crate::health::router())
+        .merge(crate::openapi::router())
         .route("/metrics", axum::routing::get(crate::metrics::scrape))
         .merge(crate::pay::handlers::webhook_router(&state))
         .merge(limited)

@@ -5,14 +5,36 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(paths(health))]
+pub struct Doc;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` (with status 503) when a dependency fails.
+    #[schema(example = "ok")]
+    status: &'static str,
+    version: &'static str,
+    /// `ok` or `error`
+    db: &'static str,
+    /// `ok` or `error`
+    storage: &'static str,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/health", get(health))
 }
 
+#[utoipa::path(get, path = "/api/health", tag = "meta",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Health),
+        (status = 503, description = "A dependency failed (`degraded`)", body = Health),
+    ))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let db = state
         .db()
@@ -33,11 +55,11 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "db": if db_ok { "ok" } else { "error" },
-        "storage": if storage_ok { "ok" } else { "error" },
-    });
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        db: if db_ok { "ok" } else { "error" },
+        storage: if storage_ok { "ok" } else { "error" },
+    };
     (status, Json(body))
 }

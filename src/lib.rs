@@ -16,6 +16,7 @@ pub mod llm;
 pub mod location;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod pagination;
 pub mod pay;
 pub mod quota;

@@ -143,7 +143,19 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     res
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(scrape))]
+pub struct Doc;
+
 /// GET /metrics
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    description = "Prometheus text. Served to loopback peers only, unless `metrics.token` is set \
+        (then `Authorization: Bearer <metrics.token>` from anywhere).",
+    responses(
+        (status = 200, description = "The exposition text", content_type = "text/plain", body = String),
+        (status = 401, description = "Wrong metrics token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not a loopback peer", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
     if let Err(e) = authorize(&state, &req) {
         return e.into_response();

@@ -5,14 +5,74 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
 
-use super::service::{self, message_json, ChatInput};
+use super::service::{self, message_json, ChatInput, ReplyQuota};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::rfc3339;
 use crate::db::chat as repo;
 use crate::error::{ApiJson, AppError, AppResult};
+use crate::openapi::ErrorBody;
 use crate::pagination::{cursor, page, PageQuery};
+
+#[derive(OpenApi)]
+#[openapi(paths(chat, list_sessions, list_messages, delete_session))]
+pub struct Doc;
+
+// Documentation of bodies built with `json!` (`service::message_json`,
+// `ChatOutcome::to_json`, the listings below): the live replies are
+// shared with the SSE and WebSocket streams as JSON values.
+
+/// A stored message.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct MessageView {
+    id: String,
+    /// `user` or `assistant`
+    role: String,
+    content: String,
+    model: Option<String>,
+    /// `complete`, `generating` or `failed`
+    status: String,
+    /// RFC 3339 UTC
+    created_at: String,
+}
+
+/// A chat reply (also the SSE `done` event and the WebSocket `done` frame).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct ChatReply {
+    session_id: String,
+    message: MessageView,
+    quota: ReplyQuota,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct SessionView {
+    id: String,
+    title: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// Most recently active first.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct SessionPage {
+    items: Vec<SessionView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// Pages run from newest to older; items within a page oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct MessagePage {
+    items: Vec<MessageView>,
+    next_cursor: Option<String>,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,6 +82,15 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}/messages", get(list_messages))
 }
 
+#[utoipa::path(post, path = "/api/chat", tag = "chat", security(("bearer" = [])),
+    request_body = ChatInput,
+    responses(
+        (status = 200, description = "The stored reply", body = ChatReply),
+        (status = 402, description = "`quota_exhausted`", body = ErrorBody),
+        (status = 404, description = "`not_found`: not the caller's session", body = ErrorBody),
+        (status = 409, description = "`in_progress`: same `client_msg_id` still answering", body = ErrorBody),
+        (status = 502, description = "`upstream_error`: the model failed; nothing charged", body = ErrorBody),
+    ))]
 async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
@@ -30,6 +99,9 @@ async fn chat(
     Ok(Json(service::chat(&state, &user.id, input).await?))
 }
 
+#[utoipa::path(get, path = "/api/sessions", tag = "chat", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "The caller's sessions", body = SessionPage)))]
 async fn list_sessions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -56,6 +128,12 @@ async fn list_sessions(
     )))
 }
 
+#[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "chat", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of the session's messages", body = MessagePage),
+        (status = 404, description = "`not_found`: not the caller's session", body = ErrorBody),
+    ))]
 async fn list_messages(
     State(state): State<AppState>,
     user: AuthUser,
@@ -87,6 +165,12 @@ async fn list_messages(
     })))
 }
 
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "chat", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Deleted with its messages"),
+        (status = 404, description = "`not_found`: not the caller's session", body = ErrorBody),
+    ))]
 async fn delete_session(
     State(state): State<AppState>,
     user: AuthUser,

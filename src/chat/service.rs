@@ -18,16 +18,21 @@ use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, StreamEvent};
 use crate::quota;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatInput {
+    #[schema(min_length = 1)]
     pub message: String,
+    /// One of the configured models; default `llm.default_model`.
     pub model: Option<String>,
+    /// Continue this session (the caller's); omit to start one.
     pub session_id: Option<String>,
+    /// Idempotency key: a retry is answered from the stored reply.
+    #[schema(min_length = 1, max_length = 128)]
     pub client_msg_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ReplyQuota {
     pub free_remaining: i64,
     pub balance_fen: i64,

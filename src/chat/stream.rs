@@ -24,6 +24,29 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/stream", post(chat_stream))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(chat_stream))]
+pub struct Doc;
+
+/// One Server-Sent Event (documentation only: built by `chat_stream`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatEvent {
+    event: ChatEventKind,
+    /// JSON: `{message_id, text}` for `delta`, a `ChatReply` for `done`,
+    /// an `ErrorBody` for `error`.
+    data: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum ChatEventKind {
+    Delta,
+    Done,
+    Error,
+}
+
 /// The events of a started turn, whichever way it started.
 pub fn events_of(started: Started, offset: usize) -> (String, BoxStream<'static, Event>) {
     match started {
@@ -52,6 +75,16 @@ pub fn error_body(f: &Finished, request_id: &str) -> Value {
     }
 }
 
+#[utoipa::path(post, path = "/api/chat/stream", tag = "chat", security(("bearer" = [])),
+    request_body = ChatInput,
+    description = "Server-Sent Events: `delta` events with data `{message_id, text}`, then one `done` \
+        (data: a `ChatReply`) or `error` (data: an `ErrorBody`). Refusals come before the stream, as JSON errors.",
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = ChatEvent),
+        (status = 402, description = "`quota_exhausted`", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: not the caller's session", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`in_progress`", body = crate::openapi::ErrorBody),
+    ))]
 async fn chat_stream(
     State(state): State<AppState>,
     headers: HeaderMap,

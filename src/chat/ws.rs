@@ -33,6 +33,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/ws", get(upgrade))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upgrade))]
+pub struct Doc;
+
+#[utoipa::path(get, path = "/api/chat/ws", tag = "chat", security(("bearer" = [])),
+    description = "WebSocket of JSON text frames. Client: `{\"type\":\"chat\",message,session_id?,model?,client_msg_id?}`, \
+        `{\"type\":\"resume\",message_id,offset}`, `{\"type\":\"ping\"}`. Server: `{\"type\":\"delta\",message_id,text}`…, \
+        then `{\"type\":\"done\",…ChatReply}` or `{\"type\":\"error\",error}`; `{\"type\":\"pong\"}`.",
+    params(("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers")),
+    responses((status = 101, description = "Switched to the WebSocket protocol")))]
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -4,8 +4,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::validate::{parse_report, parse_time};
 use crate::app::AppState;
@@ -21,26 +22,103 @@ pub fn router() -> Router<AppState> {
         .route("/api/location", get(list).delete(erase))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(report, list, erase))]
+pub struct Doc;
+
+// The report body is parsed by `validate::parse_report` (to name the
+// index at fault); these types document it.
+
+/// One point. Unknown fields are refused.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct PointIn {
+    #[schema(minimum = -90, maximum = 90)]
+    latitude: f64,
+    #[schema(minimum = -180, maximum = 180)]
+    longitude: f64,
+    /// Metres, >= 0
+    #[schema(nullable = false, minimum = 0)]
+    accuracy: Option<f64>,
+    /// `gcj02` (default) or `wgs84`
+    #[schema(nullable = false)]
+    coord_type: Option<String>,
+    /// RFC 3339 or unix milliseconds; default: now
+    #[schema(value_type = Object, nullable = false)]
+    recorded_at: Option<Value>,
+}
+
+/// 1-100 points, stored all or nothing.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct PointBatch {
+    #[schema(min_items = 1, max_items = 100)]
+    points: Vec<PointIn>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+#[serde(untagged)]
+pub enum LocationReport {
+    One(PointIn),
+    Batch(PointBatch),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// Points stored
+    accepted: usize,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct PointOut {
+    id: i64,
+    latitude: f64,
+    longitude: f64,
+    accuracy: Option<f64>,
+    coord_type: String,
+    recorded_at: String,
+    created_at: String,
+}
+
+/// Newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct LocationPage {
+    items: Vec<PointOut>,
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/location/report", tag = "location", security(("bearer" = [])),
+    request_body = LocationReport,
+    responses((status = 200, description = "Stored", body = Accepted)))]
 async fn report(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<Value>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Accepted>> {
     let now = to_ms(state.now());
     let points = parse_report(&body, now)?;
     let accepted = state
         .db()
         .write(move |tx| repo::insert_all(tx, &user.id, &points, now))
         .await?;
-    Ok(Json(json!({ "accepted": accepted })))
+    Ok(Json(Accepted { accepted }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1-100, default 20
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page
     cursor: Option<String>,
+    /// Recorded at or after: RFC 3339 or unix milliseconds
     from: Option<String>,
+    /// Recorded at or before: RFC 3339 or unix milliseconds
     to: Option<String>,
 }
 
@@ -57,6 +135,9 @@ fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, AppError> {
     .transpose()
 }
 
+#[utoipa::path(get, path = "/api/location", tag = "location", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "The caller's points", body = LocationPage)))]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -103,6 +184,8 @@ async fn list(
     )))
 }
 
+#[utoipa::path(delete, path = "/api/location", tag = "location", security(("bearer" = [])),
+    responses((status = 204, description = "Every point of the caller erased")))]
 async fn erase(State(state): State<AppState>, user: AuthUser) -> AppResult<StatusCode> {
     let n = state
         .db()

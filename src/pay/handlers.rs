@@ -10,11 +10,17 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use super::service;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, AppError, AppResult};
+use crate::openapi::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(paths(checkout, order, webhook))]
+pub struct Doc;
 
 /// The user-facing routes; with payments disabled, every /api/pay/* path
 /// answers 503 `payments_disabled`.
@@ -51,12 +57,64 @@ fn payments(state: &AppState) -> AppResult<&super::Payments> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckoutRequest {
+    /// One of `quota.topup_amounts_fen`
+    #[schema(example = 600)]
     amount_fen: i64,
 }
 
+// Documentation of the bodies `service` builds with `json!`.
+
+/// The arguments of `wx.requestPayment`, signed.
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)] // documentation only; WeChat's names
+pub struct PayParams {
+    appId: String,
+    timeStamp: String,
+    nonceStr: String,
+    /// `prepay_id=…`
+    package: String,
+    /// `RSA`
+    signType: String,
+    paySign: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct CheckoutResponse {
+    out_trade_no: String,
+    pay_params: PayParams,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct OrderStatus {
+    out_trade_no: String,
+    amount_fen: i64,
+    /// `pending`, `paid`, `closed` or `failed`
+    status: String,
+    /// RFC 3339 UTC, once paid
+    paid_at: Option<String>,
+}
+
+/// What WeChat Pay is answered when a notification is refused (it retries).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct WebhookFail {
+    /// `FAIL`
+    code: String,
+    message: String,
+}
+
+#[utoipa::path(post, path = "/api/pay/checkout", tag = "pay", security(("bearer" = [])),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 200, description = "A JSAPI order", body = CheckoutResponse),
+        (status = 502, description = "`upstream_error`: WeChat Pay failed", body = ErrorBody),
+        (status = 503, description = "`payments_disabled`", body = ErrorBody),
+    ))]
 async fn checkout(
     State(state): State<AppState>,
     user: AuthUser,
@@ -68,6 +126,13 @@ async fn checkout(
     ))
 }
 
+#[utoipa::path(get, path = "/api/pay/orders/{out_trade_no}", tag = "pay", security(("bearer" = [])),
+    params(("out_trade_no" = String, Path, description = "From checkout")),
+    responses(
+        (status = 200, description = "The order (a pending one is queried at WeChat Pay first)", body = OrderStatus),
+        (status = 404, description = "`not_found`: not the caller's order", body = ErrorBody),
+        (status = 503, description = "`payments_disabled`", body = ErrorBody),
+    ))]
 async fn order(
     State(state): State<AppState>,
     user: AuthUser,
@@ -82,6 +147,14 @@ async fn order(
 /// Answers as WeChat Pay expects: 204 on success (including a repeated
 /// notification), else 4xx/5xx `{"code":"FAIL","message":…}` so it retries.
 /// The body is taken raw: the signature covers the exact bytes.
+#[utoipa::path(post, path = "/api/pay/wechat/webhook", tag = "pay",
+    description = "WeChat Pay v3 notification, authenticated by its `Wechatpay-*` signature headers.",
+    request_body(content = Object, description = "The notification envelope (resource encrypted with the APIv3 key)"),
+    responses(
+        (status = 204, description = "Credited (or already credited)"),
+        (status = "4XX", description = "Refused", body = WebhookFail),
+        (status = "5XX", description = "Not processed; WeChat Pay retries", body = WebhookFail),
+    ))]
 async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(pay) = state.payments() else {
         return payments_disabled().await.into_response();

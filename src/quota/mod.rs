@@ -14,7 +14,7 @@ pub fn local_day(now: DateTime<Utc>, offset: FixedOffset) -> String {
     now.with_timezone(&offset).format("%Y-%m-%d").to_string()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuotaView {
     pub free_limit: i64,
     pub free_used_today: i64,

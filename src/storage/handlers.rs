@@ -9,9 +9,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::{OpenApi, ToSchema};
 
 use super::service::{self, PresignRequest};
 use super::token::Grant;
@@ -21,6 +22,11 @@ use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
 use crate::error::{ApiJson, AppError, AppResult};
+use crate::openapi::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(paths(presign, commit, media, local_put, local_get))]
+pub struct Doc;
 
 /// Bearer routes; mounted under the rate-limited router.
 pub fn router() -> Router<AppState> {
@@ -47,19 +53,64 @@ pub fn signed_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PresignBody {
     filename: String,
+    /// One of `storage.allowed_content_types`
+    #[schema(example = "image/png")]
     content_type: String,
+    /// Bytes, 1..=`storage.max_upload_bytes`
+    #[schema(minimum = 1)]
     size: i64,
 }
 
+/// Where and how to PUT the file.
+#[derive(Serialize, ToSchema)]
+pub struct PresignResponse {
+    upload_id: String,
+    /// Always `PUT`
+    method: &'static str,
+    url: String,
+    /// Headers the PUT must carry
+    headers: Map<String, Value>,
+    expires_at: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: built by `service::media_view`
+pub struct MediaView {
+    id: String,
+    content_type: String,
+    size: i64,
+    /// A short-lived signed URL that needs no bearer token
+    url: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct MediaResponse {
+    media: MediaView,
+    url_expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Received {
+    /// Bytes stored
+    received: u64,
+}
+
+#[utoipa::path(post, path = "/api/upload/presign", tag = "uploads", security(("bearer" = [])),
+    request_body = PresignBody,
+    responses(
+        (status = 200, description = "An upload URL", body = PresignResponse),
+        (status = 413, description = "`payload_too_large`: over `storage.max_upload_bytes`", body = ErrorBody),
+    ))]
 async fn presign(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<PresignBody>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<PresignResponse>> {
     let p = service::presign(
         &state,
         &user,
@@ -76,21 +127,28 @@ async fn presign(
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    Ok(Json(json!({
-        "upload_id": p.upload_id,
-        "method": "PUT",
-        "url": p.upload.url,
-        "headers": headers,
-        "expires_at": rfc3339(to_ms(p.upload.expires_at)),
-    })))
+    Ok(Json(PresignResponse {
+        upload_id: p.upload_id,
+        method: "PUT",
+        url: p.upload.url,
+        headers,
+        expires_at: rfc3339(to_ms(p.upload.expires_at)),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommitBody {
     upload_id: String,
 }
 
+#[utoipa::path(post, path = "/api/upload/commit", tag = "uploads", security(("bearer" = [])),
+    request_body = CommitBody,
+    responses(
+        (status = 200, description = "The committed media (repeatable)", body = MediaResponse),
+        (status = 404, description = "`not_found`: not the caller's upload", body = ErrorBody),
+        (status = 409, description = "`conflict`: the object is missing or has another size", body = ErrorBody),
+    ))]
 async fn commit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -99,6 +157,12 @@ async fn commit(
     Ok(Json(service::commit(&state, &user, &body.upload_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/media/{id}", tag = "uploads", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Media id (the upload id)")),
+    responses(
+        (status = 200, description = "The media with a fresh signed URL", body = MediaResponse),
+        (status = 404, description = "`not_found`: not the caller's media", body = ErrorBody),
+    ))]
 async fn media(
     State(state): State<AppState>,
     user: AuthUser,
@@ -128,12 +192,22 @@ fn grant(state: &AppState, token: &str) -> AppResult<Grant> {
     }
 }
 
+#[utoipa::path(put, path = "/api/upload/local/{token}", tag = "uploads",
+    description = "Local storage only: the `url` of a presign. The signed token is the authorization.",
+    params(("token" = String, Path, description = "Signed upload token")),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "The file, sent with the declared Content-Type"),
+    responses(
+        (status = 200, description = "Stored", body = Received),
+        (status = 403, description = "`forbidden`: bad or expired token", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    ))]
 async fn local_put(
     State(state): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<Received>> {
     let Grant::Put {
         key,
         size,
@@ -177,7 +251,7 @@ async fn local_put(
         Some(_) => {}
     }
     match state.storage().write_stream(&key, size, body).await {
-        Ok(n) => Ok(Json(json!({ "received": n }))),
+        Ok(n) => Ok(Json(Received { received: n })),
         Err(WriteError::TooLarge) => Err(too_large(size)),
         Err(WriteError::Body(e)) => {
             if is_length_limit(&e) {
@@ -201,6 +275,14 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
+#[utoipa::path(get, path = "/api/media/local/{token}", tag = "uploads",
+    description = "Local storage only: a media `url`. The signed token is the authorization.",
+    params(("token" = String, Path, description = "Signed download token")),
+    responses(
+        (status = 200, description = "The file, with its stored Content-Type", content_type = "application/octet-stream", body = String),
+        (status = 403, description = "`forbidden`: bad or expired token", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn local_get(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -5,8 +5,10 @@ mod fakes;
 
 mod auth;
 mod chat;
+mod crash;
 mod foundation;
 mod location;
+mod openapi;
 mod ops;
 mod pay;
 mod streaming;
