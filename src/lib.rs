@@ -15,6 +15,7 @@ pub mod ids;
 pub mod llm;
 pub mod location;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod pagination;
 pub mod pay;

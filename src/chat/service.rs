@@ -25,6 +25,9 @@ pub struct ChatInput {
     pub model: Option<String>,
     pub session_id: Option<String>,
     pub client_msg_id: Option<String>,
+    /// Ids of the caller's committed media (docs/media.md).
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -74,7 +77,7 @@ struct Turn {
     session_id: String,
     user_msg_id: String,
     reply_id: String,
-    context: Vec<(String, String)>,
+    context: Vec<repo::ContextRow>,
 }
 
 /// A turn that has been accepted (quota held, messages stored).
@@ -107,7 +110,11 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
         }
     }
     let route = state.llm().resolve(input.model.as_deref())?;
-    let turn = match begin(state, user_id, &message, route.model(), input).await? {
+    // Every attachment refusal (404/422) comes before anything is held.
+    let prepared = crate::media::prepare(state, user_id, &input.attachments, &route).await?;
+    let refs = (!prepared.refs.is_empty())
+        .then(|| serde_json::to_string(&prepared.refs).expect("refs serialize"));
+    let turn = match begin(state, user_id, &message, route.model(), refs, input).await? {
         Begun::Replayed(outcome) => return Ok(Started::Replayed(outcome)),
         Begun::InFlight(reply_id) => {
             return match state.live().get(user_id, &reply_id) {
@@ -125,7 +132,15 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
     let task_gen = gen.clone();
     let user_id = user_id.to_string();
     tokio::spawn(async move {
-        generate(&task_state, &user_id, turn, route, message, &task_gen).await;
+        generate(
+            &task_state,
+            &user_id,
+            turn,
+            route,
+            (message, prepared),
+            &task_gen,
+        )
+        .await;
         task_state.live().retire(task_gen.message_id.clone());
     });
     Ok(Started::Live(gen))
@@ -159,31 +174,36 @@ async fn generate(
     user_id: &str,
     turn: Turn,
     route: Route,
-    message: String,
+    (message, prepared): (String, crate::media::Prepared),
     gen: &Generation,
 ) {
     let mut messages = Vec::with_capacity(turn.context.len() + 2);
     let system = &state.config().llm.system_prompt;
     if !system.is_empty() {
-        messages.push(ChatMessage {
-            role: "system",
-            content: system.clone(),
-        });
+        messages.push(ChatMessage::text("system", system.clone()));
     }
-    for (role, content) in turn.context.iter() {
-        let role = if role == "assistant" {
+    for c in turn.context.iter() {
+        let role = if c.role == "assistant" {
             "assistant"
         } else {
             "user"
         };
-        messages.push(ChatMessage {
-            role,
-            content: content.clone(),
-        });
+        let content = match &c.attachments {
+            // Earlier attachments are named, not re-sent.
+            Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
+            None => c.content.clone(),
+        };
+        messages.push(ChatMessage::text(role, content));
     }
+    let content = if prepared.text.is_empty() {
+        message
+    } else {
+        message + &prepared.text
+    };
     messages.push(ChatMessage {
         role: "user",
-        content: message,
+        content,
+        images: prepared.images,
     });
 
     let prompt_estimate = messages
@@ -411,6 +431,7 @@ async fn begin(
     user_id: &str,
     message: &str,
     model: &str,
+    attachments: Option<String>,
     input: ChatInput,
 ) -> AppResult<Begun> {
     let now = to_ms(state.now());
@@ -482,6 +503,9 @@ async fn begin(
                     now,
                 },
             )?;
+            if let Some(a) = &attachments {
+                repo::set_attachments(tx, &user_msg_id, a)?;
+            }
             let context = repo::context(tx, &session_id, seq, context_len)?;
             Ok(Begun::Started(Turn {
                 session_id,

@@ -133,6 +133,15 @@ pub fn reply_for_client_msg(
         .optional()?)
 }
 
+/// A message as context for the next turn.
+#[derive(Debug, Clone)]
+pub struct ContextRow {
+    pub role: String,
+    pub content: String,
+    /// JSON list of the media it carried (see `media::AttachmentRef`).
+    pub attachments: Option<String>,
+}
+
 /// The last `limit` completed messages of the session before `before_seq`,
 /// oldest first.
 pub fn context(
@@ -140,18 +149,29 @@ pub fn context(
     session_id: &str,
     before_seq: i64,
     limit: u32,
-) -> AppResult<Vec<(String, String)>> {
+) -> AppResult<Vec<ContextRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT role, content FROM messages
+        "SELECT role, content, attachments FROM messages
          WHERE session_id = ?1 AND seq < ?2 AND status = 'complete'
          ORDER BY seq DESC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![session_id, before_seq, limit], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+        Ok(ContextRow {
+            role: r.get(0)?,
+            content: r.get(1)?,
+            attachments: r.get(2)?,
+        })
     })?;
-    let mut out: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+    let mut out: Vec<ContextRow> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
+}
+
+/// Remembers which media a user message carried.
+pub fn set_attachments(tx: &Transaction<'_>, message_id: &str, json: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE messages SET attachments = ?2 WHERE id = ?1")?
+        .execute(params![message_id, json])?;
+    Ok(())
 }
 
 pub fn complete_reply(

@@ -7,6 +7,7 @@ mod auth;
 mod chat;
 mod foundation;
 mod location;
+mod media;
 mod ops;
 mod pay;
 mod streaming;

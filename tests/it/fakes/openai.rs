@@ -110,6 +110,7 @@ impl FakeOpenAi {
             models: vec!["gpt-4o-mini".into(), "gpt-4o".into()],
             timeout_secs,
             max_tokens: 1024,
+            vision: false,
         }
     }
 }

@@ -1,0 +1,397 @@
+//! Media understanding (docs/media.md): PDF text at commit, chat
+//! attachments (PDF text, images for vision models), voice, batch jobs.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::fakes::anthropic::FakeAnthropic;
+use crate::fakes::openai::FakeOpenAi;
+use crate::fakes::s3::FakeS3;
+
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n-image-bytes-for-the-vision-test";
+
+/// A real, minimal PDF (one page) written with lopdf; `text` None draws
+/// a line instead, so the page has content but no text layer.
+pub fn pdf(text: Option<&str>) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+    });
+    let resources_id = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => font_id },
+    });
+    let operations = match text {
+        Some(t) => vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 24.into()]),
+            Operation::new("Td", vec![72.into(), 700.into()]),
+            Operation::new("Tj", vec![Object::string_literal(t)]),
+            Operation::new("ET", vec![]),
+        ],
+        None => vec![
+            Operation::new("m", vec![72.into(), 72.into()]),
+            Operation::new("l", vec![300.into(), 300.into()]),
+            Operation::new("S", vec![]),
+        ],
+    };
+    let content = Content { operations };
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1,
+            "Resources" => resources_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = vec![];
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+pub const CORRUPT_PDF: &[u8] =
+    b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >> garbage\n%%EOF";
+
+fn reach(app: &TestApp, url: &str) -> String {
+    match url.strip_prefix(&app.config.server.public_url) {
+        Some(rest) => app.url(rest),
+        None => url.to_string(),
+    }
+}
+
+/// presign -> PUT -> commit; returns the media id.
+pub async fn upload(app: &TestApp, token: &str, filename: &str, ct: &str, body: &[u8]) -> String {
+    let (s, p) = app
+        .post(
+            "/api/upload/presign",
+            Some(token),
+            json!({"filename": filename, "content_type": ct, "size": body.len()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let res = app
+        .client
+        .put(reach(app, p["url"].as_str().unwrap()))
+        .header("content-type", ct)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "PUT {}", res.status());
+    let (s, c) = app
+        .post(
+            "/api/upload/commit",
+            Some(token),
+            json!({"upload_id": p["upload_id"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    c["media"]["id"].as_str().unwrap().to_string()
+}
+
+pub async fn me(app: &TestApp, token: &str) -> Value {
+    let (s, b) = app.get("/api/me", Some(token)).await;
+    assert_eq!(s, StatusCode::OK);
+    b["quota"].clone()
+}
+
+pub async fn texts(app: &TestApp, id: &str) -> mvp28::db::media::MediaTexts {
+    let id = id.to_string();
+    app.state()
+        .db()
+        .run(move |c| mvp28::db::media::texts(c, &id))
+        .await
+        .unwrap()
+}
+
+async fn openai_app(
+    fake: &FakeOpenAi,
+    vision: bool,
+    f: impl FnOnce(&mut mvp28::config::Config),
+) -> TestApp {
+    let mut p = fake.provider(5);
+    p.vision = vision;
+    TestApp::builder()
+        .config(|c| {
+            c.llm.providers = vec![p];
+            f(c);
+        })
+        .spawn()
+        .await
+}
+
+fn last_user(body: &Value) -> Value {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()["content"]
+        .clone()
+}
+
+#[tokio::test]
+async fn pdf_text_is_extracted_at_commit_and_sent_truncated() {
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, false, |c| c.llm.attachment_chars = 16).await;
+    let (token, _) = app.login("alice").await;
+    let id = upload(
+        &app,
+        &token,
+        "report.pdf",
+        "application/pdf",
+        &pdf(Some("Quarterly revenue grew 12 percent")),
+    )
+    .await;
+    let t = texts(&app, &id).await;
+    assert_eq!(t.extract_error, None);
+    assert!(
+        t.extracted_text
+            .as_deref()
+            .unwrap()
+            .contains("Quarterly revenue grew 12 percent"),
+        "{t:?}"
+    );
+
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "summarize", "attachments": [id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let sent = last_user(&fake.requests()[0].body);
+    let sent = sent.as_str().expect("text-only content stays a string");
+    assert!(sent.starts_with("summarize"), "{sent}");
+    assert!(sent.contains("[Attached PDF \"report.pdf\"]"), "{sent}");
+    assert!(sent.contains("Quarterly revenu\n"), "{sent}");
+    assert!(!sent.contains("12 percent"), "not truncated: {sent}");
+    assert!(sent.contains("[… truncated]"), "{sent}");
+
+    // A later turn names the attachment without re-sending it.
+    let session = b["session_id"].as_str().unwrap();
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "and?", "session_id": session}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let msgs = fake.requests()[1].body["messages"].clone();
+    let first = msgs[0]["content"].as_str().unwrap();
+    assert_eq!(
+        first,
+        "summarize\n[attached earlier: \"report.pdf\" (application/pdf)]"
+    );
+}
+
+#[tokio::test]
+async fn pdf_without_text_or_corrupt_commits_but_cannot_be_attached() {
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, false, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let blank = upload(&app, &token, "scan.pdf", "application/pdf", &pdf(None)).await;
+    let broken = upload(&app, &token, "broken.pdf", "application/pdf", CORRUPT_PDF).await;
+    let t = texts(&app, &blank).await;
+    assert!(
+        t.extract_error
+            .as_deref()
+            .unwrap()
+            .contains("no text layer"),
+        "{t:?}"
+    );
+    let t = texts(&app, &broken).await;
+    assert!(
+        t.extract_error
+            .as_deref()
+            .unwrap()
+            .contains("could not be read"),
+        "{t:?}"
+    );
+    for id in [&blank, &broken] {
+        let (s, b) = app
+            .post(
+                "/api/chat",
+                Some(&token),
+                json!({"message": "read it", "attachments": [id]}),
+            )
+            .await;
+        let err = assert_error(s, &b, 422, "validation");
+        assert_eq!(err["field"], "attachments[0]", "{b}");
+    }
+    assert_eq!(fake.count(), 0);
+    assert_eq!(
+        me(&app, &token).await["free_used_today"],
+        0,
+        "nothing charged"
+    );
+}
+
+#[tokio::test]
+async fn attachments_must_be_the_callers_committed_media() {
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, true, |c| c.llm.max_attachments = 2).await;
+    let (alice, _) = app.login("alice").await;
+    let (bob, _) = app.login("bob").await;
+    let img = upload(&app, &alice, "a.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&bob),
+            json!({"message": "hi", "attachments": [img]}),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&alice),
+            json!({"message": "hi", "attachments": ["med_nope"]}),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&alice),
+            json!({"message": "hi", "attachments": [img, img]}),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation");
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&alice),
+            json!({"message": "hi", "attachments": ["a", "b", "c"]}),
+        )
+        .await;
+    let err = assert_error(s, &b, 422, "validation");
+    assert_eq!(err["field"], "attachments");
+    assert_eq!(fake.count(), 0);
+}
+
+#[tokio::test]
+async fn images_need_a_vision_model_and_are_refused_before_charging() {
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, false, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let img = upload(&app, &token, "cat.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "what is this?", "attachments": [img]}),
+        )
+        .await;
+    let err = assert_error(s, &b, 422, "validation");
+    assert_eq!(err["field"], "attachments[0]");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not accept images"),
+        "{b}"
+    );
+    assert_eq!(fake.count(), 0);
+    assert_eq!(me(&app, &token).await["free_used_today"], 0);
+}
+
+#[tokio::test]
+async fn images_go_to_openai_as_data_urls_on_local_storage() {
+    use base64::Engine;
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, true, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let img = upload(&app, &token, "cat.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "what is this?", "attachments": [img]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let parts = last_user(&fake.requests()[0].body);
+    let want = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(PNG)
+    );
+    assert_eq!(
+        parts,
+        json!([{"type": "text", "text": "what is this?"},
+               {"type": "image_url", "image_url": {"url": want}}])
+    );
+    assert_eq!(me(&app, &token).await["free_used_today"], 1);
+}
+
+#[tokio::test]
+async fn images_go_to_openai_as_presigned_urls_on_s3() {
+    let s3 = FakeS3::start().await;
+    let fake = FakeOpenAi::start().await;
+    let s3cfg = s3.config();
+    let app = openai_app(&fake, true, |c| {
+        c.storage.kind = "s3".into();
+        c.storage.s3 = s3cfg;
+    })
+    .await;
+    let (token, _) = app.login("alice").await;
+    let img = upload(&app, &token, "cat.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "see", "attachments": [img]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let parts = last_user(&fake.requests()[0].body);
+    let url = parts[1]["image_url"]["url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    // The URL works without any credentials.
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), PNG);
+}
+
+#[tokio::test]
+async fn images_go_to_anthropic_as_base64_blocks() {
+    use base64::Engine;
+    let fake = FakeAnthropic::start().await;
+    let mut p = fake.provider();
+    p.vision = true;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.llm.providers = vec![p];
+            c.llm.default_model = "claude-haiku".into();
+        })
+        .spawn()
+        .await;
+    let (token, _) = app.login("alice").await;
+    let img = upload(&app, &token, "cat.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "see", "attachments": [img]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let body = &fake.requests()[0].body;
+    assert_eq!(
+        body["messages"][0]["content"],
+        json!([{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                 "data": base64::engine::general_purpose::STANDARD.encode(PNG)}},
+               {"type": "text", "text": "see"}])
+    );
+}
