@@ -176,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::location::handlers::router())
         .merge(crate::pay::handlers::router(&state))
         .merge(crate::storage::handlers::router())
+        .merge(crate::voice::handlers::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,

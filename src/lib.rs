@@ -24,3 +24,4 @@ pub mod ratelimit;
 pub mod server;
 pub mod storage;
 pub mod usage;
+pub mod voice;

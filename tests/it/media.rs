@@ -395,3 +395,254 @@ async fn images_go_to_anthropic_as_base64_blocks() {
                {"type": "text", "text": "see"}])
     );
 }
+
+// ------------------------------------------------------------------ voice
+
+use crate::fakes::voice::{FakeVoice, MP3, TRANSCRIPT};
+
+const AUDIO: &[u8] = b"ID3\x04\x00-an-uploaded-recording";
+
+async fn voice_app(fake: &FakeVoice, f: impl FnOnce(&mut mvp28::config::Config)) -> TestApp {
+    let v = fake.config();
+    TestApp::builder()
+        .config(|c| {
+            c.voice = v;
+            f(c);
+        })
+        .spawn()
+        .await
+}
+
+#[tokio::test]
+async fn voice_without_a_key_is_disabled() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.login("alice").await;
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": "med_x"}),
+        )
+        .await;
+    assert_error(s, &b, 503, "voice_disabled");
+    let (s, b) = app
+        .post("/api/voice/speech", Some(&token), json!({"text": "hi"}))
+        .await;
+    assert_error(s, &b, 503, "voice_disabled");
+}
+
+#[tokio::test]
+async fn transcription_sends_multipart_charges_once_and_is_stored() {
+    let fake = FakeVoice::start().await;
+    let app = voice_app(&fake, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let id = upload(&app, &token, "memo.mp3", "audio/mpeg", AUDIO).await;
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["media_id"], id);
+    assert_eq!(b["text"], TRANSCRIPT);
+    assert_eq!(b["quota"]["free_remaining"], 19);
+    let rec = &fake.transcriptions()[0];
+    assert_eq!(
+        rec.authorization.as_deref(),
+        Some("Bearer sk-voice-FAKE-0123")
+    );
+    let file = &rec.fields["file"];
+    assert_eq!(file.data, AUDIO);
+    assert_eq!(file.content_type.as_deref(), Some("audio/mpeg"));
+    assert!(
+        file.filename.as_deref().unwrap().ends_with(".mp3"),
+        "{file:?}"
+    );
+    assert_eq!(rec.fields["model"].data, b"whisper-1");
+    assert_eq!(
+        texts(&app, &id).await.transcript.as_deref(),
+        Some(TRANSCRIPT)
+    );
+
+    // Asked again: the stored text, no second upstream call, no charge.
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["text"], TRANSCRIPT);
+    assert_eq!(fake.transcriptions().len(), 1);
+    assert_eq!(me(&app, &token).await["free_used_today"], 1);
+
+    // A transcribed recording can be attached to a message (echo model).
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "reply to this", "attachments": [id]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains(TRANSCRIPT),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn transcription_refusals_and_refund_on_upstream_failure() {
+    let fake = FakeVoice::start().await;
+    let app = voice_app(&fake, |_| {}).await;
+    let (alice, _) = app.login("alice").await;
+    let (bob, _) = app.login("bob").await;
+    let audio = upload(&app, &alice, "memo.mp3", "audio/mpeg", AUDIO).await;
+    let image = upload(&app, &alice, "a.png", "image/png", PNG).await;
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&bob),
+            json!({"media_id": audio}),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&alice),
+            json!({"media_id": image}),
+        )
+        .await;
+    let err = assert_error(s, &b, 422, "validation");
+    assert_eq!(err["field"], "media_id");
+    // Untranscribed audio cannot be attached yet.
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&alice),
+            json!({"message": "x", "attachments": [audio]}),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation");
+
+    fake.fail_with(Some(500));
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&alice),
+            json!({"media_id": audio}),
+        )
+        .await;
+    let err = assert_error(s, &b, 502, "upstream_error");
+    assert!(!b.to_string().contains("sk-voice"), "key leaked: {err}");
+    assert_eq!(fake.transcriptions().len(), 1);
+    assert_eq!(me(&app, &alice).await["free_used_today"], 0, "refunded");
+    assert_eq!(texts(&app, &audio).await.transcript, None);
+}
+
+#[tokio::test]
+async fn voice_quota_is_reserved_before_the_upstream_is_called() {
+    let fake = FakeVoice::start().await;
+    // Two messages per call, one free message a day, no balance.
+    let app = voice_app(&fake, |c| {
+        c.voice.cost_messages = 2;
+        c.quota.free_daily = 1;
+    })
+    .await;
+    let (token, _) = app.login("alice").await;
+    let audio = upload(&app, &token, "memo.mp3", "audio/mpeg", AUDIO).await;
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": audio}),
+        )
+        .await;
+    assert_error(s, &b, 402, "quota_exhausted");
+    let (s, b) = app
+        .post("/api/voice/speech", Some(&token), json!({"text": "hello"}))
+        .await;
+    assert_error(s, &b, 402, "quota_exhausted");
+    assert!(fake.transcriptions().is_empty() && fake.speeches().is_empty());
+    // All or nothing: the one free message is still there.
+    assert_eq!(me(&app, &token).await["free_used_today"], 0);
+}
+
+#[tokio::test]
+async fn speech_is_stored_as_the_users_media_and_charged() {
+    let fake = FakeVoice::start().await;
+    let app = voice_app(&fake, |c| c.quota.free_daily = 0).await;
+    let (token, uid) = app.login("alice").await;
+    let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "250"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (s, b) = app
+        .post(
+            "/api/voice/speech",
+            Some(&token),
+            json!({"text": "  早上好  ", "voice": "nova"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["media"]["content_type"], "audio/mpeg");
+    assert_eq!(b["media"]["size"], MP3.len());
+    assert_eq!(b["quota"]["charged_fen"], 100);
+    assert_eq!(b["quota"]["balance_fen"], 150);
+    let rec = &fake.speeches()[0];
+    assert_eq!(
+        rec.json,
+        json!({"model": "tts-1", "input": "早上好", "voice": "nova", "response_format": "mp3"})
+    );
+    // Downloadable without a bearer, and an ordinary media record.
+    let got = reqwest::get(reach(&app, b["media"]["url"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), MP3);
+    let id = b["media"]["id"].as_str().unwrap();
+    let (s, m) = app.get(&format!("/api/media/{id}"), Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+
+    // Validation, then an upstream failure: refunded, nothing stored.
+    let (s, b) = app
+        .post("/api/voice/speech", Some(&token), json!({"text": " "}))
+        .await;
+    assert_eq!(assert_error(s, &b, 422, "validation")["field"], "text");
+    let (s, b) = app
+        .post(
+            "/api/voice/speech",
+            Some(&token),
+            json!({"text": "hi", "voice": "../x"}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 422, "validation")["field"], "voice");
+    fake.fail_with(Some(503));
+    let (s, b) = app
+        .post("/api/voice/speech", Some(&token), json!({"text": "again"}))
+        .await;
+    assert_error(s, &b, 502, "upstream_error");
+    assert_eq!(me(&app, &token).await["balance_fen"], 150, "refunded");
+    fn files(d: &std::path::Path) -> usize {
+        std::fs::read_dir(d).map_or(0, |rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    let dir = std::path::Path::new(&app.config.storage.local_dir)
+        .join("u")
+        .join(&uid);
+    assert_eq!(files(&dir), 1, "only the first audio is stored");
+}
