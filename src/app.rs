@@ -52,6 +52,8 @@ struct Inner {
     known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Set once at start when wechat_pay is configured (see `set_payments`).
     payments: std::sync::OnceLock<crate::pay::Payments>,
+    /// Batch jobs' concurrency bound and stop signal.
+    jobs: crate::jobs::Runner,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
                 metrics: Default::default(),
                 known_users: Default::default(),
                 payments: std::sync::OnceLock::new(),
+                jobs: Default::default(),
                 llm,
                 storage,
                 db,
@@ -134,6 +137,9 @@ impl AppState {
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
     }
+    pub fn jobs(&self) -> &crate::jobs::Runner {
+        &self.inner.jobs
+    }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
     }
@@ -177,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::pay::handlers::router(&state))
         .merge(crate::storage::handlers::router())
         .merge(crate::voice::handlers::router())
+        .merge(crate::jobs::handlers::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod jobs;
 pub mod llm;
 pub mod location;
 pub mod logging;

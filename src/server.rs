@@ -29,6 +29,8 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Batch items in flight are abandoned; the next start re-runs them.
+        self.state.jobs().shutdown();
         self.handle.await??;
         self.state.db().checkpoint()
     }
@@ -154,6 +156,11 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     crate::location::spawn_retention(state.clone());
     crate::backup::spawn_schedule(state.clone());
     crate::storage::service::spawn_sweeper(state.clone());
+    match crate::jobs::resume(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "resumed batch jobs interrupted by the last stop"),
+        Err(e) => tracing::warn!(error = %e, "could not resume batch jobs"),
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {

@@ -646,3 +646,169 @@ async fn speech_is_stored_as_the_users_media_and_charged() {
         .join(&uid);
     assert_eq!(files(&dir), 1, "only the first audio is stored");
 }
+
+// ------------------------------------------------------------------ batch jobs
+
+use crate::fakes::openai::Behavior;
+
+async fn wait_job(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..200 {
+        let (s, b) = app.get(&format!("/api/jobs/{id}"), Some(token)).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["state"] == "done" {
+            return b;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+#[tokio::test]
+async fn extract_text_job_reports_each_file() {
+    let fake = FakeOpenAi::start().await;
+    let app = openai_app(&fake, false, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let (bob, _) = app.login("bob").await;
+    let good = upload(
+        &app,
+        &token,
+        "a.pdf",
+        "application/pdf",
+        &pdf(Some("Batch text here")),
+    )
+    .await;
+    let bad = upload(&app, &token, "b.pdf", "application/pdf", CORRUPT_PDF).await;
+    let img = upload(&app, &token, "c.png", "image/png", PNG).await;
+
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": [good, bad], "action": "ocr"}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 422, "validation")["field"], "action");
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": [], "action": "extract_text"}),
+        )
+        .await;
+    assert_eq!(assert_error(s, &b, 422, "validation")["field"], "media_ids");
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": [img], "action": "extract_text"}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(s, &b, 422, "validation")["field"],
+        "media_ids[0]"
+    );
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": [img], "action": "describe"}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(s, &b, 422, "validation")["field"],
+        "action",
+        "default model is not vision"
+    );
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&bob),
+            json!({"media_ids": [good], "action": "extract_text"}),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": [good, bad], "action": "extract_text"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["progress"]["total"], 2);
+    let id = b["id"].as_str().unwrap();
+    let (s, b) = app.get(&format!("/api/jobs/{id}"), Some(&bob)).await;
+    assert_error(s, &b, 404, "not_found");
+    let done = wait_job(&app, &token, id).await;
+    assert_eq!(
+        done["progress"],
+        json!({"total": 2, "pending": 0, "running": 0, "done": 1, "failed": 1})
+    );
+    assert_eq!(done["items"][0]["media_id"], good);
+    assert_eq!(done["items"][0]["result"], "Batch text here");
+    assert_eq!(done["items"][1]["state"], "failed");
+    assert!(
+        done["items"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{done}"
+    );
+    assert!(done["finished_at"].is_string());
+    assert_eq!(fake.count(), 0);
+}
+
+#[tokio::test]
+async fn describe_job_resumes_after_a_restart() {
+    let fake = FakeOpenAi::start().await;
+    let mut app = openai_app(&fake, true, |_| {}).await;
+    let (token, _) = app.login("alice").await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(upload(&app, &token, &format!("{i}.png"), "image/png", PNG).await);
+    }
+    // Upstream answers its first words, then hangs: items stay running.
+    fake.set(Behavior::Gated);
+    let (s, b) = app
+        .post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": ids, "action": "describe"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    for _ in 0..200 {
+        if fake.count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(fake.count(), 2, "at most two items at once");
+    let (_, b) = app.get(&format!("/api/jobs/{id}"), Some(&token)).await;
+    assert_eq!(b["progress"]["running"], 2, "{b}");
+    assert_eq!(b["progress"]["pending"], 1, "{b}");
+
+    // The stop abandons both; the next start re-runs them and the third.
+    fake.set(Behavior::Echo);
+    app.restart().await;
+    let done = wait_job(&app, &token, &id).await;
+    assert_eq!(done["progress"]["done"], 3, "{done}");
+    for item in done["items"].as_array().unwrap() {
+        assert!(
+            item["result"]
+                .as_str()
+                .unwrap()
+                .starts_with("reply to: Describe this image"),
+            "{item}"
+        );
+    }
+    assert_eq!(fake.count(), 5, "two interrupted calls, then three");
+    let sent = &fake.requests()[4].body["messages"][0]["content"];
+    assert_eq!(sent[1]["type"], "image_url", "{sent}");
+    assert!(texts(&app, &ids[0]).await.description.is_some());
+    // Not charged (docs/media.md).
+    assert_eq!(me(&app, &token).await["free_used_today"], 0);
+}
