@@ -19,6 +19,7 @@ use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
+use crate::db::usage::{self as usage_repo, CallRecord};
 use crate::error::{AppError, AppResult};
 use crate::llm::{ChatMessage, StreamEvent};
 
@@ -268,17 +269,25 @@ async fn process(state: &AppState, job: &JobRow, media_id: &str) -> Result<Strin
             Ok(outcome) => outcome,
             Err(e) => Err(e.message),
         },
-        _ => describe(state, &m).await,
+        _ => describe(state, &job.id, &m).await,
     }
 }
 
 /// Sends the image to the default (vision) model; stores the description.
 /// Not charged to the user (docs/media.md).
-async fn describe(state: &AppState, m: &MediaRow) -> Result<String, String> {
+async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String, String> {
     let route = state.llm().resolve(None).map_err(|e| e.message)?;
     if !route.vision() {
         return Err("the default model does not accept images".into());
     }
+    // Budgets bound background spend too; the user is not charged.
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    let p = periods.clone();
+    state
+        .db()
+        .run(move |c| crate::usage::check_in(c, &p))
+        .await
+        .map_err(|e| e.message)?;
     let image = crate::media::load_image(state, m)
         .await
         .map_err(|e| e.message)?;
@@ -295,10 +304,17 @@ async fn describe(state: &AppState, m: &MediaRow) -> Result<String, String> {
         .map_err(|e| e.message)?;
     let mut text = String::new();
     let mut ok = true;
+    let mut usage = (None, None);
     while let Some(ev) = opened.events.next().await {
         match ev {
             Ok(StreamEvent::Text(t)) => text.push_str(&t),
-            Ok(StreamEvent::Usage { .. }) => {}
+            Ok(StreamEvent::Usage {
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                usage.0 = prompt_tokens.or(usage.0);
+                usage.1 = completion_tokens.or(usage.1);
+            }
             Err(e) => {
                 ok = false;
                 tracing::warn!(error = ?e, "describe failed mid-stream");
@@ -307,6 +323,40 @@ async fn describe(state: &AppState, m: &MediaRow) -> Result<String, String> {
         }
     }
     opened.record(ok, state.now());
+    let cfg = &state.config().llm;
+    let (prompt, completion) = (
+        usage.0.unwrap_or(0),
+        usage
+            .1
+            .unwrap_or_else(|| crate::usage::estimate_tokens(&text)),
+    );
+    let call = CallRecord {
+        user_id: Some(m.user_id.clone()),
+        message_id: Some(job_id.to_string()),
+        model: route.model().to_string(),
+        provider: opened.provider.clone(),
+        provider_model: opened.model_id.clone(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        estimated: usage.0.is_none() || usage.1.is_none(),
+        latency_ms: opened.started.elapsed().as_millis() as i64,
+        outcome: if ok { "ok" } else { "partial" },
+        cost_nanos: crate::usage::cost_nanos(
+            cfg,
+            route.model(),
+            &opened.model_id,
+            prompt,
+            completion,
+        ),
+        created_at: to_ms(state.now()),
+    };
+    if let Err(e) = state
+        .db()
+        .write(move |tx| usage_repo::record_call(tx, &call, &periods.0, &periods.1))
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a describe call");
+    }
     if !ok || text.trim().is_empty() {
         return Err("the model failed to describe the image".into());
     }

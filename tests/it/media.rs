@@ -809,6 +809,20 @@ async fn describe_job_resumes_after_a_restart() {
     let sent = &fake.requests()[4].body["messages"][0]["content"];
     assert_eq!(sent[1]["type"], "image_url", "{sent}");
     assert!(texts(&app, &ids[0]).await.description.is_some());
-    // Not charged (docs/media.md).
+    // Not charged (docs/media.md), but recorded as model usage.
     assert_eq!(me(&app, &token).await["free_used_today"], 0);
+    let job = id.clone();
+    let calls: i64 = app
+        .state()
+        .db()
+        .run(move |c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM llm_calls WHERE message_id = ?1 AND outcome = 'ok'",
+                [&job],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(calls, 3);
 }
