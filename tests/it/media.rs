@@ -826,3 +826,47 @@ async fn describe_job_resumes_after_a_restart() {
         .unwrap();
     assert_eq!(calls, 3);
 }
+
+#[tokio::test]
+async fn streamed_chat_takes_attachments_and_refuses_before_the_stream() {
+    // No provider configured: the offline echo model, which accepts images.
+    let app = TestApp::spawn().await;
+    let (token, _) = app.login("alice").await;
+    let doc = upload(
+        &app,
+        &token,
+        "s.pdf",
+        "application/pdf",
+        &pdf(Some("Hello stream")),
+    )
+    .await;
+    let img = upload(&app, &token, "s.png", "image/png", PNG).await;
+    let res = app
+        .client
+        .post(app.url("/api/chat/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "look", "attachments": [doc, img]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("event: done") && text.contains("Hello stream"),
+        "{text}"
+    );
+
+    let res = app
+        .client
+        .post(app.url("/api/chat/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "look", "attachments": ["med_missing"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+}
