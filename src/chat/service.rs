@@ -54,14 +54,19 @@ impl ChatOutcome {
 }
 
 pub fn message_json(m: &MessageRow) -> Value {
-    json!({
+    let mut v = json!({
         "id": m.id,
         "role": m.role,
         "content": m.content,
         "model": m.model,
         "status": m.status,
         "created_at": rfc3339(m.created_at),
-    })
+    });
+    // Only on messages that carried some, so the usual shape stays exact.
+    if let Some(a) = &m.attachments {
+        v["attachments"] = serde_json::from_str(a).unwrap_or(Value::Null);
+    }
+    v
 }
 
 /// What the first transaction decided.
@@ -81,6 +86,9 @@ struct Turn {
 }
 
 /// A turn that has been accepted (quota held, messages stored).
+// Short-lived (one per request) and rarely the big variant (a replay):
+// boxing would cost an allocation on every replay for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Started {
     Replayed(ChatOutcome),
     Live(Arc<Generation>),

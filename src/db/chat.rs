@@ -22,9 +22,12 @@ pub struct MessageRow {
     pub model: Option<String>,
     pub status: String,
     pub created_at: i64,
+    /// JSON list of the media a user message carried (see `media::AttachmentRef`).
+    pub attachments: Option<String>,
 }
 
-const MESSAGE_COLS: &str = "seq, id, session_id, role, content, model, status, created_at";
+const MESSAGE_COLS: &str =
+    "seq, id, session_id, role, content, model, status, created_at, attachments";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -36,6 +39,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
         model: r.get(5)?,
         status: r.get(6)?,
         created_at: r.get(7)?,
+        attachments: r.get(8)?,
     })
 }
 

@@ -178,8 +178,18 @@ async fn pdf_text_is_extracted_at_commit_and_sent_truncated() {
     assert!(!sent.contains("12 percent"), "not truncated: {sent}");
     assert!(sent.contains("[… truncated]"), "{sent}");
 
-    // A later turn names the attachment without re-sending it.
+    // The listing shows what the user message carried.
     let session = b["session_id"].as_str().unwrap();
+    let (_, list) = app
+        .get(&format!("/api/sessions/{session}/messages"), Some(&token))
+        .await;
+    assert_eq!(
+        list["items"][0]["attachments"],
+        json!([{"id": id, "content_type": "application/pdf", "filename": "report.pdf"}])
+    );
+    assert!(list["items"][1].get("attachments").is_none(), "{list}");
+
+    // A later turn names the attachment without re-sending it.
     let (s, b) = app
         .post(
             "/api/chat",
