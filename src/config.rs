@@ -45,6 +45,13 @@ pub struct VoiceConfig {
     pub cost_messages: u32,
     /// Longest text accepted for speech, in Unicode scalar values.
     pub max_speech_chars: usize,
+    /// Who transcribes: "openai" (`{base_url}/audio/transcriptions`) or
+    /// "assemblyai" (upload, create transcript, poll).
+    pub stt_provider: String,
+    pub assemblyai_base_url: String,
+    pub assemblyai_api_key: String,
+    /// Pause between AssemblyAI status polls.
+    pub assemblyai_poll_ms: u64,
 }
 
 impl Default for VoiceConfig {
@@ -58,6 +65,10 @@ impl Default for VoiceConfig {
             timeout_secs: 60,
             cost_messages: 1,
             max_speech_chars: 4096,
+            stt_provider: "openai".into(),
+            assemblyai_base_url: "https://api.assemblyai.com".into(),
+            assemblyai_api_key: String::new(),
+            assemblyai_poll_ms: 1000,
         }
     }
 }
@@ -468,6 +479,11 @@ const SECRETS: &[(&str, &str, Option<&str>)] = &[
     ("metrics.token", "MVP28_METRICS__TOKEN", None),
     ("voice.api_key", "MVP28_VOICE__API_KEY", None),
     (
+        "voice.assemblyai_api_key",
+        "MVP28_VOICE__ASSEMBLYAI_API_KEY",
+        None,
+    ),
+    (
         "storage.s3.secret_access_key",
         "MVP28_STORAGE__S3__SECRET_ACCESS_KEY",
         Some("SUPABASE_S3_SECRET_ACCESS_KEY"),
@@ -556,6 +572,7 @@ impl Config {
             "storage.s3.secret_access_key" => &mut self.storage.s3.secret_access_key,
             "metrics.token" => &mut self.metrics.token,
             "voice.api_key" => &mut self.voice.api_key,
+            "voice.assemblyai_api_key" => &mut self.voice.assemblyai_api_key,
             other => unreachable!("unknown secret {other}"),
         }
     }
@@ -780,6 +797,16 @@ impl Config {
     fn validate_voice(&self) -> Result<(), ConfigError> {
         let v = &self.voice;
         check_url("voice.base_url", &v.base_url)?;
+        check_url("voice.assemblyai_base_url", &v.assemblyai_base_url)?;
+        if !matches!(v.stt_provider.as_str(), "openai" | "assemblyai") {
+            return Err(bad(
+                "voice.stt_provider",
+                "must be \"openai\" or \"assemblyai\"",
+            ));
+        }
+        if v.assemblyai_poll_ms == 0 {
+            return Err(bad("voice.assemblyai_poll_ms", "must be > 0"));
+        }
         if v.timeout_secs == 0 {
             return Err(bad("voice.timeout_secs", "must be > 0"));
         }

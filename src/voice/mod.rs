@@ -31,10 +31,24 @@ fn upstream(message: impl Into<String>) -> AppError {
     AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
 }
 
-/// The configured voice API; None while `voice.api_key` is empty.
+/// The voice config when text-to-speech is usable (`voice.api_key` set).
 fn config(state: &AppState) -> AppResult<&VoiceConfig> {
     let v = &state.config().voice;
     if v.api_key.is_empty() {
+        return Err(disabled());
+    }
+    Ok(v)
+}
+
+/// The voice config when speech-to-text is usable: the key of the chosen
+/// `stt_provider` is set.
+fn stt_config(state: &AppState) -> AppResult<&VoiceConfig> {
+    let v = &state.config().voice;
+    let key = match v.stt_provider.as_str() {
+        "assemblyai" => &v.assemblyai_api_key,
+        _ => &v.api_key,
+    };
+    if key.is_empty() {
         return Err(disabled());
     }
     Ok(v)
@@ -110,11 +124,12 @@ fn client(v: &VoiceConfig) -> reqwest::Client {
     crate::llm::http_client(Duration::from_secs(v.timeout_secs))
 }
 
-/// Sends with the whole call bounded by `voice.timeout_secs`; the upstream's
-/// body is never echoed (it may quote the key).
+/// Sends (authorized by the caller) with the whole call bounded by
+/// `voice.timeout_secs`; the upstream's body is never echoed (it may quote
+/// the key).
 async fn send(v: &VoiceConfig, req: reqwest::RequestBuilder, what: &str) -> AppResult<Bytes> {
     let call = async {
-        let res = req.bearer_auth(&v.api_key).send().await?;
+        let res = req.send().await?;
         let status = res.status();
         let body = res.bytes().await?;
         Ok::<_, reqwest::Error>((status, body))
@@ -160,7 +175,7 @@ async fn find_audio(state: &AppState, user: &AuthUser, media_id: &str) -> AppRes
 /// POST /api/voice/transcribe: the audio's text, stored with the media. A
 /// media already transcribed answers its stored text, free.
 pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> AppResult<Value> {
-    let v = config(state)?;
+    let v = stt_config(state)?;
     let m = find_audio(state, user, media_id).await?;
     let id = m.id.clone();
     let texts = state.db().run(move |c| media_repo::texts(c, &id)).await?;
@@ -202,6 +217,17 @@ async fn stt(state: &AppState, v: &VoiceConfig, m: &MediaRow) -> AppResult<Strin
         .await
         .map_err(crate::storage::service::storage_error)?
         .ok_or_else(|| AppError::validation("media_id", "audio too large"))?;
+    if v.stt_provider == "assemblyai" {
+        let overall = Duration::from_secs(v.timeout_secs);
+        return match tokio::time::timeout(overall, assemblyai(v, bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(AppError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "transcription timed out; nothing was charged",
+            )),
+        };
+    }
     // The upstream guesses the format from the file name's extension.
     let filename = m
         .object_key
@@ -218,7 +244,8 @@ async fn stt(state: &AppState, v: &VoiceConfig, m: &MediaRow) -> AppResult<Strin
         .text("model", v.stt_model.clone())
         .text("response_format", "json");
     let url = format!("{}/audio/transcriptions", v.base_url.trim_end_matches('/'));
-    let body = send(v, client(v).post(url).multipart(form), "transcription").await?;
+    let req = client(v).post(url).bearer_auth(&v.api_key).multipart(form);
+    let body = send(v, req, "transcription").await?;
     let parsed: Value = serde_json::from_slice(&body)
         .map_err(|_| upstream("transcription answered something other than JSON"))?;
     parsed["text"]
@@ -262,7 +289,7 @@ pub async fn speech(
     let media_id = crate::ids::new_id("med", to_ms(now));
     let hold = reserve(state, &user.id, &media_id, v.cost_messages).await?;
     let url = format!("{}/audio/speech", v.base_url.trim_end_matches('/'));
-    let req = client(v).post(url).json(&json!({
+    let req = client(v).post(url).bearer_auth(&v.api_key).json(&json!({
         "model": v.tts_model,
         "input": text,
         "voice": voice,
@@ -324,4 +351,55 @@ pub async fn speech(
     view["quota"] = q;
     tracing::info!(media_id = %m.id, size = m.size, "speech synthesized");
     Ok(view)
+}
+
+/// AssemblyAI: upload the bytes, create a transcript, poll until it is
+/// completed or failed (the caller bounds the whole exchange).
+async fn assemblyai(v: &VoiceConfig, bytes: Bytes) -> AppResult<String> {
+    let base = v.assemblyai_base_url.trim_end_matches('/');
+    let key = v.assemblyai_api_key.as_str();
+    let http = client(v);
+    let json_of = |b: Bytes| -> AppResult<Value> {
+        serde_json::from_slice(&b)
+            .map_err(|_| upstream("transcription answered something other than JSON"))
+    };
+    let up = http
+        .post(format!("{base}/v2/upload"))
+        .header("authorization", key)
+        .header("content-type", "application/octet-stream")
+        .body(bytes);
+    let up = json_of(send(v, up, "transcription upload").await?)?;
+    let audio_url = up["upload_url"]
+        .as_str()
+        .ok_or_else(|| upstream("transcription upload answered without upload_url"))?;
+    let create = http
+        .post(format!("{base}/v2/transcript"))
+        .header("authorization", key)
+        .json(&json!({ "audio_url": audio_url, "language_detection": true }));
+    let created = json_of(send(v, create, "transcription").await?)?;
+    let id = created["id"]
+        .as_str()
+        .filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .ok_or_else(|| upstream("transcription answered without a usable id"))?
+        .to_string();
+    let mut t = created;
+    loop {
+        match t["status"].as_str() {
+            Some("completed") => {
+                return Ok(t["text"].as_str().unwrap_or("").trim().to_string());
+            }
+            Some("error") => {
+                tracing::warn!(error = %t["error"], "AssemblyAI transcription failed");
+                return Err(upstream(
+                    "transcription failed upstream (unreadable audio?); nothing was charged",
+                ));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(v.assemblyai_poll_ms)).await;
+        let poll = http
+            .get(format!("{base}/v2/transcript/{id}"))
+            .header("authorization", key);
+        t = json_of(send(v, poll, "transcription").await?)?;
+    }
 }

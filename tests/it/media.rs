@@ -408,7 +408,7 @@ async fn images_go_to_anthropic_as_base64_blocks() {
 
 // ------------------------------------------------------------------ voice
 
-use crate::fakes::voice::{FakeVoice, MP3, TRANSCRIPT};
+use crate::fakes::voice::{FakeVoice, AAI_KEY, MP3, TRANSCRIPT};
 
 const AUDIO: &[u8] = b"ID3\x04\x00-an-uploaded-recording";
 
@@ -879,4 +879,59 @@ async fn streamed_chat_takes_attachments_and_refuses_before_the_stream() {
         .to_str()
         .unwrap()
         .starts_with("application/json"));
+}
+
+#[tokio::test]
+async fn transcription_through_assemblyai_uploads_creates_and_polls() {
+    let fake = FakeVoice::start().await;
+    let cfg = fake.assemblyai_config();
+    let app = TestApp::builder()
+        .config(|c| {
+            c.voice = cfg;
+            c.voice.api_key = String::new(); // TTS off; STT needs only AssemblyAI's key
+        })
+        .spawn()
+        .await;
+    let (token, _) = app.login("alice").await;
+    let audio = upload(&app, &token, "memo.m4a", "audio/mp4", AUDIO).await;
+    let (s, b) = app
+        .post("/api/voice/speech", Some(&token), json!({"text": "hi"}))
+        .await;
+    assert_error(s, &b, 503, "voice_disabled");
+
+    fake.fail_with(Some(500));
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": audio}),
+        )
+        .await;
+    assert_error(s, &b, 502, "upstream_error");
+    assert_eq!(me(&app, &token).await["free_used_today"], 0, "refunded");
+
+    fake.fail_with(None);
+    let (s, b) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": audio}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["text"], TRANSCRIPT);
+    let uploads = fake.uploads();
+    assert_eq!(
+        uploads.last().unwrap(),
+        &(Some(AAI_KEY.to_string()), AUDIO.to_vec())
+    );
+    let created = &fake.transcripts()[0];
+    assert_eq!(created.authorization.as_deref(), Some(AAI_KEY));
+    assert_eq!(
+        created.json["audio_url"],
+        "https://cdn.assemblyai.example/upload/abc"
+    );
+    assert_eq!(fake.polls(), 2, "polled until completed");
+    assert!(fake.transcriptions().is_empty(), "OpenAI endpoint unused");
+    assert_eq!(me(&app, &token).await["free_used_today"], 1);
 }

@@ -1,20 +1,23 @@
 //! A fake OpenAI-compatible audio API: POST /v1/audio/transcriptions
 //! (multipart, parsed by hand and recorded field by field) and
-//! POST /v1/audio/speech (JSON, recorded; answers fake MP3 bytes).
+//! POST /v1/audio/speech (JSON, recorded; answers fake MP3 bytes); and
+//! AssemblyAI's POST /v2/upload, POST /v2/transcript, GET /v2/transcript/{id}
+//! (answers "processing" once, then "completed").
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub const API_KEY: &str = "sk-voice-FAKE-0123";
 pub const TRANSCRIPT: &str = "你好, this is the recording";
+pub const AAI_KEY: &str = "aai-FAKE-KEY";
 pub const MP3: &[u8] = b"ID3\x04\x00fake-mp3-frames";
 
 /// One multipart field: its filename and Content-Type (file parts), and bytes.
@@ -39,6 +42,10 @@ struct Inner {
     fail_with: Option<u16>,
     transcriptions: Vec<Recorded>,
     speeches: Vec<Recorded>,
+    /// AssemblyAI: uploaded bodies, transcript requests, status polls.
+    uploads: Vec<(Option<String>, Vec<u8>)>,
+    transcripts: Vec<Recorded>,
+    polls: usize,
 }
 
 #[derive(Clone)]
@@ -53,6 +60,9 @@ impl FakeVoice {
         let router = Router::new()
             .route("/v1/audio/transcriptions", post(transcriptions))
             .route("/v1/audio/speech", post(speech))
+            .route("/v2/upload", post(aai_upload))
+            .route("/v2/transcript", post(aai_create))
+            .route("/v2/transcript/{id}", get(aai_poll))
             .with_state(inner.clone());
         let base = super::serve(router).await;
         FakeVoice {
@@ -72,6 +82,29 @@ impl FakeVoice {
 
     pub fn speeches(&self) -> Vec<Recorded> {
         self.inner.lock().unwrap().speeches.clone()
+    }
+
+    pub fn uploads(&self) -> Vec<(Option<String>, Vec<u8>)> {
+        self.inner.lock().unwrap().uploads.clone()
+    }
+
+    pub fn transcripts(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().transcripts.clone()
+    }
+
+    pub fn polls(&self) -> usize {
+        self.inner.lock().unwrap().polls
+    }
+
+    /// Transcription through the AssemblyAI endpoints of this fake.
+    pub fn assemblyai_config(&self) -> mvp28::config::VoiceConfig {
+        mvp28::config::VoiceConfig {
+            stt_provider: "assemblyai".into(),
+            assemblyai_base_url: self.base_url.trim_end_matches("/v1").to_string(),
+            assemblyai_api_key: AAI_KEY.into(),
+            assemblyai_poll_ms: 10,
+            ..self.config()
+        }
     }
 
     pub fn config(&self) -> mvp28::config::VoiceConfig {
@@ -185,4 +218,40 @@ async fn speech(
         return (StatusCode::from_u16(code).unwrap(), "upstream down").into_response();
     }
     ([(header::CONTENT_TYPE, "audio/mpeg")], MP3).into_response()
+}
+
+async fn aai_upload(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut g = inner.lock().unwrap();
+    g.uploads.push((auth(&headers), body.to_vec()));
+    if let Some(code) = g.fail_with {
+        return (StatusCode::from_u16(code).unwrap(), "down").into_response();
+    }
+    Json(json!({"upload_url": "https://cdn.assemblyai.example/upload/abc"})).into_response()
+}
+
+async fn aai_create(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut g = inner.lock().unwrap();
+    g.transcripts.push(Recorded {
+        authorization: auth(&headers),
+        fields: BTreeMap::new(),
+        json: body,
+    });
+    Json(json!({"id": "tr-123", "status": "queued"})).into_response()
+}
+
+async fn aai_poll(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<String>) -> Response {
+    let mut g = inner.lock().unwrap();
+    g.polls += 1;
+    if g.polls < 2 {
+        return Json(json!({"id": id, "status": "processing"})).into_response();
+    }
+    Json(json!({"id": id, "status": "completed", "text": TRANSCRIPT})).into_response()
 }
