@@ -252,6 +252,18 @@ else
     fail "POST /api/upload/commit" "skipped: presign failed"
 fi
 
+# ------------------------------------------------------------------ media (docs/media.md)
+req GET /api/jobs/job_nonexistent
+expect "GET /api/jobs/{unknown} -> 404" "404" "$(err_code not_found)" || true
+
+req POST /api/files/batch '{"media_ids":[],"action":"extract_text"}'
+expect "POST /api/files/batch empty -> 422 validation" "422" "$(err_code validation)" || true
+
+# 503 voice_disabled without voice.api_key; with one, a real (charged) synthesis.
+req POST /api/voice/speech '{"text":"smoke test"}'
+expect "POST /api/voice/speech -> media or 503 voice_disabled" "200 503" \
+    '(d.get("media") or {}).get("content_type") == "audio/mpeg" or d["error"]["code"] == "voice_disabled"' || true
+
 # ------------------------------------------------------------------ location
 req POST /api/location/report '{"latitude":31.23,"longitude":121.47}'
 expect "POST /api/location/report -> accepted 1" "200 201 202" 'd.get("accepted") == 1' || true

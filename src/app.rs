@@ -52,6 +52,8 @@ struct Inner {
     known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Set once at start when wechat_pay is configured (see `set_payments`).
     payments: std::sync::OnceLock<crate::pay::Payments>,
+    /// Batch jobs' concurrency bound and stop signal.
+    jobs: crate::jobs::Runner,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
                 metrics: Default::default(),
                 known_users: Default::default(),
                 payments: std::sync::OnceLock::new(),
+                jobs: Default::default(),
                 llm,
                 storage,
                 db,
@@ -133,6 +136,9 @@ impl AppState {
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
+    }
+    pub fn jobs(&self) -> &crate::jobs::Runner {
+        &self.inner.jobs
     }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
@@ -195,6 +201,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/pay/checkout"),
     ("GET", "/api/pay/orders/{out_trade_no}"),
     ("POST", "/api/pay/wechat/webhook"),
+    ("POST", "/api/voice/transcribe"),
+    ("POST", "/api/voice/speech"),
+    ("POST", "/api/files/batch"),
+    ("GET", "/api/jobs/{id}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -207,6 +217,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::location::handlers::router())
         .merge(crate::pay::handlers::router(&state))
         .merge(crate::storage::handlers::router())
+        .merge(crate::voice::handlers::router())
+        .merge(crate::jobs::handlers::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,

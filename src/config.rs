@@ -26,6 +26,51 @@ pub struct Config {
     pub location: LocationConfig,
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
+    pub voice: VoiceConfig,
+}
+
+/// Speech-to-text and text-to-speech through an OpenAI-compatible
+/// `/audio/*` API (docs/media.md). Disabled while `api_key` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub stt_model: String,
+    pub tts_model: String,
+    /// TTS voice used when a request names none.
+    pub voice: String,
+    pub timeout_secs: u64,
+    /// Messages of quota one transcription or synthesis costs (0 = free).
+    pub cost_messages: u32,
+    /// Longest text accepted for speech, in Unicode scalar values.
+    pub max_speech_chars: usize,
+    /// Who transcribes: "openai" (`{base_url}/audio/transcriptions`) or
+    /// "assemblyai" (upload, create transcript, poll).
+    pub stt_provider: String,
+    pub assemblyai_base_url: String,
+    pub assemblyai_api_key: String,
+    /// Pause between AssemblyAI status polls.
+    pub assemblyai_poll_ms: u64,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: String::new(),
+            stt_model: "whisper-1".into(),
+            tts_model: "tts-1".into(),
+            voice: "alloy".into(),
+            timeout_secs: 60,
+            cost_messages: 1,
+            max_speech_chars: 4096,
+            stt_provider: "openai".into(),
+            assemblyai_base_url: "https://api.assemblyai.com".into(),
+            assemblyai_api_key: String::new(),
+            assemblyai_poll_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +224,11 @@ pub struct LlmConfig {
     pub budget_warn_ratio: f64,
     /// Per-model prices per million tokens, in the upstream's currency.
     pub prices: Vec<PriceConfig>,
+    /// Text of one attached PDF (or transcript) sent to the model, at most
+    /// this many Unicode scalar values; the rest is cut.
+    pub attachment_chars: usize,
+    /// Attachments accepted on one chat message.
+    pub max_attachments: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -212,6 +262,8 @@ impl Default for LlmConfig {
             monthly_budget: 0.0,
             budget_warn_ratio: 0.8,
             prices: vec![],
+            attachment_chars: 20_000,
+            max_attachments: 4,
         }
     }
 }
@@ -228,6 +280,10 @@ pub struct ProviderConfig {
     pub timeout_secs: u64,
     /// Reply length cap sent to providers that require one (anthropic).
     pub max_tokens: u32,
+    /// Its models accept images. A model takes image attachments only when
+    /// every provider serving it says so (failover never sends an image to
+    /// a model that cannot see it).
+    pub vision: bool,
 }
 
 impl Default for ProviderConfig {
@@ -240,6 +296,7 @@ impl Default for ProviderConfig {
             models: vec!["gpt-4o-mini".into()],
             timeout_secs: 60,
             max_tokens: 1024,
+            vision: false,
         }
     }
 }
@@ -294,6 +351,7 @@ impl Default for StorageConfig {
                 "image/webp",
                 "audio/mpeg",
                 "audio/mp4",
+                "audio/wav",
                 "application/pdf",
             ]
             .map(String::from)
@@ -422,6 +480,12 @@ const SECRETS: &[(&str, &str, Option<&str>)] = &[
         Some("SUPABASE_S3_ACCESS_KEY_ID"),
     ),
     ("metrics.token", "MVP28_METRICS__TOKEN", None),
+    ("voice.api_key", "MVP28_VOICE__API_KEY", None),
+    (
+        "voice.assemblyai_api_key",
+        "MVP28_VOICE__ASSEMBLYAI_API_KEY",
+        None,
+    ),
     (
         "storage.s3.secret_access_key",
         "MVP28_STORAGE__S3__SECRET_ACCESS_KEY",
@@ -510,6 +574,8 @@ impl Config {
             "storage.s3.access_key_id" => &mut self.storage.s3.access_key_id,
             "storage.s3.secret_access_key" => &mut self.storage.s3.secret_access_key,
             "metrics.token" => &mut self.metrics.token,
+            "voice.api_key" => &mut self.voice.api_key,
+            "voice.assemblyai_api_key" => &mut self.voice.assemblyai_api_key,
             other => unreachable!("unknown secret {other}"),
         }
     }
@@ -593,6 +659,7 @@ impl Config {
             return Err(bad("location.retention_days", "must be >= 1"));
         }
         self.validate_wechat_pay()?;
+        self.validate_voice()?;
         Ok(())
     }
 
@@ -730,7 +797,38 @@ impl Config {
         Ok(())
     }
 
+    fn validate_voice(&self) -> Result<(), ConfigError> {
+        let v = &self.voice;
+        check_url("voice.base_url", &v.base_url)?;
+        check_url("voice.assemblyai_base_url", &v.assemblyai_base_url)?;
+        if !matches!(v.stt_provider.as_str(), "openai" | "assemblyai") {
+            return Err(bad(
+                "voice.stt_provider",
+                "must be \"openai\" or \"assemblyai\"",
+            ));
+        }
+        if v.assemblyai_poll_ms == 0 {
+            return Err(bad("voice.assemblyai_poll_ms", "must be > 0"));
+        }
+        if v.timeout_secs == 0 {
+            return Err(bad("voice.timeout_secs", "must be > 0"));
+        }
+        if v.max_speech_chars == 0 {
+            return Err(bad("voice.max_speech_chars", "must be > 0"));
+        }
+        if !v.api_key.is_empty() && (v.stt_model.is_empty() || v.tts_model.is_empty()) {
+            return Err(bad(
+                "voice.stt_model",
+                "stt_model and tts_model must be set",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_llm(&self) -> Result<(), ConfigError> {
+        if self.llm.attachment_chars == 0 {
+            return Err(bad("llm.attachment_chars", "must be > 0"));
+        }
         if self.llm.max_message_chars == 0 {
             return Err(bad("llm.max_message_chars", "must be > 0"));
         }

@@ -77,6 +77,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::location::handlers::Doc::openapi(),
         crate::storage::handlers::Doc::openapi(),
         crate::pay::handlers::Doc::openapi(),
+        crate::voice::handlers::Doc::openapi(),
+        crate::jobs::handlers::Doc::openapi(),
     ] {
         doc.merge(part);
     }

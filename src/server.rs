@@ -29,6 +29,8 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Batch items in flight are abandoned; the next start re-runs them.
+        self.state.jobs().shutdown();
         // Open streams and WebSockets would hold shutdown forever: after the
         // grace period they are cut (their replies still finish and are
         // stored by their own tasks while the process lives).
@@ -170,6 +172,11 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .db()
         .spawn_checkpointer(std::time::Duration::from_millis(500));
     crate::storage::service::spawn_sweeper(state.clone());
+    match crate::jobs::resume(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "resumed batch jobs interrupted by the last stop"),
+        Err(e) => tracing::warn!(error = %e, "could not resume batch jobs"),
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {

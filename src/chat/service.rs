@@ -30,6 +30,9 @@ pub struct ChatInput {
     /// Idempotency key: a retry is answered from the stored reply.
     #[schema(min_length = 1, max_length = 128)]
     pub client_msg_id: Option<String>,
+    /// Ids of the caller's committed media (docs/media.md).
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -56,14 +59,19 @@ impl ChatOutcome {
 }
 
 pub fn message_json(m: &MessageRow) -> Value {
-    json!({
+    let mut v = json!({
         "id": m.id,
         "role": m.role,
         "content": m.content,
         "model": m.model,
         "status": m.status,
         "created_at": rfc3339(m.created_at),
-    })
+    });
+    // Only on messages that carried some, so the usual shape stays exact.
+    if let Some(a) = &m.attachments {
+        v["attachments"] = serde_json::from_str(a).unwrap_or(Value::Null);
+    }
+    v
 }
 
 /// What the first transaction decided.
@@ -79,10 +87,13 @@ struct Turn {
     session_id: String,
     user_msg_id: String,
     reply_id: String,
-    context: Vec<(String, String)>,
+    context: Vec<repo::ContextRow>,
 }
 
 /// A turn that has been accepted (quota held, messages stored).
+// Short-lived (one per request) and rarely the big variant (a replay):
+// boxing would cost an allocation on every replay for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Started {
     Replayed(ChatOutcome),
     Live(Arc<Generation>),
@@ -112,7 +123,11 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
         }
     }
     let route = state.llm().resolve(input.model.as_deref())?;
-    let turn = match begin(state, user_id, &message, route.model(), input).await? {
+    // Every attachment refusal (404/422) comes before anything is held.
+    let prepared = crate::media::prepare(state, user_id, &input.attachments, &route).await?;
+    let refs = (!prepared.refs.is_empty())
+        .then(|| serde_json::to_string(&prepared.refs).expect("refs serialize"));
+    let turn = match begin(state, user_id, &message, route.model(), refs, input).await? {
         Begun::Replayed(outcome) => return Ok(Started::Replayed(outcome)),
         Begun::InFlight(reply_id) => {
             return match state.live().get(user_id, &reply_id) {
@@ -130,7 +145,15 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
     let task_gen = gen.clone();
     let user_id = user_id.to_string();
     tokio::spawn(async move {
-        generate(&task_state, &user_id, turn, route, message, &task_gen).await;
+        generate(
+            &task_state,
+            &user_id,
+            turn,
+            route,
+            (message, prepared),
+            &task_gen,
+        )
+        .await;
         task_state.live().retire(&task_gen.message_id);
     });
     Ok(Started::Live(gen))
@@ -164,31 +187,36 @@ async fn generate(
     user_id: &str,
     turn: Turn,
     route: Route,
-    message: String,
+    (message, prepared): (String, crate::media::Prepared),
     gen: &Generation,
 ) {
     let mut messages = Vec::with_capacity(turn.context.len() + 2);
     let system = &state.config().llm.system_prompt;
     if !system.is_empty() {
-        messages.push(ChatMessage {
-            role: "system",
-            content: system.clone(),
-        });
+        messages.push(ChatMessage::text("system", system.clone()));
     }
-    for (role, content) in turn.context.iter() {
-        let role = if role == "assistant" {
+    for c in turn.context.iter() {
+        let role = if c.role == "assistant" {
             "assistant"
         } else {
             "user"
         };
-        messages.push(ChatMessage {
-            role,
-            content: content.clone(),
-        });
+        let content = match &c.attachments {
+            // Earlier attachments are named, not re-sent.
+            Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
+            None => c.content.clone(),
+        };
+        messages.push(ChatMessage::text(role, content));
     }
+    let content = if prepared.text.is_empty() {
+        message
+    } else {
+        message + &prepared.text
+    };
     messages.push(ChatMessage {
         role: "user",
-        content: message,
+        content,
+        images: prepared.images,
     });
 
     let prompt_estimate = messages
@@ -414,6 +442,7 @@ async fn begin(
     user_id: &str,
     message: &str,
     model: &str,
+    attachments: Option<String>,
     input: ChatInput,
 ) -> AppResult<Begun> {
     let now = to_ms(state.now());
@@ -485,6 +514,9 @@ async fn begin(
                     now,
                 },
             )?;
+            if let Some(a) = &attachments {
+                repo::set_attachments(tx, &user_msg_id, a)?;
+            }
             // a session created by this turn has nothing before it
             let context = if input.session_id.is_some() {
                 repo::context(tx, &session_id, seq, context_len)?

@@ -65,6 +65,8 @@ enum ClientFrame {
         session_id: Option<String>,
         model: Option<String>,
         client_msg_id: Option<String>,
+        #[serde(default)]
+        attachments: Vec<String>,
     },
     Resume {
         message_id: String,
@@ -123,12 +125,14 @@ fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Va
                 session_id,
                 model,
                 client_msg_id,
+                attachments,
             } => {
                 let input = ChatInput {
                     message,
                     model,
                     session_id,
                     client_msg_id,
+                    attachments,
                 };
                 service::start(&state, &user_id, input)
                     .await

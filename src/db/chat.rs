@@ -22,9 +22,12 @@ pub struct MessageRow {
     pub model: Option<String>,
     pub status: String,
     pub created_at: i64,
+    /// JSON list of the media a user message carried (see `media::AttachmentRef`).
+    pub attachments: Option<String>,
 }
 
-const MESSAGE_COLS: &str = "seq, id, session_id, role, content, model, status, created_at";
+const MESSAGE_COLS: &str =
+    "seq, id, session_id, role, content, model, status, created_at, attachments";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -36,6 +39,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
         model: r.get(5)?,
         status: r.get(6)?,
         created_at: r.get(7)?,
+        attachments: r.get(8)?,
     })
 }
 
@@ -128,6 +132,15 @@ pub fn reply_for_client_msg(
         .optional()?)
 }
 
+/// A message as context for the next turn.
+#[derive(Debug, Clone)]
+pub struct ContextRow {
+    pub role: String,
+    pub content: String,
+    /// JSON list of the media it carried (see `media::AttachmentRef`).
+    pub attachments: Option<String>,
+}
+
 /// The last `limit` completed messages of the session before `before_seq`,
 /// oldest first.
 pub fn context(
@@ -135,18 +148,29 @@ pub fn context(
     session_id: &str,
     before_seq: i64,
     limit: u32,
-) -> AppResult<Vec<(String, String)>> {
+) -> AppResult<Vec<ContextRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT role, content FROM messages
+        "SELECT role, content, attachments FROM messages
          WHERE session_id = ?1 AND seq < ?2 AND status = 'complete'
          ORDER BY seq DESC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![session_id, before_seq, limit], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+        Ok(ContextRow {
+            role: r.get(0)?,
+            content: r.get(1)?,
+            attachments: r.get(2)?,
+        })
     })?;
-    let mut out: Vec<(String, String)> = rows.collect::<Result<_, _>>()?;
+    let mut out: Vec<ContextRow> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
+}
+
+/// Remembers which media a user message carried.
+pub fn set_attachments(tx: &Transaction<'_>, message_id: &str, json: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE messages SET attachments = ?2 WHERE id = ?1")?
+        .execute(params![message_id, json])?;
+    Ok(())
 }
 
 /// Stores the finished reply and bumps its session's activity; returns the

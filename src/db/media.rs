@@ -103,3 +103,85 @@ pub fn delete_pending(tx: &Transaction<'_>, ids: &[String]) -> AppResult<usize> 
     }
     Ok(n)
 }
+
+/// A committed object the server wrote itself (text-to-speech output).
+pub fn insert_committed(
+    tx: &Transaction<'_>,
+    m: &NewMedia<'_>,
+    origin: &str,
+    now: i64,
+) -> AppResult<()> {
+    tx.execute(
+        "INSERT INTO media (id, user_id, object_key, filename, content_type, size, state,
+                            created_at, committed_at, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'committed', ?7, ?7, ?8)",
+        params![
+            m.id,
+            m.user_id,
+            m.object_key,
+            m.filename,
+            m.content_type,
+            m.size,
+            now,
+            origin
+        ],
+    )?;
+    Ok(())
+}
+
+/// Text derived from a media object, kept apart from `MediaRow` so that
+/// ordinary lookups do not drag (up to megabytes of) text along.
+#[derive(Debug, Clone, Default)]
+pub struct MediaTexts {
+    /// PDF text layer, extracted at commit or by a batch job.
+    pub extracted_text: Option<String>,
+    /// Why extraction failed (no text layer, unreadable PDF, …).
+    pub extract_error: Option<String>,
+    pub transcript: Option<String>,
+    pub description: Option<String>,
+}
+
+pub fn texts(conn: &Connection, id: &str) -> AppResult<MediaTexts> {
+    Ok(conn
+        .query_row(
+            "SELECT extracted_text, extract_error, transcript, description FROM media WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(MediaTexts {
+                    extracted_text: r.get(0)?,
+                    extract_error: r.get(1)?,
+                    transcript: r.get(2)?,
+                    description: r.get(3)?,
+                })
+            },
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Records the outcome of a text extraction: the text, or why there is none.
+pub fn set_extraction(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &Result<String, String>,
+) -> AppResult<()> {
+    let (text, error) = match outcome {
+        Ok(t) => (Some(t.as_str()), None),
+        Err(e) => (None, Some(e.as_str())),
+    };
+    tx.prepare_cached("UPDATE media SET extracted_text = ?2, extract_error = ?3 WHERE id = ?1")?
+        .execute(params![id, text, error])?;
+    Ok(())
+}
+
+pub fn set_transcript(tx: &Transaction<'_>, id: &str, text: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE media SET transcript = ?2 WHERE id = ?1")?
+        .execute(params![id, text])?;
+    Ok(())
+}
+
+pub fn set_description(tx: &Transaction<'_>, id: &str, text: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE media SET description = ?2 WHERE id = ?1")?
+        .execute(params![id, text])?;
+    Ok(())
+}

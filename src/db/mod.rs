@@ -2,6 +2,7 @@
 //! DB work off the async threads. SQL lives in this module's children only.
 
 pub mod chat;
+pub mod jobs;
 pub mod location;
 pub mod media;
 pub mod payments;

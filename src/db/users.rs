@@ -83,6 +83,9 @@ pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec
         .execute([id])?;
     tx.prepare_cached("DELETE FROM media WHERE user_id = ?1")?
         .execute([id])?;
+    // job results hold extracted text; their items go by cascade
+    tx.prepare_cached("DELETE FROM jobs WHERE user_id = ?1")?
+        .execute([id])?;
     tx.prepare_cached("DELETE FROM location_logs WHERE user_id = ?1")?
         .execute([id])?;
     tx.prepare_cached("UPDATE payments SET payer_openid = NULL WHERE user_id = ?1")?

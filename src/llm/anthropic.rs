@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{upstream_events, BoxFuture, EventStream, LlmError, LlmRequest, Provider, StreamEvent};
+use super::{
+    upstream_events, BoxFuture, EventStream, Image, LlmError, LlmRequest, Provider, StreamEvent,
+};
 use crate::config::ProviderConfig;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -43,22 +45,41 @@ impl AnthropicProvider {
             .filter(|m| m.role == "system")
             .map(|m| m.content.as_str())
             .collect();
-        let mut turns: Vec<(&str, String)> = vec![];
+        let mut turns: Vec<(&str, String, Vec<&Image>)> = vec![];
         for m in req.messages.iter().filter(|m| m.role != "system") {
             match turns.last_mut() {
-                Some((role, text)) if *role == m.role => {
+                Some((role, text, images)) if *role == m.role => {
                     text.push_str("\n\n");
                     text.push_str(&m.content);
+                    images.extend(m.images.iter().map(|i| &**i));
                 }
-                _ => turns.push((m.role, m.content.clone())),
+                _ => turns.push((
+                    m.role,
+                    m.content.clone(),
+                    m.images.iter().map(|i| &**i).collect(),
+                )),
             }
         }
-        if turns.first().is_some_and(|(r, _)| *r == "assistant") {
+        if turns.first().is_some_and(|(r, _, _)| *r == "assistant") {
             turns.remove(0);
         }
         let messages: Vec<Value> = turns
             .into_iter()
-            .map(|(role, content)| json!({"role": role, "content": content}))
+            .map(|(role, content, images)| {
+                if images.is_empty() {
+                    return json!({"role": role, "content": content});
+                }
+                // Images first, then the text: what Anthropic recommends.
+                let mut blocks: Vec<Value> = images
+                    .iter()
+                    .map(|i| {
+                        json!({"type": "image", "source": {
+                            "type": "base64", "media_type": i.media_type, "data": i.base64}})
+                    })
+                    .collect();
+                blocks.push(json!({"type": "text", "text": content}));
+                json!({"role": role, "content": blocks})
+            })
             .collect();
         let mut body = json!({
             "model": req.model,

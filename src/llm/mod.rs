@@ -29,6 +29,43 @@ pub use openai::OpenAiProvider;
 pub struct ChatMessage {
     pub role: &'static str,
     pub content: String,
+    /// Images sent along with `content` (user messages only). Empty for
+    /// the text-only path, which then costs nothing extra; shared so that
+    /// failover retries do not copy the bytes.
+    pub images: Vec<Arc<Image>>,
+}
+
+impl ChatMessage {
+    pub fn text(role: &'static str, content: String) -> Self {
+        Self {
+            role,
+            content,
+            images: vec![],
+        }
+    }
+}
+
+/// An image attachment as providers need it.
+#[derive(Debug)]
+pub struct Image {
+    /// e.g. "image/png"
+    pub media_type: String,
+    /// A short-lived URL the provider can fetch (S3 presigned GET); None
+    /// when the object is only reachable through us (local storage).
+    pub url: Option<String>,
+    /// The bytes, base64: Anthropic takes nothing else, and it is the
+    /// data-URL fallback for OpenAI-compatible APIs.
+    pub base64: String,
+}
+
+impl Image {
+    /// What an OpenAI-compatible `image_url` part points at.
+    pub fn openai_url(&self) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => format!("data:{};base64,{}", self.media_type, self.base64),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +142,8 @@ pub trait Provider: Send + Sync {
 
 struct Slot {
     provider: Arc<dyn Provider>,
+    /// Config says its models accept images.
+    vision: bool,
     breaker: Mutex<Breaker>,
 }
 
@@ -157,6 +196,12 @@ impl Opened {
 impl Route {
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// Every provider of this route accepts images (so no failover can
+    /// send an image to a model that cannot see it).
+    pub fn vision(&self) -> bool {
+        !self.targets.is_empty() && self.targets.iter().all(|t| t.slot.vision)
     }
 
     /// Tries each provider in order until one yields a first token. A
@@ -270,9 +315,10 @@ impl Llm {
     pub fn from_config(cfg: &LlmConfig) -> (Llm, Vec<String>) {
         let mut warnings = vec![];
         let mut slots: Vec<(String, Arc<Slot>, Vec<String>)> = vec![];
-        let new_slot = |p: Arc<dyn Provider>| {
+        let new_slot = |p: Arc<dyn Provider>, vision: bool| {
             Arc::new(Slot {
                 provider: p,
+                vision,
                 breaker: Mutex::new(Breaker::new(
                     cfg.breaker_failures,
                     chrono::Duration::seconds(cfg.breaker_cooldown_secs as i64),
@@ -292,7 +338,11 @@ impl Llm {
                 "anthropic" => Arc::new(AnthropicProvider::new(p)),
                 _ => Arc::new(OpenAiProvider::new(p)),
             };
-            slots.push((p.name.clone(), new_slot(provider), p.models.clone()));
+            slots.push((
+                p.name.clone(),
+                new_slot(provider, p.vision),
+                p.models.clone(),
+            ));
         }
         let mut routes: HashMap<String, Route> = HashMap::new();
         if slots.is_empty() {
@@ -301,7 +351,9 @@ impl Llm {
                  (set OPENAI_API_KEY or llm.providers[].api_key for real replies)"
                     .into(),
             );
-            let echo = new_slot(Arc::new(EchoProvider::new("echo")));
+            // Offline echo "sees" images (it ignores them), so attachments
+            // can be tried without any credentials.
+            let echo = new_slot(Arc::new(EchoProvider::new("echo")), true);
             let mut models = vec![cfg.default_model.clone()];
             models.extend(cfg.providers.iter().flat_map(|p| p.models.clone()));
             models.extend(cfg.routes.iter().map(|r| r.model.clone()));

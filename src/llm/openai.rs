@@ -54,11 +54,21 @@ impl OpenAiProvider {
     }
 
     async fn start(&self, req: LlmRequest) -> Result<EventStream, LlmError> {
-        let messages: Vec<_> = req
-            .messages
-            .iter()
-            .map(|m| json!({"role": m.role, "content": m.content}))
-            .collect();
+        let messages: Vec<_> =
+            req.messages
+                .iter()
+                .map(|m| {
+                    if m.images.is_empty() {
+                        return json!({"role": m.role, "content": m.content});
+                    }
+                    // Vision: content becomes parts, text first, then images.
+                    let mut parts = vec![json!({"type": "text", "text": m.content})];
+                    parts.extend(m.images.iter().map(
+                        |i| json!({"type": "image_url", "image_url": {"url": i.openai_url()}}),
+                    ));
+                    json!({"role": m.role, "content": parts})
+                })
+                .collect();
         let body = json!({
             "model": req.model,
             "messages": messages,

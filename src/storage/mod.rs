@@ -379,6 +379,24 @@ impl Storage {
         self.store.get(&ObjectPath::from(key)).await
     }
 
+    /// The whole object in memory, refused (None) past `max` bytes so a
+    /// stored object can never take unbounded memory.
+    pub async fn read_all(&self, key: &str, max: u64) -> Result<Option<Bytes>, StoreError> {
+        let got = self.read(key).await?;
+        if got.meta.size > max {
+            return Ok(None);
+        }
+        got.bytes().await.map(Some)
+    }
+
+    /// Stores bytes the server produced itself (e.g. text-to-speech audio).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.store
+            .put(&ObjectPath::from(key), bytes.into())
+            .await
+            .map(|_| ())
+    }
+
     /// The object's bytes as a body stream.
     pub fn body_of(result: GetResult) -> Body {
         Body::from_stream(result.into_stream().map_err(std::io::Error::other))

@@ -59,7 +59,7 @@ pub fn object_key(user_id: &str, media_id: &str, content_type: &str, now: DateTi
     )
 }
 
-fn storage_error(e: StoreError) -> AppError {
+pub(crate) fn storage_error(e: StoreError) -> AppError {
     let mut err = AppError::new(
         StatusCode::BAD_GATEWAY,
         "upstream_error",
@@ -217,7 +217,7 @@ pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppRe
     }
     let id = m.id.clone();
     let ms = to_ms(now);
-    state
+    let won = state
         .db()
         .write(move |tx| repo::mark_committed(tx, &id, ms))
         .await?;
@@ -225,6 +225,10 @@ pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppRe
     let m = find(state, user, upload_id).await?.ok_or_else(not_found)?;
     if !m.committed {
         return Err(not_found());
+    }
+    if won {
+        // Once, by the commit that won: derived text (PDF text layer).
+        crate::media::on_commit(state, &m).await;
     }
     tracing::info!(media_id = %m.id, size = m.size, "upload committed");
     media_view(state, &m).await

@@ -8,6 +8,7 @@ mod chat;
 mod crash;
 mod foundation;
 mod location;
+mod media;
 mod openapi;
 mod ops;
 mod pay;

@@ -53,6 +53,7 @@ impl FakeAnthropic {
             models: vec!["claude-haiku".into()],
             timeout_secs: 5,
             max_tokens: 321,
+            vision: false,
         }
     }
 }

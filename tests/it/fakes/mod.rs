@@ -1,6 +1,7 @@
 pub mod anthropic;
 pub mod openai;
 pub mod s3;
+pub mod voice;
 pub mod wechat;
 pub mod wechatpay;
 

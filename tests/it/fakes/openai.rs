@@ -110,6 +110,7 @@ impl FakeOpenAi {
             models: vec!["gpt-4o-mini".into(), "gpt-4o".into()],
             timeout_secs,
             max_tokens: 1024,
+            vision: false,
         }
     }
 }
@@ -118,7 +119,16 @@ fn reply_text(body: &Value) -> String {
     let last = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
+        .and_then(|m| {
+            // vision requests send content as parts: answer to the text part
+            m["content"].as_str().or_else(|| {
+                m["content"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["type"] == "text")?["text"]
+                    .as_str()
+            })
+        })
         .unwrap_or("");
     format!("reply to: {last}")
 }

@@ -1,0 +1,167 @@
+//! Batch jobs over a user's media and their items (docs/media.md).
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::error::AppResult;
+
+/// An item interrupted this many times (crashes mid-item) is failed
+/// instead of retried forever.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub user_id: String,
+    pub action: String,
+    pub state: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemRow {
+    pub idx: i64,
+    pub media_id: String,
+    pub state: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+pub fn create(
+    tx: &Transaction<'_>,
+    id: &str,
+    user_id: &str,
+    action: &str,
+    media_ids: &[String],
+    now: i64,
+) -> AppResult<()> {
+    tx.execute(
+        "INSERT INTO jobs (id, user_id, action, state, created_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+        params![id, user_id, action, now],
+    )?;
+    let mut stmt = tx.prepare(
+        "INSERT INTO job_items (job_id, idx, media_id, state, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+    )?;
+    for (i, m) in media_ids.iter().enumerate() {
+        stmt.execute(params![id, i as i64, m, now])?;
+    }
+    Ok(())
+}
+
+const JOB_COLS: &str = "id, user_id, action, state, created_at, finished_at";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        action: r.get(2)?,
+        state: r.get(3)?,
+        created_at: r.get(4)?,
+        finished_at: r.get(5)?,
+    })
+}
+
+pub fn find_for_user(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<JobRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1 AND user_id = ?2"),
+            params![id, user_id],
+            job_row,
+        )
+        .optional()?)
+}
+
+pub fn items(conn: &Connection, job_id: &str) -> AppResult<Vec<ItemRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT idx, media_id, state, result, error FROM job_items WHERE job_id = ?1 ORDER BY idx",
+    )?;
+    let rows = stmt.query_map([job_id], |r| {
+        Ok(ItemRow {
+            idx: r.get(0)?,
+            media_id: r.get(1)?,
+            state: r.get(2)?,
+            result: r.get(3)?,
+            error: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Startup: jobs still running, their interrupted items made pending again.
+pub fn resume_all(tx: &Transaction<'_>, now: i64) -> AppResult<Vec<JobRow>> {
+    tx.execute(
+        "UPDATE job_items SET state = 'pending', updated_at = ?1
+         WHERE state = 'running' AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
+        [now],
+    )?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {JOB_COLS} FROM jobs WHERE state = 'running' ORDER BY created_at"
+    ))?;
+    let rows = stmt.query_map([], job_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks the next pending item running and returns (idx, media_id).
+pub fn claim_next(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    now: i64,
+) -> AppResult<Option<(i64, String)>> {
+    tx.execute(
+        "UPDATE job_items SET state = 'failed', error = 'interrupted too many times', updated_at = ?3
+         WHERE job_id = ?1 AND state = 'pending' AND attempts >= ?2",
+        params![job_id, MAX_ATTEMPTS, now],
+    )?;
+    let next: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT idx, media_id FROM job_items WHERE job_id = ?1 AND state = 'pending'
+             ORDER BY idx LIMIT 1",
+            [job_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((idx, _)) = &next {
+        tx.execute(
+            "UPDATE job_items SET state = 'running', attempts = attempts + 1, updated_at = ?3
+             WHERE job_id = ?1 AND idx = ?2",
+            params![job_id, idx, now],
+        )?;
+    }
+    Ok(next)
+}
+
+pub fn finish_item(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    idx: i64,
+    outcome: &Result<String, String>,
+    now: i64,
+) -> AppResult<()> {
+    let (state, result, error) = match outcome {
+        Ok(r) => ("done", Some(r.as_str()), None),
+        Err(e) => ("failed", None, Some(e.as_str())),
+    };
+    tx.execute(
+        "UPDATE job_items SET state = ?3, result = ?4, error = ?5, updated_at = ?6
+         WHERE job_id = ?1 AND idx = ?2",
+        params![job_id, idx, state, result, error, now],
+    )?;
+    Ok(())
+}
+
+/// Marks the job done once no item is pending or running; true if it is.
+pub fn finish_if_done(tx: &Transaction<'_>, job_id: &str, now: i64) -> AppResult<bool> {
+    let open: i64 = tx.query_row(
+        "SELECT count(*) FROM job_items WHERE job_id = ?1 AND state IN ('pending', 'running')",
+        [job_id],
+        |r| r.get(0),
+    )?;
+    if open > 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE jobs SET state = 'done', finished_at = ?2 WHERE id = ?1 AND state = 'running'",
+        params![job_id, now],
+    )?;
+    Ok(true)
+}
