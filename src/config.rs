@@ -382,6 +382,10 @@ pub struct WechatPayConfig {
     pub api_v3_key: String,
     pub platform_public_key_path: String,
     pub platform_public_key_id: String,
+    /// Platform certificates (PEM), the older key mode: each is trusted for
+    /// the serial number it carries. Both modes may be configured at once
+    /// while WeChat Pay switches a merchant from certificates to a public key.
+    pub platform_cert_paths: Vec<String>,
     pub api_base: String,
     pub notify_url: String,
     /// Shown to the payer in WeChat (JSAPI `description`, 1-127 chars).
@@ -399,6 +403,7 @@ impl Default for WechatPayConfig {
             api_v3_key: String::new(),
             platform_public_key_path: String::new(),
             platform_public_key_id: String::new(),
+            platform_cert_paths: vec![],
             api_base: "https://api.mch.weixin.qq.com".into(),
             notify_url: String::new(),
             description: "余额充值".into(),
@@ -698,13 +703,16 @@ impl Config {
                 "platform_public_key_path and platform_public_key_id go together",
             ));
         }
-        if p.platform_public_key_path.is_empty() {
+        if p.platform_public_key_path.is_empty() && p.platform_cert_paths.is_empty() {
             return Err(bad(
                 "wechat_pay.platform_public_key_path",
-                "required when wechat_pay.mch_id is set (the WeChat Pay public key)",
+                "required when wechat_pay.mch_id is set (the WeChat Pay public key), \
+                 unless wechat_pay.platform_cert_paths lists platform certificates",
             ));
         }
-        if !p.platform_public_key_id.starts_with("PUB_KEY_ID_") {
+        if !p.platform_public_key_path.is_empty()
+            && !p.platform_public_key_id.starts_with("PUB_KEY_ID_")
+        {
             return Err(bad(
                 "wechat_pay.platform_public_key_id",
                 "must be the key's id as shown by WeChat Pay (PUB_KEY_ID_…)",

@@ -55,6 +55,31 @@ pub fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey, String> {
     })
 }
 
+/// A WeChat Pay platform certificate (PEM): its serial number as WeChat Pay
+/// writes it in Wechatpay-Serial (upper-case hex) and its RSA public key.
+pub fn platform_cert_from_pem(
+    pem: &str,
+) -> Result<(String, RsaPublicKey, chrono::DateTime<chrono::Utc>), String> {
+    use x509_cert::der::{DecodePem, Encode};
+    let cert = x509_cert::Certificate::from_pem(pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let tbs = &cert.tbs_certificate;
+    let bytes = tbs.serial_number.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    let serial: String = bytes[start..].iter().map(|b| format!("{b:02X}")).collect();
+    let spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| format!("unreadable public key: {e}"))?;
+    let key =
+        RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA key: {e}"))?;
+    let not_after = chrono::DateTime::<chrono::Utc>::from(tbs.validity.not_after.to_system_time());
+    Ok((serial, key, not_after))
+}
+
 /// Why a WeChat Pay signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyError {

@@ -56,6 +56,15 @@ impl Payments {
             })?;
             platform.insert(&p.platform_public_key_id, pk);
         }
+        for path in &p.platform_cert_paths {
+            let pem = read("wechat_pay.platform_cert_paths", path)?;
+            let (serial, pk, not_after) = crypto::platform_cert_from_pem(&pem)
+                .map_err(|e| anyhow!("wechat_pay.platform_cert_paths: {path}: {e}"))?;
+            if not_after < chrono::Utc::now() {
+                tracing::warn!(serial = %serial, %not_after, "WeChat Pay platform certificate has expired; download the current one");
+            }
+            platform.insert(&serial, pk);
+        }
         let api_v3 =
             ApiV3Key::new(&p.api_v3_key).map_err(|e| anyhow!("wechat_pay.api_v3_key: {e}"))?;
         Ok(Some(Payments {

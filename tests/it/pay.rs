@@ -772,3 +772,99 @@ fn config_check_reports_a_bad_key_file() {
     );
     assert!(!stderr(&out).contains(wxpay::API_V3_KEY));
 }
+
+/// A platform certificate for the fake's platform key, made by openssl.
+fn platform_cert(dir: &std::path::Path, serial_hex: &str) -> String {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = dir.join("platform_key.pem");
+    std::fs::write(
+        &key,
+        wxpay::keys()
+            .platform
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let cert = dir.join("wechatpay_cert.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Tenpay.com Root CA/O=Tenpay.com",
+        ])
+        .args(["-set_serial", &format!("0x{serial_hex}")])
+        .arg("-key")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cert.to_string_lossy().into_owned()
+}
+
+/// Certificate mode beside public-key mode (a switch in progress): a
+/// notification signed under either serial is trusted; others are not.
+#[tokio::test]
+async fn platform_certificates_are_trusted_by_their_serial_alongside_the_public_key() {
+    const CERT_SERIAL: &str = "3A7C1F0B9E8D2C4A6B5E7F9012345678ABCDEF01";
+    let fake = FakeWechatPay::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    let cert = platform_cert(certs.path(), CERT_SERIAL);
+    let app = pay_app_at(&fake, None, |c| {
+        c.wechat_pay.platform_cert_paths = vec![cert.clone()]
+    })
+    .await;
+    let (token, user) = app.login("cert").await;
+    // responses still come under the public key id
+    let first = checkout_ok(&app, &token, 600).await;
+    let second = checkout_ok(&app, &token, 1000).await;
+    let mut n = fake.notification(&fake.pay(&first), app.clock_now());
+    n.set_header("wechatpay-serial", CERT_SERIAL);
+    let (s, body) = deliver(&app, &n).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let n2 = fake.notification(&fake.pay(&second), app.clock_now());
+    let (s, body) = deliver(&app, &n2).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(db_balance(&app, &user), 1600);
+    // a serial nobody configured is refused
+    let mut n3 = fake.notification(&fake.pay(&first), app.clock_now());
+    n3.set_header(
+        "wechatpay-serial",
+        "00112233445566778899AABBCCDDEEFF00112233",
+    );
+    let (s, _) = deliver(&app, &n3).await;
+    assert!(s.is_client_error() || s.is_server_error());
+    assert_eq!(db_balance(&app, &user), 1600);
+
+    // certificates alone are a valid configuration; a broken one stops the start
+    let mut c = app.config.clone();
+    c.wechat_pay.private_key_path = wxpay::write_key_files(certs.path()).0;
+    c.wechat_pay.platform_public_key_path.clear();
+    c.wechat_pay.platform_public_key_id.clear();
+    c.validate().expect("certificate mode alone is valid");
+    assert!(mvp28::pay::Payments::from_config(&c).unwrap().is_some());
+    let bad = certs.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    c.wechat_pay.platform_cert_paths = vec![bad.to_string_lossy().into_owned()];
+    let err = mvp28::pay::Payments::from_config(&c)
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("platform_cert_paths"),
+        "{err:#}"
+    );
+}
