@@ -40,8 +40,9 @@ pub enum AdminCommand {
     Audit,
     /// Write a consistent copy of the database (safe while serving).
     Backup {
-        /// Destination file (must not exist)
-        #[arg(long, value_name = "PATH")]
+        /// Destination file (must not exist), or s3://bucket/key to upload
+        /// it with the endpoint and keys of [storage.s3]
+        #[arg(long, value_name = "PATH|s3://BUCKET/KEY")]
         to: std::path::PathBuf,
     },
     /// Change the model spend budgets live (upstream currency; 0 = none).
@@ -164,15 +165,44 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Backup { to } => {
             drop(conn);
+            let target = to.to_string_lossy().into_owned();
+            let s3 = if target.starts_with("s3://") {
+                Some(crate::backup::parse_s3_url(&target).ok_or_else(|| {
+                    anyhow::anyhow!("an s3 destination looks like s3://bucket/path/file.db")
+                })?)
+            } else {
+                None
+            };
+            // An s3:// backup is written locally first, then uploaded.
+            let local = match &s3 {
+                Some(_) => config
+                    .data_dir()
+                    .join(format!(".upload-{}", crate::backup::scheduled_name(now))),
+                None => to.clone(),
+            };
             let mut last = -1;
-            let bytes = crate::backup::backup_to(db.path(), &to, |done, total| {
+            let bytes = crate::backup::backup_to(db.path(), &local, |done, total| {
                 let pct = if total > 0 { done * 100 / total } else { 100 };
                 if pct / 10 != last / 10 {
                     eprintln!("backup: {pct}% ({done}/{total} pages)");
                     last = pct;
                 }
             })?;
-            println!("backup written to {} ({bytes} bytes)", to.display());
+            if let Some((bucket, key)) = s3 {
+                eprintln!("backup: uploading {bytes} bytes to s3://{bucket}/{key}");
+                let uploaded = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(crate::backup::upload(
+                        &config.storage.s3,
+                        &local,
+                        &bucket,
+                        &key,
+                    ));
+                let _ = std::fs::remove_file(&local);
+                uploaded?;
+            }
+            println!("backup written to {target} ({bytes} bytes)");
             return Ok(ExitCode::SUCCESS);
         }
         AdminCommand::SetBudget { daily, monthly } => {

@@ -113,3 +113,54 @@ pub fn spawn_schedule(state: crate::app::AppState) {
         }
     });
 }
+
+/// `s3://bucket/key` → (bucket, key).
+pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty() && !key.ends_with('/'))
+        .then(|| (bucket.to_string(), key.to_string()))
+}
+
+/// Uploads a finished backup file through object_store to `bucket/key`,
+/// using the endpoint, region and keys of `[storage.s3]` (streamed in parts,
+/// never read whole into memory). Returns the bytes sent.
+pub async fn upload(
+    s3: &crate::config::S3Config,
+    file: &Path,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
+    use object_store::aws::AmazonS3Builder;
+    use tokio::io::AsyncWriteExt;
+    if s3.endpoint.is_empty() || s3.access_key_id.is_empty() || s3.secret_access_key.is_empty() {
+        bail!(
+            "an s3:// destination needs storage.s3.endpoint, access_key_id and secret_access_key"
+        );
+    }
+    let endpoint = s3.endpoint.trim_end_matches('/');
+    let store = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_region(if s3.region.is_empty() {
+            "us-east-1"
+        } else {
+            &s3.region
+        })
+        .with_bucket_name(bucket)
+        .with_access_key_id(&s3.access_key_id)
+        .with_secret_access_key(&s3.secret_access_key)
+        .with_virtual_hosted_style_request(false)
+        .with_allow_http(endpoint.starts_with("http://"))
+        .build()
+        .context("configuring the S3 destination")?;
+    let mut writer = object_store::buffered::BufWriter::new(
+        std::sync::Arc::new(store),
+        object_store::path::Path::from(key),
+    );
+    let mut src = tokio::fs::File::open(file).await?;
+    let sent = tokio::io::copy(&mut src, &mut writer)
+        .await
+        .context("uploading the backup")?;
+    writer.shutdown().await.context("finishing the upload")?;
+    Ok(sent)
+}

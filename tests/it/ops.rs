@@ -350,3 +350,76 @@ async fn online_backup_is_consistent_and_restorable() {
     );
     assert!(stdout(&show).contains("700 fen"), "{}", stdout(&show));
 }
+
+// multi-thread: the CLI blocks this test's thread while the in-process S3
+// server must keep answering
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_uploads_to_s3() {
+    let s3 = crate::fakes::s3::FakeS3::start().await;
+    let app = TestApp::spawn().await;
+    let (_, uid) = app.login("s3backup").await;
+    assert!(app
+        .cli(&["admin", "grant", "--user", &uid, "--fen", "250"])
+        .status
+        .success());
+    let cfg = s3.config();
+    let url = format!("s3://{}/backups/nightly.db", cfg.bucket);
+    let out = run_cli(
+        app.dir.path(),
+        &["admin", "backup", "--to", &url],
+        &[
+            ("MVP28_DATABASE__PATH", app.config.database.path.as_str()),
+            ("MVP28_STORAGE__S3__ENDPOINT", cfg.endpoint.as_str()),
+            ("MVP28_STORAGE__S3__REGION", cfg.region.as_str()),
+            (
+                "MVP28_STORAGE__S3__ACCESS_KEY_ID",
+                cfg.access_key_id.as_str(),
+            ),
+            (
+                "MVP28_STORAGE__S3__SECRET_ACCESS_KEY",
+                cfg.secret_access_key.as_str(),
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("uploading"), "{}", stderr(&out));
+    // the object on the (signature-checking) S3 server is the database
+    let uploaded = s3.file_of("backups/nightly.db");
+    let copy = rusqlite::Connection::open(&uploaded).unwrap();
+    let balance: i64 = copy
+        .query_row(
+            "SELECT balance_fen FROM user_quotas WHERE user_id = ?1",
+            [&uid],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(balance, 250);
+    // nothing is left behind locally
+    let leftovers = std::fs::read_dir(app.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload-"))
+        .count();
+    assert_eq!(leftovers, 0);
+    // wrong keys fail loudly
+    let bad = run_cli(
+        app.dir.path(),
+        &[
+            "admin",
+            "backup",
+            "--to",
+            &format!("s3://{}/backups/bad.db", cfg.bucket),
+        ],
+        &[
+            ("MVP28_DATABASE__PATH", app.config.database.path.as_str()),
+            ("MVP28_STORAGE__S3__ENDPOINT", cfg.endpoint.as_str()),
+            ("MVP28_STORAGE__S3__REGION", cfg.region.as_str()),
+            (
+                "MVP28_STORAGE__S3__ACCESS_KEY_ID",
+                cfg.access_key_id.as_str(),
+            ),
+            ("MVP28_STORAGE__S3__SECRET_ACCESS_KEY", "wrong-secret"),
+        ],
+    );
+    assert!(!bad.status.success());
+}
