@@ -189,19 +189,46 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
     }
     let op = crate::ids::new_id("vop", to_ms(state.now()));
     let hold = reserve(state, &user.id, &op, v.cost_messages).await?;
+    let started = std::time::Instant::now();
+    let stt_provider = if v.stt_provider == "assemblyai" {
+        "assemblyai"
+    } else {
+        "voice"
+    };
     let text = match stt(state, v, &m).await {
         Ok(t) => t,
         Err(e) => {
+            let call = voice_call(
+                state,
+                &user.id,
+                &op,
+                stt_provider,
+                &v.stt_model,
+                started,
+                outcome_of(&e),
+            );
+            record_failed_call(state, call).await;
             release(state, hold).await;
             return Err(e);
         }
     };
+    let call = voice_call(
+        state,
+        &user.id,
+        &op,
+        stt_provider,
+        &v.stt_model,
+        started,
+        "ok",
+    );
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let (uid, today, now) = (user.id.clone(), state.today(), to_ms(state.now()));
     let (mid, t) = (m.id.clone(), text.clone());
     let q = state
         .db()
         .write(move |tx| {
             media_repo::set_transcript(tx, &mid, &t)?;
+            record_in(tx, &periods, &call)?;
             let charged = settle(tx, &hold, now)?;
             quota_json(tx, &uid, &today, charged)
         })
@@ -295,17 +322,38 @@ pub async fn speech(
         "voice": voice,
         "response_format": "mp3",
     }));
+    let started = std::time::Instant::now();
     let audio = match send(v, req, "speech synthesis").await {
         Ok(a) if !a.is_empty() && a.len() as u64 <= state.config().storage.max_upload_bytes => a,
-        Ok(_) => {
-            release(state, hold).await;
-            return Err(upstream("speech synthesis returned no (or too much) audio"));
-        }
-        Err(e) => {
+        other => {
+            let e = match other {
+                Err(e) => e,
+                Ok(_) => upstream("speech synthesis returned no (or too much) audio"),
+            };
+            let call = voice_call(
+                state,
+                &user.id,
+                &media_id,
+                "voice",
+                &v.tts_model,
+                started,
+                outcome_of(&e),
+            );
+            record_failed_call(state, call).await;
             release(state, hold).await;
             return Err(e);
         }
     };
+    let call = voice_call(
+        state,
+        &user.id,
+        &media_id,
+        "voice",
+        &v.tts_model,
+        started,
+        "ok",
+    );
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let content_type = "audio/mpeg";
     let key = crate::storage::service::object_key(&user.id, &media_id, content_type, now);
     if let Err(e) = state.storage().put(&key, audio.clone()).await {
@@ -330,6 +378,7 @@ pub async fn speech(
                 "tts",
                 ms,
             )?;
+            record_in(tx, &periods, &call)?;
             let charged = settle(tx, &hold, ms)?;
             let q = quota_json(tx, &uid, &today, charged)?;
             let m = media_repo::find_for_user(tx, &uid, &mid)?
@@ -401,5 +450,71 @@ async fn assemblyai(v: &VoiceConfig, bytes: Bytes) -> AppResult<String> {
             .get(format!("{base}/v2/transcript/{id}"))
             .header("authorization", key);
         t = json_of(send(v, poll, "transcription").await?)?;
+    }
+}
+
+/// Voice upstream calls are accounted like model calls (llm_calls, metrics);
+/// audio has no token counts, so they carry latency and outcome, and cost
+/// only what `[[llm.prices]]` says for zero tokens (nothing).
+fn voice_call(
+    state: &AppState,
+    user_id: &str,
+    op_id: &str,
+    provider: &str,
+    model: &str,
+    started: std::time::Instant,
+    outcome: &'static str,
+) -> crate::db::usage::CallRecord {
+    let m = state.metrics();
+    m.inc(
+        "llm_calls_total",
+        crate::metrics::labels(&[("provider", provider), ("outcome", outcome)]),
+        1,
+    );
+    m.observe(
+        "llm_call_duration_seconds",
+        crate::metrics::labels(&[("provider", provider)]),
+        started.elapsed(),
+    );
+    crate::db::usage::CallRecord {
+        user_id: Some(user_id.to_string()),
+        message_id: Some(op_id.to_string()),
+        model: model.to_string(),
+        provider: provider.to_string(),
+        provider_model: model.to_string(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        estimated: false,
+        latency_ms: started.elapsed().as_millis() as i64,
+        outcome,
+        cost_nanos: 0,
+        created_at: to_ms(state.now()),
+    }
+}
+
+fn outcome_of(e: &AppError) -> &'static str {
+    if e.status == axum::http::StatusCode::GATEWAY_TIMEOUT {
+        "timeout"
+    } else {
+        "error"
+    }
+}
+
+fn record_in(
+    tx: &rusqlite::Transaction<'_>,
+    periods: &(String, String),
+    call: &crate::db::usage::CallRecord,
+) -> AppResult<()> {
+    crate::db::usage::record_call(tx, call, &periods.0, &periods.1)
+}
+
+async fn record_failed_call(state: &AppState, call: crate::db::usage::CallRecord) {
+    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    if let Err(e) = state
+        .db()
+        .write(move |tx| record_in(tx, &periods, &call))
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a failed voice call");
     }
 }

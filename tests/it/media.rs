@@ -555,6 +555,32 @@ async fn transcription_refusals_and_refund_on_upstream_failure() {
     assert_eq!(fake.transcriptions().len(), 1);
     assert_eq!(me(&app, &alice).await["free_used_today"], 0, "refunded");
     assert_eq!(texts(&app, &audio).await.transcript, None);
+
+    // voice calls are accounted like model calls, failed ones included
+    fake.fail_with(None);
+    let (s, _) = app
+        .post(
+            "/api/voice/transcribe",
+            Some(&alice),
+            json!({"media_id": audio}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let calls: Vec<(String, String)> = conn
+        .prepare("SELECT provider, outcome FROM llm_calls ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        calls,
+        vec![
+            ("voice".to_string(), "error".to_string()),
+            ("voice".to_string(), "ok".to_string())
+        ]
+    );
 }
 
 #[tokio::test]
