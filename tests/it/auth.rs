@@ -109,10 +109,7 @@ async fn wechat_errcodes_map_to_statuses() {
 
 #[tokio::test]
 async fn unreachable_wechat_is_502() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let app = TestApp::builder()
         .config(|c| {
             c.wechat.app_id = APP_ID.into();

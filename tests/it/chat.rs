@@ -534,10 +534,7 @@ async fn reservations_left_by_a_crash_are_released_at_start() {
     let fake = FakeOpenAi::start().await;
     fake.set(Behavior::Slow(Duration::from_secs(30)));
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let config = format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\n[auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
          [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"{API_KEY}\"\n\

@@ -200,6 +200,14 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_cod
     err.clone()
 }
 
+/// A port free right now on 127.0.0.1, for a server started as a child.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mvp28"))
 }

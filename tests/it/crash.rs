@@ -147,10 +147,7 @@ async fn sigkill_loop_loses_nothing_acknowledged() {
     let wx = FakeWechatPay::start().await;
     let dir = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     std::fs::write(
         dir.path().join("config.toml"),
         config_toml(port, &wx, &ai, keys.path()),

@@ -185,11 +185,7 @@ async fn logs_never_contain_secrets_tokens_or_openids() {
     let wx = FakeWechat::start().await;
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let metrics_token = "metrics-token-SHOULD-NOT-LEAK";
     for format in ["text", "json"] {
         std::fs::write(

@@ -579,11 +579,7 @@ async fn sigterm_with_an_open_stream_exits_after_the_grace_period() {
     let fake = FakeOpenAi::start().await;
     fake.set(Behavior::Gated);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     std::fs::write(
         dir.path().join("config.toml"),
         format!(

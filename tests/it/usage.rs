@@ -290,11 +290,7 @@ async fn budget_rolls_over_with_the_period() {
 async fn soft_threshold_warns_hard_stop_and_live_raise_through_the_binary() {
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // 12_000 nanos: warn past 9_600 (after 2 calls), stop past 12_000 (after 3)
     std::fs::write(
         dir.path().join("config.toml"),
