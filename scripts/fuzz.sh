@@ -16,6 +16,8 @@
 #   POST /api/pay/wechat/webhook, /api/pay/*  payments are off in this server
 #       (every answer is the fixed 503 payments_disabled), and the webhook only
 #       accepts bodies signed by WeChat Pay; both are covered by tests/it/pay.rs.
+#   POST /api/voice/*         voice is off in this server (no voice.api_key):
+#       every answer is the fixed 503 voice_disabled; covered by tests/it/media.rs.
 #   GET /api/chat/ws          a WebSocket upgrade; schemathesis speaks plain HTTP.
 #   PUT /api/upload/local/{token}  needs a token from a presign (random ones are
 #       refused before the body is read); covered by tests/it/uploads.rs.
@@ -84,7 +86,7 @@ set +e
     --header "Authorization: Bearer $TOKEN" \
     --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
     --workers 2 --request-timeout 20 --no-color "${seed[@]}" \
-    --exclude-path-regex '^/api/pay/' \
+    --exclude-path-regex '^/api/(pay|voice)/' \
     --exclude-path /api/chat/ws \
     --exclude-path '/api/upload/local/{token}' \
     --exclude-operation-id delete_me \
