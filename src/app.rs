@@ -259,6 +259,8 @@ pub fn router(state: AppState) -> Router {
                         path = %req.uri().path(), user_id = tracing::field::Empty)
                 })
                 .on_request(())
+                // 5xx answers are logged once, by the error type, with their cause
+                .on_failure(())
                 .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
                     tracing::info!(
                         status = res.status().as_u16(),
