@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::quota as quota_repo;
-use crate::db::usage::{self as usage_repo, CallRecord};
+use crate::db::usage::CallRecord;
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, StreamEvent};
@@ -249,7 +249,7 @@ async fn generate(
         Ok(o) => o,
         Err(e) => {
             let finished = Finished::failed(&e);
-            count_calls(state, &calls);
+            crate::usage::count(state.metrics(), &calls);
             if let Err(db) = end_without_reply(state, &turn, String::new(), calls).await {
                 tracing::error!(error = %db, "could not release a failed turn");
             }
@@ -305,7 +305,7 @@ async fn generate(
         ),
         created_at: to_ms(state.now()),
     });
-    count_calls(state, &calls);
+    crate::usage::count(state.metrics(), &calls);
     if let Some(e) = failure {
         // Output was already sent: no failover. The partial text is kept,
         // marked failed, and nothing is charged.
@@ -321,58 +321,6 @@ async fn generate(
         Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
         Err(e) => gen.finish(Finished::failed(&e)),
     }
-}
-
-/// Upstream call figures for /metrics.
-fn count_calls(state: &AppState, calls: &[CallRecord]) {
-    use crate::metrics::labels;
-    let m = state.metrics();
-    for c in calls {
-        m.inc(
-            "llm_calls_total",
-            labels(&[("provider", &c.provider), ("outcome", c.outcome)]),
-            1,
-        );
-        m.observe(
-            "llm_call_duration_seconds",
-            labels(&[("provider", &c.provider)]),
-            std::time::Duration::from_millis(c.latency_ms as u64),
-        );
-        for (kind, n) in [
-            ("prompt", c.prompt_tokens),
-            ("completion", c.completion_tokens),
-        ] {
-            if n > 0 {
-                m.inc(
-                    "llm_tokens_total",
-                    labels(&[
-                        ("provider", &c.provider),
-                        ("model", &c.model),
-                        ("kind", kind),
-                    ]),
-                    n as u64,
-                );
-            }
-        }
-        if c.cost_nanos > 0 {
-            m.inc(
-                "llm_spend_nanos_total",
-                labels(&[("model", &c.model)]),
-                c.cost_nanos as u64,
-            );
-        }
-    }
-}
-
-fn record_calls(
-    tx: &rusqlite::Transaction<'_>,
-    state_periods: &(String, String),
-    calls: &[CallRecord],
-) -> AppResult<()> {
-    for c in calls {
-        usage_repo::record_call(tx, c, &state_periods.0, &state_periods.1)?;
-    }
-    Ok(())
 }
 
 /// Stores the reply and turns the hold into a charge, in one transaction.
@@ -394,7 +342,7 @@ async fn settle(
         .db()
         .write(move |tx| {
             let message = repo::complete_reply(tx, &reply_id, &session_id, &text, usage, now)?;
-            record_calls(tx, &periods, &calls)?;
+            crate::usage::record(tx, &periods, &calls)?;
             let charged = quota_repo::settle(tx, &reply_id, now)?;
             let q = quota::view(tx, &uid, &today)?;
             Ok(ChatOutcome {
@@ -426,7 +374,7 @@ async fn end_without_reply(
         .db()
         .write(move |tx| {
             quota_repo::release(tx, &reply_id, now)?;
-            record_calls(tx, &periods, &calls)?;
+            crate::usage::record(tx, &periods, &calls)?;
             if partial.is_empty() {
                 repo::discard_turn(tx, &user_msg_id, &reply_id)
             } else {

@@ -19,7 +19,7 @@ use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
-use crate::db::usage::{self as usage_repo, CallRecord};
+use crate::db::usage::CallRecord;
 use crate::error::{AppError, AppResult};
 use crate::llm::{ChatMessage, StreamEvent};
 
@@ -282,10 +282,9 @@ async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String
     }
     // Budgets bound background spend too; the user is not charged.
     let periods = crate::usage::periods(state.now(), state.config().quota.offset());
-    let p = periods.clone();
     state
         .db()
-        .run(move |c| crate::usage::check_in(c, &p))
+        .run(move |c| crate::usage::check_in(c, &periods))
         .await
         .map_err(|e| e.message)?;
     let image = crate::media::load_image(state, m)
@@ -350,13 +349,7 @@ async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String
         ),
         created_at: to_ms(state.now()),
     };
-    if let Err(e) = state
-        .db()
-        .write(move |tx| usage_repo::record_call(tx, &call, &periods.0, &periods.1))
-        .await
-    {
-        tracing::warn!(error = %e, "could not record a describe call");
-    }
+    crate::usage::record_alone(state, vec![call]).await;
     if !ok || text.trim().is_empty() {
         return Err("the model failed to describe the image".into());
     }

@@ -59,6 +59,73 @@ pub fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
 }
 
+/// Records upstream calls inside the caller's write transaction, adding
+/// their cost to the period's spend.
+pub fn record(
+    tx: &rusqlite::Transaction<'_>,
+    periods: &(String, String),
+    calls: &[repo::CallRecord],
+) -> AppResult<()> {
+    for c in calls {
+        repo::record_call(tx, c, &periods.0, &periods.1)?;
+    }
+    Ok(())
+}
+
+/// Counts upstream calls in /metrics.
+pub fn count(metrics: &crate::metrics::Metrics, calls: &[repo::CallRecord]) {
+    use crate::metrics::labels;
+    for c in calls {
+        metrics.inc(
+            "llm_calls_total",
+            labels(&[("provider", &c.provider), ("outcome", c.outcome)]),
+            1,
+        );
+        metrics.observe(
+            "llm_call_duration_seconds",
+            labels(&[("provider", &c.provider)]),
+            std::time::Duration::from_millis(c.latency_ms as u64),
+        );
+        for (kind, n) in [
+            ("prompt", c.prompt_tokens),
+            ("completion", c.completion_tokens),
+        ] {
+            if n > 0 {
+                metrics.inc(
+                    "llm_tokens_total",
+                    labels(&[
+                        ("provider", &c.provider),
+                        ("model", &c.model),
+                        ("kind", kind),
+                    ]),
+                    n as u64,
+                );
+            }
+        }
+        if c.cost_nanos > 0 {
+            metrics.inc(
+                "llm_spend_nanos_total",
+                labels(&[("model", &c.model)]),
+                c.cost_nanos as u64,
+            );
+        }
+    }
+}
+
+/// Counts and records calls that no other write carries (a failed call, a
+/// batch item); a failure to record is logged, not returned.
+pub async fn record_alone(state: &AppState, calls: Vec<repo::CallRecord>) {
+    count(state.metrics(), &calls);
+    let periods = periods(state.now(), state.config().quota.offset());
+    if let Err(e) = state
+        .db()
+        .write(move |tx| record(tx, &periods, &calls))
+        .await
+    {
+        tracing::warn!(error = %e, "could not record upstream calls");
+    }
+}
+
 /// Budget periods in local time: ("2026-11-25", "2026-11").
 pub fn periods(now: DateTime<Utc>, offset: FixedOffset) -> (String, String) {
     let local = now.with_timezone(&offset);

@@ -207,7 +207,7 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
                 started,
                 outcome_of(&e),
             );
-            record_failed_call(state, call).await;
+            crate::usage::record_alone(state, vec![call]).await;
             release(state, hold).await;
             return Err(e);
         }
@@ -221,6 +221,7 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
         started,
         "ok",
     );
+    crate::usage::count(state.metrics(), std::slice::from_ref(&call));
     let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let (uid, today, now) = (user.id.clone(), state.today(), to_ms(state.now()));
     let (mid, t) = (m.id.clone(), text.clone());
@@ -228,7 +229,7 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
         .db()
         .write(move |tx| {
             media_repo::set_transcript(tx, &mid, &t)?;
-            record_in(tx, &periods, &call)?;
+            crate::usage::record(tx, &periods, std::slice::from_ref(&call))?;
             let charged = settle(tx, &hold, now)?;
             quota_json(tx, &uid, &today, charged)
         })
@@ -339,7 +340,7 @@ pub async fn speech(
                 started,
                 outcome_of(&e),
             );
-            record_failed_call(state, call).await;
+            crate::usage::record_alone(state, vec![call]).await;
             release(state, hold).await;
             return Err(e);
         }
@@ -353,6 +354,7 @@ pub async fn speech(
         started,
         "ok",
     );
+    crate::usage::count(state.metrics(), std::slice::from_ref(&call));
     let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let content_type = "audio/mpeg";
     let key = crate::storage::service::object_key(&user.id, &media_id, content_type, now);
@@ -378,7 +380,7 @@ pub async fn speech(
                 "tts",
                 ms,
             )?;
-            record_in(tx, &periods, &call)?;
+            crate::usage::record(tx, &periods, std::slice::from_ref(&call))?;
             let charged = settle(tx, &hold, ms)?;
             let q = quota_json(tx, &uid, &today, charged)?;
             let m = media_repo::find_for_user(tx, &uid, &mid)?
@@ -465,17 +467,6 @@ fn voice_call(
     started: std::time::Instant,
     outcome: &'static str,
 ) -> crate::db::usage::CallRecord {
-    let m = state.metrics();
-    m.inc(
-        "llm_calls_total",
-        crate::metrics::labels(&[("provider", provider), ("outcome", outcome)]),
-        1,
-    );
-    m.observe(
-        "llm_call_duration_seconds",
-        crate::metrics::labels(&[("provider", provider)]),
-        started.elapsed(),
-    );
     crate::db::usage::CallRecord {
         user_id: Some(user_id.to_string()),
         message_id: Some(op_id.to_string()),
@@ -497,24 +488,5 @@ fn outcome_of(e: &AppError) -> &'static str {
         "timeout"
     } else {
         "error"
-    }
-}
-
-fn record_in(
-    tx: &rusqlite::Transaction<'_>,
-    periods: &(String, String),
-    call: &crate::db::usage::CallRecord,
-) -> AppResult<()> {
-    crate::db::usage::record_call(tx, call, &periods.0, &periods.1)
-}
-
-async fn record_failed_call(state: &AppState, call: crate::db::usage::CallRecord) {
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
-    if let Err(e) = state
-        .db()
-        .write(move |tx| record_in(tx, &periods, &call))
-        .await
-    {
-        tracing::warn!(error = %e, "could not record a failed voice call");
     }
 }
