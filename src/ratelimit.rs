@@ -103,7 +103,7 @@ fn limited(wait: Duration) -> Response {
 }
 
 /// Middleware for `/api/*` except health and the payment webhook.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limits = state.limits();
     let peer = req
         .extensions()
@@ -125,7 +125,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     // The narrower bucket goes first so a request it refuses does not use up
     // the shared per-IP allowance.
-    let user = bearer_user(&state, &req);
+    let user = bearer_user(&state, &mut req);
     let narrow = match (&bucket, &user) {
         (Bucket::Login, _) => check(&limits.login_per_ip, &ip),
         (Bucket::Location, Some(u)) => check(&limits.location_per_user, u),
@@ -140,7 +140,16 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// The user of a validly signed bearer token; the auth extractor does the
 /// full check (deleted users etc.) later.
-fn bearer_user(state: &AppState, req: &Request) -> Option<String> {
+fn bearer_user(state: &AppState, req: &mut Request) -> Option<String> {
+    if let Some(token) = crate::auth::bearer_token(req.headers(), None) {
+        let user = state.jwt().verify(token, state.now()).ok()?;
+        // The auth extractor takes it from here instead of verifying again.
+        req.extensions_mut()
+            .insert(crate::auth::VerifiedHeaderToken(user.clone()));
+        return Some(user);
+    }
+    // ?token= (WebSocket clients) counts for limits only; the extractors
+    // decide for themselves whether they accept it.
     let token = crate::auth::bearer_token(req.headers(), req.uri().query())?;
     state.jwt().verify(token, state.now()).ok()
 }

@@ -27,6 +27,12 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Optio
         .filter(|t| !t.is_empty())
 }
 
+/// The user id of a request whose `Authorization` header token was verified
+/// earlier in the same request (by the rate limiter), so the signature is
+/// checked once.
+#[derive(Clone, Debug)]
+pub struct VerifiedHeaderToken(pub String);
+
 /// A request from a live user holding a valid token.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
@@ -41,6 +47,11 @@ impl AuthUser {
             .jwt()
             .verify(token, state.now())
             .map_err(AppError::unauthorized)?;
+        Self::load(state, user_id).await
+    }
+
+    /// The live user behind an already verified token.
+    async fn load(state: &AppState, user_id: String) -> Result<AuthUser, AppError> {
         let user = match state.known_user(&user_id) {
             Some(created_at) => db::users::UserRow {
                 id: user_id,
@@ -71,6 +82,11 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The rate limiter already verified this request's header token.
+        if let Some(VerifiedHeaderToken(user_id)) = parts.extensions.remove::<VerifiedHeaderToken>()
+        {
+            return AuthUser::load(state, user_id).await;
+        }
         AuthUser::from_token(state, bearer_token(&parts.headers, None)).await
     }
 }
