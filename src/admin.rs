@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::billing::{self, budget, ledger, At};
 use crate::clock::{rfc3339, to_ms};
 use crate::config::Config;
-use crate::db::{self, quota as repo};
+use crate::db::{self, billing as repo};
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -96,15 +97,19 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     let now_ms = to_ms(now);
     let db = crate::server::open_db(config, now_ms)?;
-    let mut conn = db.conn()?;
+    let conn = db.conn()?;
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
+    let set = |key: &'static str, value: i64| {
+        db.write_blocking(move |tx| repo::set_setting(tx, key, value, now_ms))
+            .map_err(err)
+    };
     match cmd {
         AdminCommand::SetPrice { fen } => {
-            repo::set_setting(&conn, repo::PRICE_FEN, fen, now_ms).map_err(err)?;
+            set(repo::PRICE_FEN, fen)?;
             println!("price_fen = {fen} (live)");
         }
         AdminCommand::SetFreeQuota { n } => {
-            repo::set_setting(&conn, repo::FREE_DAILY, n, now_ms).map_err(err)?;
+            set(repo::FREE_DAILY, n)?;
             println!("free_daily = {n} (live)");
         }
         AdminCommand::Grant { user, fen, reason } => {
@@ -114,13 +119,15 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             if reason.trim().is_empty() {
                 anyhow::bail!("--reason must not be empty");
             }
-            let result = db::write_tx(&mut conn, |tx| {
-                if !db::users::exists(tx, &user)? {
-                    return Ok(None);
-                }
-                repo::grant(tx, &user, fen, &reason, now_ms).map(Some)
-            })
-            .map_err(err)?;
+            let (uid, why) = (user.clone(), reason.clone());
+            let result = db
+                .write_blocking(move |tx| {
+                    if !db::users::exists(tx, &uid)? {
+                        return Ok(None);
+                    }
+                    ledger::grant(tx, &uid, fen, &why, now_ms).map(Some)
+                })
+                .map_err(err)?;
             match result {
                 None => anyhow::bail!("no user {user}"),
                 Some(Err(i)) => anyhow::bail!(
@@ -137,8 +144,8 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             if !db::users::exists(&conn, &user).map_err(err)? {
                 anyhow::bail!("no user {user}");
             }
-            let today = crate::quota::local_day(now, config.quota.offset());
-            let q = crate::quota::view(&conn, &user, &today).map_err(err)?;
+            let today = At::new(now, config.quota.offset()).day;
+            let q = billing::quota::view(&conn, &user, &today).map_err(err)?;
             let state = repo::quota_state(&conn, &user, &today).map_err(err)?;
             println!("user {user}");
             println!(
@@ -151,7 +158,7 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             );
             println!("  price        {} fen", q.price_fen);
             println!("  last ledger rows:");
-            for r in repo::ledger_tail(&conn, &user, 10).map_err(err)? {
+            for r in ledger::ledger_tail(&conn, &user, 10).map_err(err)? {
                 println!(
                     "    #{:<6} {}  {:>+8}  -> {:>8}  {:<6} {}",
                     r.id,
@@ -210,25 +217,25 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("give --daily and/or --monthly");
             }
             for (key, value) in [
-                (crate::usage::DAILY_BUDGET, daily),
-                (crate::usage::MONTHLY_BUDGET, monthly),
+                (budget::DAILY_BUDGET, daily),
+                (budget::MONTHLY_BUDGET, monthly),
             ] {
                 let Some(v) = value else { continue };
                 if !v.is_finite() || v < 0.0 {
                     anyhow::bail!("budgets are amounts >= 0 (0 = no budget)");
                 }
-                repo::set_setting(&conn, key, crate::usage::to_nanos(v), now_ms).map_err(err)?;
+                set(key, budget::to_nanos(v))?;
                 println!(
                     "{key} = {} (live)",
-                    crate::usage::format_units(crate::usage::to_nanos(v))
+                    budget::format_units(budget::to_nanos(v))
                 );
             }
         }
         AdminCommand::Usage { days, by, json } => {
-            crate::usage::report::print(&conn, config, now, days, by, json).map_err(err)?;
+            billing::report::print(&conn, config, now, days, by, json).map_err(err)?;
         }
         AdminCommand::Audit => {
-            let (checked, mismatches) = repo::audit(&conn).map_err(err)?;
+            let (checked, mismatches) = ledger::audit(&conn).map_err(err)?;
             if mismatches.is_empty() {
                 println!("audit ok: {checked} balances equal their ledger sums");
             } else {

@@ -44,7 +44,7 @@ struct Inner {
     storage: Storage,
     offset: FixedOffset,
     live: Arc<Live>,
-    usage_guard: crate::usage::Guard,
+    budget_guard: crate::billing::budget::Guard,
     metrics: crate::metrics::Metrics,
     /// Live users seen with a valid token (id -> created_at), so most
     /// requests skip the account lookup. Accounts are only ever deleted
@@ -72,7 +72,7 @@ impl AppState {
                 limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
                 offset: config.quota.offset(),
                 live: Arc::new(Live::default()),
-                usage_guard: Default::default(),
+                budget_guard: Default::default(),
                 metrics: Default::default(),
                 known_users: Default::default(),
                 payments: std::sync::OnceLock::new(),
@@ -130,8 +130,8 @@ impl AppState {
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics
     }
-    pub fn usage_guard(&self) -> &crate::usage::Guard {
-        &self.inner.usage_guard
+    pub fn budget_guard(&self) -> &crate::billing::budget::Guard {
+        &self.inner.budget_guard
     }
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {
@@ -155,9 +155,9 @@ impl AppState {
     pub fn set_payments(&self, p: crate::pay::Payments) {
         let _ = self.inner.payments.set(p);
     }
-    /// Today's date in the quota timezone.
-    pub fn today(&self) -> String {
-        crate::quota::local_day(self.now(), self.inner.offset)
+    /// Now, as the money rule reads it (local day and month).
+    pub fn at(&self) -> crate::billing::At {
+        crate::billing::At::new(self.now(), self.inner.offset)
     }
 }
 

@@ -213,9 +213,17 @@ fn authorize(state: &AppState, req: &Request) -> Result<(), AppError> {
 async fn gauges(
     state: &AppState,
 ) -> Result<Vec<(&'static str, &'static str, String, f64)>, AppError> {
-    let payments = state.db().run(crate::db::quota::payments_by_status).await?;
-    let standing = crate::usage::standing(state).await?;
-    let (charges, topups) = state.db().run(crate::db::quota::income_totals).await?;
+    let at = state.at();
+    let (payments, standing, (charges, topups)) = state
+        .db()
+        .run(move |c| {
+            Ok((
+                crate::db::payments::payments_by_status(c)?,
+                crate::billing::budget::standing(c, &at)?,
+                crate::db::billing::income_totals(c)?,
+            ))
+        })
+        .await?;
     let mut g = vec![];
     for (status, n) in payments {
         g.push((

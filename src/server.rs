@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::{self, AppState};
+use crate::billing::budget;
 use crate::clock::{to_ms, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -52,19 +53,25 @@ impl Server {
 /// Opens the database (migrating it) and seeds live settings from config.
 pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
     let db = Db::open(Path::new(&config.database.path), config.database.pool_size)?;
-    let conn = db.conn()?;
-    let seed = || -> crate::error::AppResult<()> {
-        db::quota::seed_settings(&conn, config.quota.free_daily, config.quota.price_fen, now)?;
-        let budgets = [
-            (crate::usage::DAILY_BUDGET, config.llm.daily_budget),
-            (crate::usage::MONTHLY_BUDGET, config.llm.monthly_budget),
-        ];
-        for (key, units) in budgets {
-            db::quota::seed_setting(&conn, key, crate::usage::to_nanos(units), now)?;
+    let seeds = [
+        (db::billing::FREE_DAILY, config.quota.free_daily),
+        (db::billing::PRICE_FEN, config.quota.price_fen),
+        (
+            budget::DAILY_BUDGET,
+            budget::to_nanos(config.llm.daily_budget),
+        ),
+        (
+            budget::MONTHLY_BUDGET,
+            budget::to_nanos(config.llm.monthly_budget),
+        ),
+    ];
+    db.write_blocking(move |tx| {
+        for (key, value) in seeds {
+            db::billing::seed_setting(tx, key, value, now)?;
         }
         Ok(())
-    };
-    seed().map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
+    })
+    .map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
     Ok(db)
 }
 
@@ -143,15 +150,9 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
             "WeChat Pay is disabled (wechat_pay.mch_id is empty): /api/pay/* answers 503"
         );
     }
-    let recovered = {
-        let db = state.db().clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn()?;
-            crate::chat::service::recover_orphans(&mut conn, now)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        })
-        .await??
-    };
+    let recovered = crate::chat::service::recover_orphans(state.db(), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("releasing holds left by a crash: {e}"))?;
     if recovered > 0 {
         tracing::warn!(
             count = recovered,

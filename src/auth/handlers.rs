@@ -9,11 +9,11 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::AuthUser;
 use crate::app::AppState;
+use crate::billing::quota::{self, QuotaView};
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::openapi::ErrorBody;
-use crate::quota::{self, QuotaView};
 
 #[derive(OpenApi)]
 #[openapi(paths(login, refresh, me, delete_me))]
@@ -111,12 +111,9 @@ async fn refresh(State(state): State<AppState>, user: AuthUser) -> Json<TokenRes
 #[utoipa::path(get, path = "/api/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "The caller and their quota", body = MeResponse)))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<MeResponse>> {
-    let today = state.today();
+    let day = state.at().day;
     let uid = user.id.clone();
-    let q = state
-        .db()
-        .run(move |c| quota::view(c, &uid, &today))
-        .await?;
+    let q = state.db().run(move |c| quota::view(c, &uid, &day)).await?;
     Ok(Json(MeResponse {
         user: UserView::of(&user.id, user.created_at),
         quota: q,

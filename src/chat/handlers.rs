@@ -7,9 +7,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use super::service::{self, message_json, ChatInput, ReplyQuota};
+use super::service::{self, message_json, ChatInput};
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::billing::ReplyQuota;
 use crate::clock::rfc3339;
 use crate::db::chat as repo;
 use crate::error::{ApiJson, AppError, AppResult};

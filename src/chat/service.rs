@@ -4,19 +4,20 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::live::{Event, Finished, Generation};
 use crate::app::AppState;
-use crate::clock::{rfc3339, to_ms};
+use crate::billing::calls::{self, CallRecord, Estimate, Subject};
+use crate::billing::types::CallOutcome;
+use crate::billing::{self, budget, Hold, ReplyQuota};
+use crate::clock::rfc3339;
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
-use crate::db::quota as quota_repo;
-use crate::db::usage::CallRecord;
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::ids::new_id;
-use crate::llm::{ChatMessage, Route, StreamEvent};
-use crate::quota;
+use crate::llm::{ChatMessage, Route, TokenUsage};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,13 +34,6 @@ pub struct ChatInput {
     /// Ids of the caller's committed media (docs/media.md).
     #[serde(default)]
     pub attachments: Vec<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ReplyQuota {
-    pub free_remaining: i64,
-    pub balance_fen: i64,
-    pub charged_fen: i64,
 }
 
 pub struct ChatOutcome {
@@ -219,93 +213,40 @@ async fn generate(
         images: prepared.images,
     });
 
-    let prompt_estimate = messages
-        .iter()
-        .map(|m| crate::usage::estimate_tokens(&m.content))
-        .sum::<i64>();
+    let mut usage = Estimate::for_prompt(&messages);
+    let subject = Subject {
+        user_id: user_id.to_string(),
+        reference: turn.reply_id.clone(),
+        model: route.model().to_string(),
+    };
     let clock = state.clone();
     let mut attempts = vec![];
     let opened = route
         .open(messages, move || clock.now(), &mut attempts)
         .await;
-    let mut calls: Vec<CallRecord> = attempts
-        .iter()
-        .map(|a| CallRecord {
-            user_id: Some(user_id.to_string()),
-            message_id: Some(turn.reply_id.clone()),
-            model: route.model().to_string(),
-            provider: a.provider.clone(),
-            provider_model: a.model_id.clone(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            estimated: false,
-            latency_ms: a.latency_ms,
-            outcome: a.outcome,
-            cost_nanos: 0,
-            created_at: to_ms(state.now()),
-        })
-        .collect();
+    let mut calls = subject.attempts(&attempts, &state.at());
     let mut opened = match opened {
         Ok(o) => o,
         Err(e) => {
-            let finished = Finished::failed(&e);
-            crate::usage::count(state.metrics(), &calls);
+            calls::count(state.metrics(), &calls);
             if let Err(db) = end_without_reply(state, &turn, String::new(), calls).await {
                 tracing::error!(error = %db, "could not release a failed turn");
             }
-            gen.finish(finished);
+            gen.finish(Finished::failed(&e));
             return;
         }
     };
-    let mut usage = (None, None);
-    let mut failure = None;
-    while let Some(ev) = opened.events.next().await {
-        match ev {
-            Ok(StreamEvent::Text(t)) => gen.push(&t),
-            Ok(StreamEvent::Usage {
-                prompt_tokens,
-                completion_tokens,
-            }) => {
-                usage.0 = prompt_tokens.or(usage.0);
-                usage.1 = completion_tokens.or(usage.1);
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    opened.record(failure.is_none(), state.now());
+    let clock = state.clone();
+    let (reported, failure) = opened.drain(move || clock.now(), |t| gen.push(t)).await;
+    usage.reported = reported;
     let text = gen.text();
-    // Usage the upstream did not report is estimated (and marked so): spend
-    // must not read as zero just because a gateway omits it.
-    let estimated = usage.0.is_none() || usage.1.is_none();
-    let prompt = usage.0.unwrap_or(prompt_estimate);
-    let completion = usage
-        .1
-        .unwrap_or_else(|| crate::usage::estimate_tokens(&text));
+    let outcome = match failure {
+        Some(_) => CallOutcome::Partial,
+        None => CallOutcome::Ok,
+    };
     let cfg = &state.config().llm;
-    calls.push(CallRecord {
-        user_id: Some(user_id.to_string()),
-        message_id: Some(turn.reply_id.clone()),
-        model: route.model().to_string(),
-        provider: opened.provider.clone(),
-        provider_model: opened.model_id.clone(),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        estimated,
-        latency_ms: opened.started.elapsed().as_millis() as i64,
-        outcome: if failure.is_some() { "partial" } else { "ok" },
-        cost_nanos: crate::usage::cost_nanos(
-            cfg,
-            route.model(),
-            &opened.model_id,
-            prompt,
-            completion,
-        ),
-        created_at: to_ms(state.now()),
-    });
-    crate::usage::count(state.metrics(), &calls);
+    calls.push(subject.streamed(cfg, &opened, &usage, &text, outcome, &state.at()));
+    calls::count(state.metrics(), &calls);
     if let Some(e) = failure {
         // Output was already sent: no failover. The partial text is kept,
         // marked failed, and nothing is charged.
@@ -316,8 +257,7 @@ async fn generate(
         gen.finish(Finished::failed(&err));
         return;
     }
-    let tokens = (usage.0, usage.1);
-    match settle(state, user_id, &turn, text, tokens, calls).await {
+    match settle(state, user_id, &turn, text, reported, calls).await {
         Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
         Err(e) => gen.finish(Finished::failed(&e)),
     }
@@ -329,30 +269,24 @@ async fn settle(
     user_id: &str,
     turn: &Turn,
     text: String,
-    usage: (Option<i64>, Option<i64>),
+    usage: TokenUsage,
     calls: Vec<CallRecord>,
 ) -> AppResult<ChatOutcome> {
-    let now = to_ms(state.now());
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
-    let today = state.today();
+    let at = state.at();
     let uid = user_id.to_string();
     let session_id = turn.session_id.clone();
     let reply_id = turn.reply_id.clone();
     state
         .db()
         .write(move |tx| {
-            let message = repo::complete_reply(tx, &reply_id, &session_id, &text, usage, now)?;
-            crate::usage::record(tx, &periods, &calls)?;
-            let charged = quota_repo::settle(tx, &reply_id, now)?;
-            let q = quota::view(tx, &uid, &today)?;
+            let tokens = (usage.prompt, usage.completion);
+            let message = repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?;
+            calls::record(tx, &at, &calls)?;
+            let charged = Hold::of(reply_id).settle(tx, at.ms)?;
             Ok(ChatOutcome {
                 session_id,
                 message,
-                quota: ReplyQuota {
-                    free_remaining: q.free_remaining,
-                    balance_fen: q.balance_fen,
-                    charged_fen: charged,
-                },
+                quota: billing::quota::after(tx, &uid, &at.day, charged)?,
             })
         })
         .await
@@ -366,15 +300,14 @@ async fn end_without_reply(
     partial: String,
     calls: Vec<CallRecord>,
 ) -> AppResult<()> {
-    let now = to_ms(state.now());
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    let at = state.at();
     let user_msg_id = turn.user_msg_id.clone();
     let reply_id = turn.reply_id.clone();
     state
         .db()
         .write(move |tx| {
-            quota_repo::release(tx, &reply_id, now)?;
-            crate::usage::record(tx, &periods, &calls)?;
+            Hold::of(reply_id.clone()).release(tx, at.ms)?;
+            calls::record(tx, &at, &calls)?;
             if partial.is_empty() {
                 repo::discard_turn(tx, &user_msg_id, &reply_id)
             } else {
@@ -384,7 +317,7 @@ async fn end_without_reply(
         .await
 }
 
-/// Transaction 1: idempotency check, session, reservation, both messages.
+/// Transaction 1: idempotency check, budget, session, hold, both messages.
 async fn begin(
     state: &AppState,
     user_id: &str,
@@ -393,28 +326,29 @@ async fn begin(
     attachments: Option<String>,
     input: ChatInput,
 ) -> AppResult<Begun> {
-    let now = to_ms(state.now());
-    let today = state.today();
+    let at = state.at();
     let uid = user_id.to_string();
     let message = message.to_string();
     let model = model.to_string();
     let context_len = state.config().llm.context_messages;
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
     let warn_state = state.clone();
-    let topups = state.config().quota.topup_amounts_fen.clone();
     state
         .db()
         .write(move |tx| {
+            let now = at.ms;
             if let Some(cmid) = &input.client_msg_id {
                 if let Some(reply) = repo::reply_for_client_msg(tx, &uid, cmid)? {
                     if reply.status == "generating" {
                         return Ok(Begun::InFlight(reply.id));
                     }
-                    return replay(tx, &uid, &today, reply).map(Begun::Replayed);
+                    return replay(tx, &uid, &at.day, reply).map(Begun::Replayed);
                 }
             }
-            let standing = crate::usage::check_in(tx, &periods)?;
-            crate::usage::warn_if_near(&warn_state, &standing, &periods);
+            let standing = budget::check(tx, &at)?;
+            let config = warn_state.config();
+            warn_state
+                .budget_guard()
+                .warn_if_near(config.llm.budget_warn_ratio, &standing, &at);
             let session_id = match &input.session_id {
                 Some(id) => {
                     repo::find_session(tx, &uid, id)?
@@ -429,9 +363,7 @@ async fn begin(
             };
             let user_msg_id = new_id("msg", now);
             let reply_id = new_id("msg", now);
-            if let Err(e) = quota_repo::reserve(tx, &uid, &reply_id, &today, now)? {
-                return Err(quota::exhausted_error(e, &topups));
-            }
+            Hold::reserve(tx, &config.quota, &at, &uid, vec![reply_id.clone()])?;
             let seq = repo::insert_message(
                 tx,
                 &NewMessage {
@@ -481,21 +413,18 @@ async fn begin(
         .await
 }
 
-fn replay(
+/// A stored reply as the answer to a retried request (or a resumed one).
+pub(super) fn replay(
     conn: &rusqlite::Connection,
     user_id: &str,
-    today: &str,
+    day: &str,
     reply: MessageRow,
 ) -> AppResult<ChatOutcome> {
-    let q = quota::view(conn, user_id, today)?;
+    // what the original request was charged; the replay itself is free
+    let charged = billing::quota::charged_for(conn, &reply.id)?;
     Ok(ChatOutcome {
         session_id: reply.session_id.clone(),
-        quota: ReplyQuota {
-            free_remaining: q.free_remaining,
-            balance_fen: q.balance_fen,
-            // what the original request was charged; the replay itself is free
-            charged_fen: repo::charged_fen(conn, &reply.id)?,
-        },
+        quota: billing::quota::after(conn, user_id, day, charged)?,
         message: reply,
     })
 }
@@ -510,14 +439,16 @@ fn title_of(message: &str) -> String {
 }
 
 /// Startup: replies left `generating` by a crash are marked failed and what
-/// they held is given back.
-pub fn recover_orphans(conn: &mut rusqlite::Connection, now: i64) -> AppResult<usize> {
-    let ids = quota_repo::held_message_ids(conn)?;
-    for id in &ids {
-        crate::db::write_tx(conn, |tx| {
-            quota_repo::release(tx, id, now)?;
-            repo::fail_orphaned(tx, id)
-        })?;
+/// every open hold (a reply's, a voice operation's) held is given back.
+pub async fn recover_orphans(db: &Db, now_ms: i64) -> AppResult<usize> {
+    let holds = db.run(Hold::open).await?;
+    let n = holds.len();
+    for hold in holds {
+        db.write(move |tx| {
+            hold.release(tx, now_ms)?;
+            repo::fail_orphaned(tx, hold.key())
+        })
+        .await?;
     }
-    Ok(ids.len())
+    Ok(n)
 }

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::live::{Event, Finished};
-use super::service::{self, message_json, ChatInput};
+use super::service::{self, ChatInput};
 use super::stream::{error_body, events_of};
 use crate::app::AppState;
 use crate::auth::{bearer_token, AuthUser};
@@ -189,25 +189,20 @@ async fn resume(
         return Ok((gen.message_id.clone(), gen.listen(offset).boxed()));
     }
     let (uid, mid) = (user_id.to_string(), message_id.to_string());
-    let today = state.today();
-    let (msg, quota, charged) = state
+    let day = state.at().day;
+    let stored = state
         .db()
         .run(move |c| {
             let msg = repo::find_user_message(c, &uid, &mid)?
                 .filter(|m| m.role == "assistant")
                 .ok_or_else(|| AppError::not_found("message"))?;
-            let quota = crate::quota::view(c, &uid, &today)?;
-            let charged = repo::charged_fen(c, &msg.id)?;
-            Ok((msg, quota, charged))
+            super::service::replay(c, &uid, &day, msg)
         })
         .await?;
+    let msg = &stored.message;
     let rest: String = msg.content.chars().skip(offset).collect();
     let last = if msg.status == "complete" {
-        Event::Done(json!({
-            "session_id": msg.session_id,
-            "message": message_json(&msg),
-            "quota": {"free_remaining": quota.free_remaining, "balance_fen": quota.balance_fen, "charged_fen": charged},
-        }))
+        Event::Done(stored.to_json())
     } else {
         Event::Error(Finished::Failed {
             status: 502,
@@ -220,5 +215,5 @@ async fn resume(
         events.push(Event::Delta(rest));
     }
     events.push(last);
-    Ok((msg.id.clone(), stream::iter(events).boxed()))
+    Ok((stored.message.id.clone(), stream::iter(events).boxed()))
 }

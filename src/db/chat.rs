@@ -250,17 +250,6 @@ pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
     release_client_msg_id(tx, reply_id)
 }
 
-/// The fen charged for a settled reply.
-pub fn charged_fen(conn: &Connection, reply_id: &str) -> AppResult<i64> {
-    Ok(conn
-        .prepare_cached("SELECT amount_fen FROM reservations WHERE message_id = ?1 AND state = 'settled' AND kind = 'paid'")?.query_row(
-            [reply_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0))
-}
-
 /// Most recently active first; the cursor is the last item's (updated_at, id).
 pub fn list_sessions(
     conn: &Connection,

@@ -94,22 +94,12 @@ pub fn delete_all(tx: &Transaction<'_>, user_id: &str) -> AppResult<usize> {
         .execute([user_id])?)
 }
 
-/// Deletes every point recorded before `cutoff`, in batches so a large purge
-/// never holds the write lock for long.
-pub fn purge_before(conn: &mut Connection, cutoff: i64) -> AppResult<usize> {
-    let mut total = 0;
-    loop {
-        let n = crate::db::write_tx(conn, |tx| {
-            Ok(tx
-                .prepare_cached(
-                    "DELETE FROM location_logs WHERE id IN
-                   (SELECT id FROM location_logs WHERE recorded_at < ?1 LIMIT 5000)",
-                )?
-                .execute([cutoff])?)
-        })?;
-        total += n;
-        if n < 5000 {
-            return Ok(total);
-        }
-    }
+/// Deletes up to `limit` points recorded before `cutoff`; returns how many.
+pub fn purge_batch(tx: &Transaction<'_>, cutoff: i64, limit: u32) -> AppResult<usize> {
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM location_logs WHERE id IN
+               (SELECT id FROM location_logs WHERE recorded_at < ?1 LIMIT ?2)",
+        )?
+        .execute(rusqlite::params![cutoff, limit])?)
 }

@@ -1,12 +1,13 @@
 //! SQLite: pool, pragmas, migrations, and the one helper that runs blocking
 //! DB work off the async threads. SQL lives in this module's children only.
 
+pub mod billing;
 pub mod chat;
 pub mod jobs;
 pub mod location;
 pub mod media;
 pub mod payments;
-pub mod quota;
+mod sql_enum;
 pub mod usage;
 pub mod users;
 mod writer;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 use tokio::sync::Semaphore;
 
 use crate::error::{AppError, AppResult};
@@ -64,30 +65,31 @@ impl Db {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating database directory {}", dir.display()))?;
         }
-        let manager = SqliteConnectionManager::file(path).with_init(init_connection);
+        // Schema and journal mode are set on the writer's connection, before
+        // any reader exists: readers are opened query_only and cannot.
+        let mut writer = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        init_connection(&mut writer)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!(
+                "database {} could not be put in WAL mode (got {mode})",
+                path.display()
+            );
+        }
+        migrate(&mut writer, path)?;
+        // The writer never checkpoints (a checkpoint fsyncs the database file
+        // inside the committing call and stalls every queued write); the
+        // background checkpointer does it instead (`spawn_checkpointer`).
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let manager = SqliteConnectionManager::file(path).with_init(init_reader);
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(15))
             .build(manager)
             .with_context(|| format!("opening database {}", path.display()))?;
-        {
-            let conn = pool.get()?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                bail!(
-                    "database {} could not be put in WAL mode (got {mode})",
-                    path.display()
-                );
-            }
-        }
-        let mut writer = Connection::open(path)?;
-        init_connection(&mut writer)?;
-        // The writer never checkpoints (a checkpoint fsyncs the database file
-        // inside the committing call and stalls every queued write); the
-        // background checkpointer does it instead (`spawn_checkpointer`).
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let db = Db {
+        Ok(Db {
             inner: Arc::new(Inner {
                 writer: writer::Writer::start(writer)?,
                 pool,
@@ -96,9 +98,7 @@ impl Db {
                 waited_micros: AtomicU64::new(0),
                 acquisitions: AtomicU64::new(0),
             }),
-        };
-        db.migrate()?;
-        Ok(db)
+        })
     }
 
     /// (connections handed out, total seconds spent waiting for one)
@@ -113,33 +113,9 @@ impl Db {
         &self.inner.path
     }
 
-    /// A pooled connection for synchronous callers (CLI, startup).
+    /// A pooled (read-only) connection for synchronous callers (CLI, startup).
     pub fn conn(&self) -> anyhow::Result<r2d2::PooledConnection<SqliteConnectionManager>> {
         Ok(self.inner.pool.get()?)
-    }
-
-    fn migrate(&self) -> anyhow::Result<()> {
-        let mut conn = self.conn()?;
-        let newest = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| m.version())
-            .max()
-            .unwrap_or(0);
-        let applied = applied_versions(&conn)?;
-        if let Some(v) = applied.iter().copied().max().filter(|v| *v > newest) {
-            bail!(
-                "database {} has schema version {v}, newer than this binary's {newest}; \
-                 it was written by a newer mvp28 — upgrade the binary instead",
-                self.inner.path.display()
-            );
-        }
-        embedded::migrations::runner()
-            .set_abort_divergent(true)
-            .set_abort_missing(true)
-            .run(&mut *conn)
-            .context("applying migrations")?;
-        Ok(())
     }
 
     pub fn migration_status(&self) -> anyhow::Result<Vec<MigrationInfo>> {
@@ -159,11 +135,12 @@ impl Db {
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, carrying the
-    /// caller's tracing span.
+    /// caller's tracing span. The connection is `query_only`: writes go
+    /// through [`write`](Self::write).
     pub async fn run<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> AppResult<T> + Send + 'static,
     {
         let queued = std::time::Instant::now();
         let _permit = self
@@ -180,8 +157,8 @@ impl Db {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            let mut conn = db.inner.pool.get()?;
-            f(&mut conn)
+            let conn = db.inner.pool.get()?;
+            f(&conn)
         })
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("db task failed: {e}")))?
@@ -195,6 +172,16 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
     {
         self.inner.writer.write(f).await
+    }
+
+    /// [`write`](Self::write) for synchronous callers (the CLI, outside
+    /// any async runtime).
+    pub fn write_blocking<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+    {
+        self.inner.writer.write_blocking(f)
     }
 
     /// (write jobs, group commits, total seconds jobs waited in the queue)
@@ -248,23 +235,41 @@ impl Db {
     }
 }
 
+/// Refuses a schema newer than this binary, then applies what is pending.
+fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+    let newest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0);
+    let applied = applied_versions(conn)?;
+    if let Some(v) = applied.iter().copied().max().filter(|v| *v > newest) {
+        bail!(
+            "database {} has schema version {v}, newer than this binary's {newest}; \
+             it was written by a newer mvp28 — upgrade the binary instead",
+            path.display()
+        );
+    }
+    embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run(conn)
+        .context("applying migrations")?;
+    Ok(())
+}
+
+fn init_reader(c: &mut Connection) -> rusqlite::Result<()> {
+    init_connection(c)?;
+    c.pragma_update(None, "query_only", true)
+}
+
 fn init_connection(c: &mut Connection) -> rusqlite::Result<()> {
     c.busy_timeout(BUSY_TIMEOUT)?;
     c.set_prepared_statement_cache_capacity(64);
     c.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
     )
-}
-
-/// A synchronous `BEGIN IMMEDIATE` transaction (used by the CLI too).
-pub fn write_tx<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Transaction<'_>) -> AppResult<T>,
-) -> AppResult<T> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
 }
 
 fn applied_versions(conn: &Connection) -> anyhow::Result<Vec<i32>> {
@@ -288,4 +293,54 @@ pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_cannot_write_and_writes_go_through_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), 2).unwrap();
+        let refused = db
+            .run(|c| {
+                Ok(c.execute(
+                    "INSERT INTO settings (key, value, updated_at) VALUES ('x', 1, 0)",
+                    [],
+                )?)
+            })
+            .await;
+        assert!(refused.is_err(), "a read connection wrote: {refused:?}");
+        db.write(|tx| {
+            Ok(tx.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES ('x', 1, 0)",
+                [],
+            )?)
+        })
+        .await
+        .unwrap();
+        let n: i64 = db
+            .run(|c| {
+                Ok(
+                    c.query_row("SELECT value FROM settings WHERE key = 'x'", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        // and from synchronous code (the CLI)
+        let db2 = db.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            db2.write_blocking(|tx| {
+                Ok(tx.execute("UPDATE settings SET value = 2 WHERE key = 'x'", [])?)
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(n, 1);
+    }
 }

@@ -57,8 +57,8 @@ pub fn create_pending(
         .optional()?)
 }
 
-pub fn set_prepay_id(conn: &Connection, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
-    conn.prepare_cached("UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1")?
+pub fn set_prepay_id(tx: &Transaction<'_>, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1")?
         .execute(params![out_trade_no, prepay_id])?;
     Ok(())
 }
@@ -104,9 +104,9 @@ pub fn mark_paid(
 
 /// Moves a pending order to `status` ('closed' or 'failed'); true when it
 /// was pending.
-pub fn finish_pending(conn: &Connection, out_trade_no: &str, status: &str) -> AppResult<bool> {
+pub fn finish_pending(tx: &Transaction<'_>, out_trade_no: &str, status: &str) -> AppResult<bool> {
     debug_assert!(matches!(status, "closed" | "failed"));
-    let n = conn
+    let n = tx
         .prepare_cached(
             "UPDATE payments SET status = ?2 WHERE out_trade_no = ?1 AND status = 'pending'",
         )?
@@ -121,5 +121,13 @@ pub fn pending_before(conn: &Connection, created_before: i64) -> AppResult<Vec<P
          ORDER BY created_at, out_trade_no"
     ))?;
     let rows = stmt.query_map([created_before], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Payment orders per status (for metrics).
+pub fn payments_by_status(conn: &Connection) -> AppResult<Vec<(String, i64)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, Transaction};
 
+use crate::billing::types::CallOutcome;
 use crate::error::AppResult;
 
 #[derive(Debug, Clone)]
@@ -15,7 +16,7 @@ pub struct CallRecord {
     pub completion_tokens: i64,
     pub estimated: bool,
     pub latency_ms: i64,
-    pub outcome: &'static str,
+    pub outcome: CallOutcome,
     pub cost_nanos: i64,
     pub created_at: i64,
 }

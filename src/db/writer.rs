@@ -34,16 +34,19 @@ trait Finish: Send {
     fn finish(self: Box<Self>, commit_error: Option<&str>);
 }
 
+/// Where a job's result goes: an async waiter or a blocked thread.
+type Reply<T> = Box<dyn FnOnce(AppResult<T>) + Send>;
+
 struct TypedJob<T, F> {
     f: F,
-    reply: oneshot::Sender<AppResult<T>>,
+    reply: Reply<T>,
     enqueued: Instant,
     span: tracing::Span,
 }
 
 struct TypedFinish<T> {
     result: AppResult<T>,
-    reply: oneshot::Sender<AppResult<T>>,
+    reply: Reply<T>,
 }
 
 impl<T, F> Job for TypedJob<T, F>
@@ -67,7 +70,7 @@ where
     }
 
     fn fail(self: Box<Self>, e: AppError) {
-        let _ = self.reply.send(Err(e));
+        (self.reply)(Err(e));
     }
 
     fn enqueued(&self) -> Instant {
@@ -85,7 +88,7 @@ impl<T: Send + 'static> Finish for TypedFinish<T> {
             (Some(e), Ok(_)) => Err(AppError::internal(anyhow::anyhow!("commit failed: {e}"))),
             (_, r) => r,
         };
-        let _ = self.reply.send(result);
+        (self.reply)(result);
     }
 }
 
@@ -119,6 +122,27 @@ impl Writer {
         F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
+        self.send(f, reply_to(move |r| drop(reply.send(r))))?;
+        rx.await.map_err(|_| dropped())?
+    }
+
+    /// [`write`](Self::write) for synchronous callers (the CLI): blocks the
+    /// calling thread until the job has committed or failed.
+    pub fn write_blocking<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+    {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.send(f, reply_to(move |r| drop(reply.send(r))))?;
+        rx.recv().map_err(|_| dropped())?
+    }
+
+    fn send<T, F>(&self, f: F, reply: Reply<T>) -> AppResult<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+    {
         let job = Box::new(TypedJob {
             f,
             reply,
@@ -127,10 +151,16 @@ impl Writer {
         });
         self.jobs
             .send(job)
-            .map_err(|_| AppError::unavailable("unavailable", "the database writer has stopped"))?;
-        rx.await
-            .map_err(|_| AppError::internal(anyhow::anyhow!("the database writer dropped a job")))?
+            .map_err(|_| AppError::unavailable("unavailable", "the database writer has stopped"))
     }
+}
+
+fn reply_to<T>(f: impl FnOnce(AppResult<T>) + Send + 'static) -> Reply<T> {
+    Box::new(f)
+}
+
+fn dropped() -> AppError {
+    AppError::internal(anyhow::anyhow!("the database writer dropped a job"))
 }
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats) {

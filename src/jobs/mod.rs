@@ -9,19 +9,20 @@ pub mod handlers;
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::billing::budget;
+use crate::billing::calls::{self, Estimate, Subject};
+use crate::billing::types::CallOutcome;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
-use crate::db::usage::CallRecord;
 use crate::error::{AppError, AppResult};
-use crate::llm::{ChatMessage, StreamEvent};
+use crate::llm::ChatMessage;
 
 /// Items processed at once, over all jobs.
 pub const CONCURRENCY: usize = 2;
@@ -281,10 +282,10 @@ async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String
         return Err("the default model does not accept images".into());
     }
     // Budgets bound background spend too; the user is not charged.
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    let at = state.at();
     state
         .db()
-        .run(move |c| crate::usage::check_in(c, &periods))
+        .run(move |c| budget::check(c, &at))
         .await
         .map_err(|e| e.message)?;
     let image = crate::media::load_image(state, m)
@@ -295,61 +296,49 @@ async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String
         content: DESCRIBE_PROMPT.into(),
         images: vec![Arc::new(image)],
     }];
+    let mut usage = Estimate::for_prompt(&messages);
+    let subject = Subject {
+        user_id: m.user_id.clone(),
+        reference: job_id.to_string(),
+        model: route.model().to_string(),
+    };
     let clock = state.clone();
     let mut attempts = vec![];
-    let mut opened = route
+    let opened = route
         .open(messages, move || clock.now(), &mut attempts)
-        .await
-        .map_err(|e| e.message)?;
-    let mut text = String::new();
-    let mut ok = true;
-    let mut usage = (None, None);
-    while let Some(ev) = opened.events.next().await {
-        match ev {
-            Ok(StreamEvent::Text(t)) => text.push_str(&t),
-            Ok(StreamEvent::Usage {
-                prompt_tokens,
-                completion_tokens,
-            }) => {
-                usage.0 = prompt_tokens.or(usage.0);
-                usage.1 = completion_tokens.or(usage.1);
-            }
-            Err(e) => {
-                ok = false;
-                tracing::warn!(error = ?e, "describe failed mid-stream");
-                break;
-            }
+        .await;
+    let mut calls = subject.attempts(&attempts, &state.at());
+    let mut opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            calls::record_alone(state.db(), state.metrics(), state.at(), calls).await;
+            return Err(e.message);
         }
-    }
-    opened.record(ok, state.now());
-    let cfg = &state.config().llm;
-    let (prompt, completion) = (
-        usage.0.unwrap_or(0),
-        usage
-            .1
-            .unwrap_or_else(|| crate::usage::estimate_tokens(&text)),
-    );
-    let call = CallRecord {
-        user_id: Some(m.user_id.clone()),
-        message_id: Some(job_id.to_string()),
-        model: route.model().to_string(),
-        provider: opened.provider.clone(),
-        provider_model: opened.model_id.clone(),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        estimated: usage.0.is_none() || usage.1.is_none(),
-        latency_ms: opened.started.elapsed().as_millis() as i64,
-        outcome: if ok { "ok" } else { "partial" },
-        cost_nanos: crate::usage::cost_nanos(
-            cfg,
-            route.model(),
-            &opened.model_id,
-            prompt,
-            completion,
-        ),
-        created_at: to_ms(state.now()),
     };
-    crate::usage::record_alone(state, vec![call]).await;
+    let mut text = String::new();
+    let clock = state.clone();
+    let (reported, failure) = opened
+        .drain(move || clock.now(), |t| text.push_str(t))
+        .await;
+    usage.reported = reported;
+    if let Some(e) = &failure {
+        tracing::warn!(error = ?e, "describe failed mid-stream");
+    }
+    let ok = failure.is_none();
+    let outcome = if ok {
+        CallOutcome::Ok
+    } else {
+        CallOutcome::Partial
+    };
+    calls.push(subject.streamed(
+        &state.config().llm,
+        &opened,
+        &usage,
+        &text,
+        outcome,
+        &state.at(),
+    ));
+    calls::record_alone(state.db(), state.metrics(), state.at(), calls).await;
     if !ok || text.trim().is_empty() {
         return Err("the model failed to describe the image".into());
     }

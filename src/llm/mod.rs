@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream, StreamExt};
 
+use crate::billing::types::CallOutcome;
 use crate::config::LlmConfig;
 use crate::error::AppError;
 
@@ -177,19 +178,51 @@ pub struct Attempt {
     pub provider: String,
     pub model_id: String,
     pub latency_ms: i64,
-    /// "error" or "timeout"
-    pub outcome: &'static str,
+    /// `Error` or `Timeout`
+    pub outcome: CallOutcome,
+}
+
+/// Token counts as the upstream reported them (either may be missing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt: Option<i64>,
+    pub completion: Option<i64>,
 }
 
 impl Opened {
+    /// Reads the stream to its end, handing each text to `on_text`; returns
+    /// the usage reported and the error that cut the stream short, if any.
     /// Mid-stream outcomes still feed the breaker (never a failover).
-    pub fn record(&self, ok: bool, now: DateTime<Utc>) {
+    pub async fn drain(
+        &mut self,
+        now: impl Fn() -> DateTime<Utc>,
+        mut on_text: impl FnMut(&str),
+    ) -> (TokenUsage, Option<LlmError>) {
+        let mut usage = TokenUsage::default();
+        let mut failure = None;
+        while let Some(ev) = self.events.next().await {
+            match ev {
+                Ok(StreamEvent::Text(t)) => on_text(&t),
+                Ok(StreamEvent::Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
+                    usage.prompt = prompt_tokens.or(usage.prompt);
+                    usage.completion = completion_tokens.or(usage.completion);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
         let mut b = self.slot.breaker.lock().expect("breaker lock");
-        if ok {
+        if failure.is_none() {
             b.on_success();
         } else {
-            b.on_failure(now, None);
+            b.on_failure(now(), None);
         }
+        (usage, failure)
     }
 }
 
@@ -248,9 +281,9 @@ impl Route {
                         model_id: t.model_id.clone(),
                         latency_ms: started.elapsed().as_millis() as i64,
                         outcome: if matches!(e, LlmError::Timeout) {
-                            "timeout"
+                            CallOutcome::Timeout
                         } else {
-                            "error"
+                            CallOutcome::Error
                         },
                     });
                     let retry_after = match &e {

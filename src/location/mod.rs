@@ -10,14 +10,25 @@ use crate::clock::to_ms;
 use crate::db;
 use crate::error::AppResult;
 
+const PURGE_BATCH: u32 = 5000;
+
 /// Deletes points older than `location.retention_days`; returns the count.
 pub async fn purge_expired(state: &AppState) -> AppResult<usize> {
     let days = i64::from(state.config().location.retention_days);
     let cutoff = to_ms(state.now() - chrono::Duration::days(days));
-    let n = state
-        .db()
-        .run(move |c| db::location::purge_before(c, cutoff))
-        .await?;
+    let mut n = 0;
+    loop {
+        // One bounded write at a time, so a large purge never holds the
+        // writer (and every chat turn queued behind it) for long.
+        let deleted = state
+            .db()
+            .write(move |tx| db::location::purge_batch(tx, cutoff, PURGE_BATCH))
+            .await?;
+        n += deleted;
+        if deleted < PURGE_BATCH as usize {
+            break;
+        }
+    }
     tracing::info!(
         deleted = n,
         retention_days = days,

@@ -9,7 +9,7 @@ use super::service::{log_settled, settle, Refusal, Settled};
 use super::Payments;
 use crate::clock::to_ms;
 use crate::config::Config;
-use crate::db::{self, payments as repo, Db};
+use crate::db::{payments as repo, Db};
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -34,7 +34,7 @@ pub fn run(
         .build()?;
     let now_ms = to_ms(now);
     let cutoff = now_ms - (older_than_minutes as i64).saturating_mul(60_000);
-    let mut conn = db.conn()?;
+    let conn = db.conn()?;
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
     let orders = repo::pending_before(&conn, cutoff).map_err(err)?;
     println!(
@@ -49,10 +49,10 @@ pub fn run(
         let state = match rt.block_on(pay.client.query(no, now)) {
             Ok(Some(t)) => {
                 let state = t.trade_state.clone();
-                let out = db::write_tx(&mut conn, |tx| {
-                    settle(tx, &pay.mch_id, &pay.app_id, &t, now_ms)
-                })
-                .map_err(err)?;
+                let (mch_id, app_id) = (pay.mch_id.clone(), pay.app_id.clone());
+                let out = db
+                    .write_blocking(move |tx| settle(tx, &mch_id, &app_id, &t, now_ms))
+                    .map_err(err)?;
                 log_settled(no, &out);
                 match out {
                     Ok(Settled::Credited {
@@ -106,7 +106,9 @@ pub fn run(
                 continue;
             }
         }
-        repo::finish_pending(&conn, no, "closed").map_err(err)?;
+        let closing = no.to_string();
+        db.write_blocking(move |tx| repo::finish_pending(tx, &closing, "closed"))
+            .map_err(err)?;
         println!("{no}: expired {state} -> closed");
         sum.closed += 1;
     }

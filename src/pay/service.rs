@@ -12,9 +12,9 @@ use super::client::{verify_signed, PayError, Transaction as WxTransaction};
 use super::crypto::nonce_str;
 use super::{pay_sign_message, Payments, ORDER_TTL_SECS};
 use crate::app::AppState;
+use crate::billing::ledger;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::payments::{self as repo, PaymentRow};
-use crate::db::quota;
 use crate::error::{AppError, AppResult};
 
 /// `M` + UTC yyyymmddHHMMSS + 12 random characters: 27 of [A-Za-z0-9],
@@ -98,7 +98,7 @@ pub async fn checkout(
             let no2 = no.clone();
             state
                 .db()
-                .run(move |c| repo::finish_pending(c, &no2, "failed"))
+                .write(move |tx| repo::finish_pending(tx, &no2, "failed"))
                 .await?;
             tracing::info!(out_trade_no = %no, "checkout failed at WeChat Pay; order marked failed");
             return Err(upstream(&e));
@@ -108,7 +108,7 @@ pub async fn checkout(
         let (no, prepay_id) = (no.clone(), prepay_id.clone());
         state
             .db()
-            .run(move |c| repo::set_prepay_id(c, &no, &prepay_id))
+            .write(move |tx| repo::set_prepay_id(tx, &no, &prepay_id))
             .await?;
     }
     tracing::info!(out_trade_no = %no, amount_fen, "checkout order created");
@@ -266,7 +266,7 @@ pub fn settle(
             if !repo::mark_paid(tx, &p.out_trade_no, txid, paid_at)? {
                 return Ok(Ok(Settled::AlreadyPaid));
             }
-            quota::credit_topup(tx, &p.user_id, p.amount_fen, &p.out_trade_no, now)?;
+            ledger::credit_topup(tx, &p.user_id, p.amount_fen, &p.out_trade_no, now)?;
             Ok(Ok(Settled::Credited {
                 user_id: p.user_id,
                 amount_fen: p.amount_fen,

@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::billing::calls::{self, CallRecord, Subject};
+use crate::billing::types::CallOutcome;
+use crate::billing::{self, Hold, ReplyQuota};
 use crate::clock::to_ms;
 use crate::config::VoiceConfig;
 use crate::db::media::{self as media_repo, MediaRow, NewMedia};
-use crate::db::quota as quota_repo;
 use crate::error::{AppError, AppResult};
-use crate::quota;
 
 fn disabled() -> AppError {
     AppError::new(
@@ -54,70 +55,21 @@ fn stt_config(state: &AppState) -> AppResult<&VoiceConfig> {
     Ok(v)
 }
 
-/// What one voice operation holds: `cost_messages` reservations, each
-/// keyed `{op_id}.{n}` (a reservation is one message's worth).
-struct Hold {
-    keys: Vec<String>,
-}
-
+/// Holds `voice.cost_messages` messages' worth for operation `op_id`.
 async fn reserve(state: &AppState, user_id: &str, op_id: &str, n: u32) -> AppResult<Hold> {
-    let keys: Vec<String> = (0..n).map(|i| format!("{op_id}.{i}")).collect();
-    let (uid, today, now) = (user_id.to_string(), state.today(), to_ms(state.now()));
-    let topups = state.config().quota.topup_amounts_fen.clone();
-    let k = keys.clone();
+    let (uid, at, keys) = (user_id.to_string(), state.at(), Hold::keys(op_id, n));
+    let st = state.clone();
     state
         .db()
-        .write(move |tx| {
-            for key in &k {
-                // All or nothing: an Err rolls the whole transaction back.
-                if let Err(e) = quota_repo::reserve(tx, &uid, key, &today, now)? {
-                    return Err(quota::exhausted_error(e, &topups));
-                }
-            }
-            Ok(())
-        })
-        .await?;
-    Ok(Hold { keys })
+        .write(move |tx| Hold::reserve(tx, &st.config().quota, &at, &uid, keys))
+        .await
 }
 
-async fn release(state: &AppState, hold: Hold) {
-    let now = to_ms(state.now());
-    let r = state
-        .db()
-        .write(move |tx| {
-            for key in &hold.keys {
-                quota_repo::release(tx, key, now)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = r {
-        // Left held, it is released at the next start.
-        tracing::error!(error = %e, "could not release a voice reservation");
-    }
-}
-
-/// Settles the hold inside the caller's transaction; returns the fen charged.
-fn settle(tx: &rusqlite::Transaction<'_>, hold: &Hold, now: i64) -> AppResult<i64> {
-    let mut charged = 0;
-    for key in &hold.keys {
-        charged += quota_repo::settle(tx, key, now)?;
-    }
-    Ok(charged)
-}
-
-fn quota_json(
-    conn: &rusqlite::Connection,
-    user_id: &str,
-    today: &str,
-    charged: i64,
-) -> AppResult<Value> {
-    let q = quota::view(conn, user_id, today)?;
-    Ok(json!({
-        "free_remaining": q.free_remaining,
-        "balance_fen": q.balance_fen,
-        "charged_fen": charged,
-    }))
+/// What an operation that failed leaves behind: its upstream call
+/// recorded, its hold given back.
+async fn fail(state: &AppState, hold: Hold, call: CallRecord) {
+    calls::record_alone(state.db(), state.metrics(), state.at(), vec![call]).await;
+    hold.release_alone(state.db(), to_ms(state.now())).await;
 }
 
 fn client(v: &VoiceConfig) -> reqwest::Client {
@@ -180,10 +132,10 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
     let id = m.id.clone();
     let texts = state.db().run(move |c| media_repo::texts(c, &id)).await?;
     if let Some(text) = texts.transcript {
-        let (uid, today) = (user.id.clone(), state.today());
+        let (uid, day) = (user.id.clone(), state.at().day);
         let q = state
             .db()
-            .run(move |c| quota_json(c, &uid, &today, 0))
+            .run(move |c| billing::quota::after(c, &uid, &day, 0))
             .await?;
         return Ok(json!({"media_id": m.id, "text": text, "quota": q}));
     }
@@ -195,45 +147,26 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
     } else {
         "voice"
     };
+    let subject = Subject {
+        user_id: user.id.clone(),
+        reference: op,
+        model: v.stt_model.clone(),
+    };
     let text = match stt(state, v, &m).await {
         Ok(t) => t,
         Err(e) => {
-            let call = voice_call(
-                state,
-                &user.id,
-                &op,
-                stt_provider,
-                &v.stt_model,
-                started,
-                outcome_of(&e),
-            );
-            crate::usage::record_alone(state, vec![call]).await;
-            release(state, hold).await;
+            let call = subject.untokened(stt_provider, started, outcome_of(&e), &state.at());
+            fail(state, hold, call).await;
             return Err(e);
         }
     };
-    let call = voice_call(
-        state,
-        &user.id,
-        &op,
-        stt_provider,
-        &v.stt_model,
-        started,
-        "ok",
-    );
-    crate::usage::count(state.metrics(), std::slice::from_ref(&call));
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
-    let (uid, today, now) = (user.id.clone(), state.today(), to_ms(state.now()));
+    let call = subject.untokened(stt_provider, started, CallOutcome::Ok, &state.at());
     let (mid, t) = (m.id.clone(), text.clone());
-    let q = state
-        .db()
-        .write(move |tx| {
-            media_repo::set_transcript(tx, &mid, &t)?;
-            crate::usage::record(tx, &periods, std::slice::from_ref(&call))?;
-            let charged = settle(tx, &hold, now)?;
-            quota_json(tx, &uid, &today, charged)
-        })
-        .await?;
+    let q = charge(state, &user.id, hold, call, move |tx| {
+        media_repo::set_transcript(tx, &mid, &t)
+    })
+    .await?
+    .1;
     tracing::info!(media_id = %m.id, chars = text.len(), "audio transcribed");
     Ok(json!({"media_id": m.id, "text": text, "quota": q}))
 }
@@ -324,6 +257,11 @@ pub async fn speech(
         "response_format": "mp3",
     }));
     let started = std::time::Instant::now();
+    let subject = Subject {
+        user_id: user.id.clone(),
+        reference: media_id.clone(),
+        model: v.tts_model.clone(),
+    };
     let audio = match send(v, req, "speech synthesis").await {
         Ok(a) if !a.is_empty() && a.len() as u64 <= state.config().storage.max_upload_bytes => a,
         other => {
@@ -331,63 +269,38 @@ pub async fn speech(
                 Err(e) => e,
                 Ok(_) => upstream("speech synthesis returned no (or too much) audio"),
             };
-            let call = voice_call(
-                state,
-                &user.id,
-                &media_id,
-                "voice",
-                &v.tts_model,
-                started,
-                outcome_of(&e),
-            );
-            crate::usage::record_alone(state, vec![call]).await;
-            release(state, hold).await;
+            let call = subject.untokened("voice", started, outcome_of(&e), &state.at());
+            fail(state, hold, call).await;
             return Err(e);
         }
     };
-    let call = voice_call(
-        state,
-        &user.id,
-        &media_id,
-        "voice",
-        &v.tts_model,
-        started,
-        "ok",
-    );
-    crate::usage::count(state.metrics(), std::slice::from_ref(&call));
-    let periods = crate::usage::periods(state.now(), state.config().quota.offset());
+    let call = subject.untokened("voice", started, CallOutcome::Ok, &state.at());
     let content_type = "audio/mpeg";
     let key = crate::storage::service::object_key(&user.id, &media_id, content_type, now);
     if let Err(e) = state.storage().put(&key, audio.clone()).await {
-        release(state, hold).await;
+        fail(state, hold, call).await;
         return Err(crate::storage::service::storage_error(e));
     }
-    let (uid, today, ms) = (user.id.clone(), state.today(), to_ms(state.now()));
+    let (uid, ms) = (user.id.clone(), to_ms(state.now()));
     let (mid, k, size) = (media_id.clone(), key.clone(), audio.len() as i64);
-    let stored = state
-        .db()
-        .write(move |tx| {
-            media_repo::insert_committed(
-                tx,
-                &NewMedia {
-                    id: &mid,
-                    user_id: &uid,
-                    object_key: &k,
-                    filename: "speech.mp3",
-                    content_type,
-                    size,
-                },
-                "tts",
-                ms,
-            )?;
-            crate::usage::record(tx, &periods, std::slice::from_ref(&call))?;
-            let charged = settle(tx, &hold, ms)?;
-            let q = quota_json(tx, &uid, &today, charged)?;
-            let m = media_repo::find_for_user(tx, &uid, &mid)?
-                .ok_or_else(|| AppError::internal(anyhow::anyhow!("media vanished")))?;
-            Ok((m, q))
-        })
-        .await;
+    let stored = charge(state, &user.id, hold, call, move |tx| {
+        media_repo::insert_committed(
+            tx,
+            &NewMedia {
+                id: &mid,
+                user_id: &uid,
+                object_key: &k,
+                filename: "speech.mp3",
+                content_type,
+                size,
+            },
+            "tts",
+            ms,
+        )?;
+        media_repo::find_for_user(tx, &uid, &mid)?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("media vanished")))
+    })
+    .await;
     let (m, q) = match stored {
         Ok(x) => x,
         Err(e) => {
@@ -399,7 +312,7 @@ pub async fn speech(
         }
     };
     let mut view = crate::storage::service::media_view(state, &m).await?;
-    view["quota"] = q;
+    view["quota"] = json!(q);
     tracing::info!(media_id = %m.id, size = m.size, "speech synthesized");
     Ok(view)
 }
@@ -455,38 +368,35 @@ async fn assemblyai(v: &VoiceConfig, bytes: Bytes) -> AppResult<String> {
     }
 }
 
-/// Voice upstream calls are accounted like model calls (llm_calls, metrics);
-/// audio has no token counts, so they carry latency and outcome, and cost
-/// only what `[[llm.prices]]` says for zero tokens (nothing).
-fn voice_call(
+/// Stores what a successful operation produced (`store`), its upstream
+/// call, and settles its hold, in one write; answers what `store` returned
+/// and the quota after the charge. Voice calls are accounted like model
+/// calls (llm_calls, metrics); audio has no token counts, so they carry
+/// latency and outcome, and no cost.
+async fn charge<T: Send + 'static>(
     state: &AppState,
     user_id: &str,
-    op_id: &str,
-    provider: &str,
-    model: &str,
-    started: std::time::Instant,
-    outcome: &'static str,
-) -> crate::db::usage::CallRecord {
-    crate::db::usage::CallRecord {
-        user_id: Some(user_id.to_string()),
-        message_id: Some(op_id.to_string()),
-        model: model.to_string(),
-        provider: provider.to_string(),
-        provider_model: model.to_string(),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        estimated: false,
-        latency_ms: started.elapsed().as_millis() as i64,
-        outcome,
-        cost_nanos: 0,
-        created_at: to_ms(state.now()),
-    }
+    hold: Hold,
+    call: CallRecord,
+    store: impl FnOnce(&rusqlite::Transaction<'_>) -> AppResult<T> + Send + 'static,
+) -> AppResult<(T, ReplyQuota)> {
+    calls::count(state.metrics(), std::slice::from_ref(&call));
+    let (uid, at) = (user_id.to_string(), state.at());
+    state
+        .db()
+        .write(move |tx| {
+            let stored = store(tx)?;
+            calls::record(tx, &at, std::slice::from_ref(&call))?;
+            let charged = hold.settle(tx, at.ms)?;
+            Ok((stored, billing::quota::after(tx, &uid, &at.day, charged)?))
+        })
+        .await
 }
 
-fn outcome_of(e: &AppError) -> &'static str {
+fn outcome_of(e: &AppError) -> CallOutcome {
     if e.status == axum::http::StatusCode::GATEWAY_TIMEOUT {
-        "timeout"
+        CallOutcome::Timeout
     } else {
-        "error"
+        CallOutcome::Error
     }
 }

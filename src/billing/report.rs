@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, NaiveTime, Utc};
 use rusqlite::Connection;
 use serde_json::json;
 
-use super::format_units;
+use super::budget::format_units;
 use crate::admin::UsageBy;
 use crate::config::Config;
 use crate::db::usage::{self as repo, By, UsageRow};

@@ -1,0 +1,216 @@
+//! Upstream calls as the operator pays for them: every model or voice call
+//! is one `llm_calls` row (tokens, latency, outcome, cost) recorded in the
+//! write that stores the work it served, added to the period's spend (which
+//! the budgets read) and counted in /metrics.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::Transaction;
+
+use super::types::CallOutcome;
+use super::At;
+use crate::config::LlmConfig;
+use crate::db::Db;
+use crate::error::AppResult;
+use crate::llm::{Attempt, ChatMessage, Opened, TokenUsage};
+use crate::metrics::{labels, Metrics};
+
+pub use crate::db::usage::CallRecord;
+
+/// Who a call was made for, and for what.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub user_id: String,
+    /// The message, job or voice operation the call served.
+    pub reference: String,
+    /// The model as the client named it (before routing).
+    pub model: String,
+}
+
+impl Subject {
+    fn call(&self, provider: &str, provider_model: &str, latency_ms: i64, at: &At) -> CallRecord {
+        CallRecord {
+            user_id: Some(self.user_id.clone()),
+            message_id: Some(self.reference.clone()),
+            model: self.model.clone(),
+            provider: provider.to_string(),
+            provider_model: provider_model.to_string(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            estimated: false,
+            latency_ms,
+            outcome: CallOutcome::Ok,
+            cost_nanos: 0,
+            created_at: at.ms,
+        }
+    }
+
+    /// Providers that failed before their first token (failover).
+    pub fn attempts(&self, attempts: &[Attempt], at: &At) -> Vec<CallRecord> {
+        attempts
+            .iter()
+            .map(|a| CallRecord {
+                outcome: a.outcome,
+                ..self.call(&a.provider, &a.model_id, a.latency_ms, at)
+            })
+            .collect()
+    }
+
+    /// A call without token counts (audio): latency and outcome, no cost.
+    pub fn untokened(
+        &self,
+        provider: &str,
+        started: Instant,
+        outcome: CallOutcome,
+        at: &At,
+    ) -> CallRecord {
+        CallRecord {
+            outcome,
+            ..self.call(provider, &self.model, millis(started.elapsed()), at)
+        }
+    }
+
+    /// A streamed completion: tokens as the upstream reported them, else
+    /// estimated (and marked so: spend must not read as zero just because
+    /// a gateway omits usage), costed from `llm.prices`.
+    pub fn streamed(
+        &self,
+        cfg: &LlmConfig,
+        opened: &Opened,
+        usage: &Estimate,
+        text: &str,
+        outcome: CallOutcome,
+        at: &At,
+    ) -> CallRecord {
+        let (prompt, completion, estimated) = usage.resolve(text);
+        CallRecord {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            estimated,
+            outcome,
+            cost_nanos: cost_nanos(cfg, &self.model, &opened.model_id, prompt, completion),
+            ..self.call(
+                &opened.provider,
+                &opened.model_id,
+                millis(opened.started.elapsed()),
+                at,
+            )
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Reported usage, with the prompt's estimate to fall back on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Estimate {
+    pub reported: TokenUsage,
+    prompt_estimate: i64,
+}
+
+impl Estimate {
+    pub fn for_prompt(messages: &[ChatMessage]) -> Estimate {
+        Estimate {
+            reported: TokenUsage::default(),
+            prompt_estimate: messages.iter().map(|m| estimate_tokens(&m.content)).sum(),
+        }
+    }
+
+    /// (prompt, completion, whether either was estimated)
+    fn resolve(&self, text: &str) -> (i64, i64, bool) {
+        let r = self.reported;
+        (
+            r.prompt.unwrap_or(self.prompt_estimate),
+            r.completion.unwrap_or_else(|| estimate_tokens(text)),
+            r.prompt.is_none() || r.completion.is_none(),
+        )
+    }
+}
+
+/// Cost of a call from the configured per-million-token prices (the
+/// provider's model id first, then the public model name). A price per
+/// million tokens is exactly `price * 1000` nano-units per token.
+pub fn cost_nanos(
+    cfg: &LlmConfig,
+    model: &str,
+    provider_model: &str,
+    prompt: i64,
+    completion: i64,
+) -> i64 {
+    let price = cfg
+        .prices
+        .iter()
+        .find(|p| p.model == provider_model)
+        .or_else(|| cfg.prices.iter().find(|p| p.model == model));
+    match price {
+        Some(p) => {
+            prompt * (p.input_per_mtok * 1000.0).round() as i64
+                + completion * (p.output_per_mtok * 1000.0).round() as i64
+        }
+        None => 0,
+    }
+}
+
+/// A rough count for streams that report no usage: ~4 characters a token.
+pub fn estimate_tokens(text: &str) -> i64 {
+    (text.chars().count() as i64 + 3) / 4
+}
+
+/// Records calls inside the caller's write transaction, adding their cost
+/// to the period's spend.
+pub fn record(tx: &Transaction<'_>, at: &At, calls: &[CallRecord]) -> AppResult<()> {
+    for c in calls {
+        crate::db::usage::record_call(tx, c, &at.day, &at.month)?;
+    }
+    Ok(())
+}
+
+/// Counts calls in /metrics (once each, whatever their write does).
+pub fn count(metrics: &Metrics, calls: &[CallRecord]) {
+    for c in calls {
+        metrics.inc(
+            "llm_calls_total",
+            labels(&[("provider", &c.provider), ("outcome", c.outcome.as_str())]),
+            1,
+        );
+        metrics.observe(
+            "llm_call_duration_seconds",
+            labels(&[("provider", &c.provider)]),
+            Duration::from_millis(c.latency_ms as u64),
+        );
+        for (kind, n) in [
+            ("prompt", c.prompt_tokens),
+            ("completion", c.completion_tokens),
+        ] {
+            if n > 0 {
+                metrics.inc(
+                    "llm_tokens_total",
+                    labels(&[
+                        ("provider", &c.provider),
+                        ("model", &c.model),
+                        ("kind", kind),
+                    ]),
+                    n as u64,
+                );
+            }
+        }
+        if c.cost_nanos > 0 {
+            metrics.inc(
+                "llm_spend_nanos_total",
+                labels(&[("model", &c.model)]),
+                c.cost_nanos as u64,
+            );
+        }
+    }
+}
+
+/// Counts and records calls that no other write carries (a failed call, a
+/// batch item); a failure to record is logged, not returned.
+pub async fn record_alone(db: &Db, metrics: &Metrics, at: At, calls: Vec<CallRecord>) {
+    count(metrics, &calls);
+    if let Err(e) = db.write(move |tx| record(tx, &at, &calls)).await {
+        tracing::warn!(error = %e, "could not record upstream calls");
+    }
+}

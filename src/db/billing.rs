@@ -1,0 +1,321 @@
+//! The SQL of money: settings, free quota, balance, reservations and the
+//! ledger. The rule that uses these statements is `crate::billing`; nothing
+//! else calls the writes here.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::billing::types::{LedgerKind, ReservationKind, ReservationState};
+use crate::error::AppResult;
+
+pub const FREE_DAILY: &str = "free_daily";
+pub const PRICE_FEN: &str = "price_fen";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub free_daily: i64,
+    pub price_fen: i64,
+}
+
+pub fn settings(conn: &Connection) -> AppResult<Settings> {
+    // One statement for both: this runs in every chat turn.
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(max(CASE WHEN key = 'free_daily' THEN value END), 0),
+                COALESCE(max(CASE WHEN key = 'price_fen' THEN value END), 0)
+         FROM settings WHERE key IN ('free_daily', 'price_fen')",
+    )?;
+    Ok(stmt.query_row([], |r| {
+        Ok(Settings {
+            free_daily: r.get(0)?,
+            price_fen: r.get(1)?,
+        })
+    })?)
+}
+
+pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes a setting's first value; later changes come from the admin CLI.
+pub fn seed_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![key, value, now])?;
+    Ok(())
+}
+
+pub fn set_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )?
+    .execute(params![key, value, now])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaState {
+    pub free_used_today: i64,
+    pub balance_fen: i64,
+    pub held_fen: i64,
+}
+
+impl QuotaState {
+    pub fn available_fen(&self) -> i64 {
+        self.balance_fen - self.held_fen
+    }
+}
+
+/// The user's quota as of local day `today` (a day other than the stored
+/// one means nothing is used yet today).
+pub fn quota_state(conn: &Connection, user_id: &str, today: &str) -> AppResult<QuotaState> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT CASE WHEN free_day = ?2 THEN free_used ELSE 0 END, balance_fen, held_fen
+             FROM user_quotas WHERE user_id = ?1",
+        )?
+        .query_row(params![user_id, today], |r| {
+            Ok(QuotaState {
+                free_used_today: r.get(0)?,
+                balance_fen: r.get(1)?,
+                held_fen: r.get(2)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &str, now: i64) -> AppResult<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)")?
+        .execute(params![user_id, now])?;
+    Ok(())
+}
+
+/// Counts `used` free messages on `day` (the day it counts for).
+pub fn set_free_used(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    day: &str,
+    used: i64,
+    now: i64,
+) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE user_quotas SET free_day = ?2, free_used = ?3, updated_at = ?4 WHERE user_id = ?1",
+    )?
+    .execute(params![user_id, day, used, now])?;
+    Ok(())
+}
+
+/// Gives one free message of `day` back, if `day` is still the counted day.
+pub fn give_back_free(tx: &Transaction<'_>, user_id: &str, day: &str, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE user_quotas SET free_used = free_used - 1, updated_at = ?3
+         WHERE user_id = ?1 AND free_day = ?2 AND free_used > 0",
+    )?
+    .execute(params![user_id, day, now])?;
+    Ok(())
+}
+
+/// Adds `fen` (negative: removes) to what replies in flight hold.
+pub fn add_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE user_quotas SET held_fen = held_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
+    )?
+    .execute(params![user_id, fen, now])?;
+    Ok(())
+}
+
+/// Turns `fen` held into a charge: balance and hold both drop.
+pub fn charge_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE user_quotas SET balance_fen = balance_fen - ?2, held_fen = held_fen - ?2,
+         updated_at = ?3 WHERE user_id = ?1",
+    )?
+    .execute(params![user_id, fen, now])?;
+    Ok(())
+}
+
+/// Adds `fen` (negative: removes) to the stored balance.
+pub fn add_balance(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
+    )?
+    .execute(params![user_id, fen, now])?;
+    Ok(())
+}
+
+/// What one reservation holds, as stored.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: String,
+    pub user_id: String,
+    /// The message (or voice operation part) the reservation is for.
+    pub key: String,
+    pub kind: ReservationKind,
+    pub amount_fen: i64,
+    /// The local day a free message was counted on.
+    pub free_day: String,
+}
+
+pub fn insert_reservation(tx: &Transaction<'_>, r: &Reservation, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)",
+    )?
+    .execute(params![r.id, r.user_id, r.key, r.kind, r.amount_fen, r.free_day, now])?;
+    Ok(())
+}
+
+/// The reservation still held for `key`, if any.
+pub fn held_for(conn: &Connection, key: &str) -> AppResult<Option<Reservation>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, user_id, message_id, kind, amount_fen, free_day FROM reservations
+             WHERE message_id = ?1 AND state = 'held'",
+        )?
+        .query_row([key], |r| {
+            Ok(Reservation {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                key: r.get(2)?,
+                kind: r.get(3)?,
+                amount_fen: r.get(4)?,
+                free_day: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Closes a held reservation as `settled` or `released`.
+pub fn close_reservation(
+    tx: &Transaction<'_>,
+    id: &str,
+    state: ReservationState,
+    now: i64,
+) -> AppResult<()> {
+    tx.prepare_cached("UPDATE reservations SET state = ?2, closed_at = ?3 WHERE id = ?1")?
+        .execute(params![id, state, now])?;
+    Ok(())
+}
+
+/// Keys whose reservations are still held (after a crash, all of them).
+pub fn held_keys(conn: &Connection) -> AppResult<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT message_id FROM reservations WHERE state = 'held'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The fen charged for the settled work stored under `key`.
+pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT amount_fen FROM reservations
+             WHERE message_id = ?1 AND state = 'settled' AND kind = 'paid'",
+        )?
+        .query_row([key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The user's balance and what replies in flight hold of it.
+pub fn balance(conn: &Connection, user_id: &str) -> AppResult<(i64, i64)> {
+    Ok(conn
+        .prepare_cached("SELECT balance_fen, held_fen FROM user_quotas WHERE user_id = ?1")?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
+/// Appends one balance change; returns the balance after it.
+pub fn append_ledger(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    delta: i64,
+    kind: LedgerKind,
+    reference: &str,
+    now: i64,
+) -> AppResult<i64> {
+    let balance: i64 = tx
+        .prepare_cached("SELECT balance_fen FROM user_quotas WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO ledger (user_id, delta_fen, balance_after, kind, reference, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![user_id, delta, balance, kind, reference, now])?;
+    Ok(balance)
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub delta_fen: i64,
+    pub balance_after: i64,
+    pub kind: LedgerKind,
+    pub reference: String,
+    pub created_at: i64,
+}
+
+pub fn ledger_tail(conn: &Connection, user_id: &str, n: u32) -> AppResult<Vec<LedgerRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, delta_fen, balance_after, kind, reference, created_at FROM ledger
+         WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![user_id, n], |r| {
+        Ok(LedgerRow {
+            id: r.get(0)?,
+            delta_fen: r.get(1)?,
+            balance_after: r.get(2)?,
+            kind: r.get(3)?,
+            reference: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditMismatch {
+    pub user_id: String,
+    pub balance_fen: i64,
+    pub ledger_sum: i64,
+}
+
+/// Every user whose stored balance differs from the sum of their ledger.
+pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
+    let checked: i64 = conn.prepare_cached("SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger)")?.query_row(
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "WITH sums AS (SELECT user_id, SUM(delta_fen) AS s FROM ledger GROUP BY user_id),
+              ids AS (SELECT user_id FROM user_quotas UNION SELECT user_id FROM sums)
+         SELECT ids.user_id, COALESCE(q.balance_fen, 0), COALESCE(sums.s, 0)
+         FROM ids LEFT JOIN user_quotas q ON q.user_id = ids.user_id
+                  LEFT JOIN sums ON sums.user_id = ids.user_id
+         WHERE COALESCE(q.balance_fen, 0) <> COALESCE(sums.s, 0)
+         ORDER BY ids.user_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AuditMismatch {
+            user_id: r.get(0)?,
+            balance_fen: r.get(1)?,
+            ledger_sum: r.get(2)?,
+        })
+    })?;
+    Ok((checked as usize, rows.collect::<Result<_, _>>()?))
+}
+
+/// Income so far (fen): per-message charges and paid top-ups (for metrics).
+pub fn income_totals(conn: &Connection) -> AppResult<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(-sum(CASE WHEN kind = 'charge' THEN delta_fen END), 0),
+                COALESCE(sum(CASE WHEN kind = 'topup' THEN delta_fen END), 0) FROM ledger",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
