@@ -134,6 +134,8 @@ mod tests {
     use super::*;
     use crate::billing::{ledger, quota};
 
+    type Job = Box<dyn FnOnce(&Transaction<'_>) -> AppResult<i64> + Send>;
+
     fn at(ms: i64) -> At {
         At {
             ms,
@@ -150,7 +152,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("b.db"), 2).unwrap();
         let cfg = QuotaConfig::default();
-        let run = |f: Box<dyn FnOnce(&Transaction<'_>) -> AppResult<i64> + Send>| {
+        let run = |f: Job| {
             let db = db.clone();
             async move { db.write(f).await }
         };
@@ -216,7 +218,7 @@ mod tests {
         }))
         .await
         .unwrap();
-        let (checked, mismatches) = db.run(|c| ledger::audit(c)).await.unwrap();
+        let (checked, mismatches) = db.run(ledger::audit).await.unwrap();
         assert_eq!((checked, mismatches.len()), (1, 0));
         let sum: i64 = db
             .run(|c| Ok(c.query_row("SELECT sum(delta_fen) FROM ledger", [], |r| r.get(0))?))
