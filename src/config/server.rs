@@ -1,0 +1,63 @@
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{bad, ConfigError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub public_url: String,
+    /// Peers whose X-Forwarded-For is believed (exact IP addresses).
+    pub trusted_proxies: Vec<String>,
+    pub request_timeout_secs: u64,
+    pub max_body_bytes: usize,
+    /// On SIGTERM, how long open requests/streams may finish before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            trusted_proxies: vec![],
+            request_timeout_secs: 120,
+            shutdown_grace_secs: 20,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.bind.parse::<SocketAddr>().map_err(|e| {
+            bad(
+                "server.bind",
+                format!("{:?} is not host:port ({e})", self.bind),
+            )
+        })?;
+        for p in &self.trusted_proxies {
+            p.parse::<IpAddr>().map_err(|_| {
+                bad(
+                    "server.trusted_proxies",
+                    format!("{p:?} is not an IP address"),
+                )
+            })?;
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return Err(bad(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(bad("server.request_timeout_secs", "must be > 0"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("server.max_body_bytes", "must be >= 1024"));
+        }
+        Ok(())
+    }
+}
