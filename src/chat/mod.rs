@@ -5,4 +5,5 @@ pub mod handlers;
 pub mod live;
 pub mod service;
 pub mod stream;
+pub mod types;
 pub mod ws;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::live::{Event, Finished, Generation};
+use super::types::{MessageStatus, Role};
 use crate::app::AppState;
 use crate::billing::calls::{self, CallRecord, Estimate, Subject};
 use crate::billing::types::CallOutcome;
@@ -190,17 +191,12 @@ async fn generate(
         messages.push(ChatMessage::text("system", system.clone()));
     }
     for c in turn.context.iter() {
-        let role = if c.role == "assistant" {
-            "assistant"
-        } else {
-            "user"
-        };
         let content = match &c.attachments {
             // Earlier attachments are named, not re-sent.
             Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
             None => c.content.clone(),
         };
-        messages.push(ChatMessage::text(role, content));
+        messages.push(ChatMessage::text(c.role.as_str(), content));
     }
     let content = if prepared.text.is_empty() {
         message
@@ -338,7 +334,7 @@ async fn begin(
             let now = at.ms;
             if let Some(cmid) = &input.client_msg_id {
                 if let Some(reply) = repo::reply_for_client_msg(tx, &uid, cmid)? {
-                    if reply.status == "generating" {
+                    if reply.status == MessageStatus::Generating {
                         return Ok(Begun::InFlight(reply.id));
                     }
                     return replay(tx, &uid, &at.day, reply).map(Begun::Replayed);
@@ -370,10 +366,10 @@ async fn begin(
                     id: &user_msg_id,
                     session_id: &session_id,
                     user_id: &uid,
-                    role: "user",
+                    role: Role::User,
                     content: &message,
                     model: None,
-                    status: "complete",
+                    status: MessageStatus::Complete,
                     reply_to: None,
                     client_msg_id: input.client_msg_id.as_deref(),
                     now,
@@ -385,10 +381,10 @@ async fn begin(
                     id: &reply_id,
                     session_id: &session_id,
                     user_id: &uid,
-                    role: "assistant",
+                    role: Role::Assistant,
                     content: "",
                     model: Some(&model),
-                    status: "generating",
+                    status: MessageStatus::Generating,
                     reply_to: Some(&user_msg_id),
                     client_msg_id: None,
                     now,

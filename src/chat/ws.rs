@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::live::{Event, Finished};
 use super::service::{self, ChatInput};
 use super::stream::{error_body, events_of};
+use super::types::{MessageStatus, Role};
 use crate::app::AppState;
 use crate::auth::{bearer_token, AuthUser};
 use crate::db::chat as repo;
@@ -194,14 +195,14 @@ async fn resume(
         .db()
         .run(move |c| {
             let msg = repo::find_user_message(c, &uid, &mid)?
-                .filter(|m| m.role == "assistant")
+                .filter(|m| m.role == Role::Assistant)
                 .ok_or_else(|| AppError::not_found("message"))?;
             super::service::replay(c, &uid, &day, msg)
         })
         .await?;
     let msg = &stored.message;
     let rest: String = msg.content.chars().skip(offset).collect();
-    let last = if msg.status == "complete" {
+    let last = if msg.status == MessageStatus::Complete {
         Event::Done(stored.to_json())
     } else {
         Event::Error(Finished::Failed {

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
+use crate::chat::types::{MessageStatus, Role};
 use crate::error::AppResult;
 
 #[derive(Debug, Clone)]
@@ -17,10 +18,10 @@ pub struct MessageRow {
     pub seq: i64,
     pub id: String,
     pub session_id: String,
-    pub role: String,
+    pub role: Role,
     pub content: String,
     pub model: Option<String>,
-    pub status: String,
+    pub status: MessageStatus,
     pub created_at: i64,
     /// JSON list of the media a user message carried (see `media::AttachmentRef`).
     pub attachments: Option<String>,
@@ -78,10 +79,10 @@ pub struct NewMessage<'a> {
     pub id: &'a str,
     pub session_id: &'a str,
     pub user_id: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub content: &'a str,
     pub model: Option<&'a str>,
-    pub status: &'a str,
+    pub status: MessageStatus,
     pub reply_to: Option<&'a str>,
     pub client_msg_id: Option<&'a str>,
     pub now: i64,
@@ -135,7 +136,7 @@ pub fn reply_for_client_msg(
 /// A message as context for the next turn.
 #[derive(Debug, Clone)]
 pub struct ContextRow {
-    pub role: String,
+    pub role: Role,
     pub content: String,
     /// JSON list of the media it carried (see `media::AttachmentRef`).
     pub attachments: Option<String>,
