@@ -11,10 +11,42 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
+crate::str_enum!(
+    /// The stable `code` of every error the API answers (the README's
+    /// table); clients switch on it, so a variant's text never changes.
+    pub ErrorCode {
+        InvalidRequest = "invalid_request",
+        Validation = "validation",
+        UnknownModel = "unknown_model",
+        Unauthorized = "unauthorized",
+        InvalidCode = "invalid_code",
+        QuotaExhausted = "quota_exhausted",
+        Forbidden = "forbidden",
+        NotFound = "not_found",
+        MethodNotAllowed = "method_not_allowed",
+        Conflict = "conflict",
+        UploadIncomplete = "upload_incomplete",
+        InProgress = "in_progress",
+        PayloadTooLarge = "payload_too_large",
+        UnsupportedMediaType = "unsupported_media_type",
+        Timeout = "timeout",
+        RateLimited = "rate_limited",
+        UpstreamError = "upstream_error",
+        GenerationFailed = "generation_failed",
+        UpstreamUnavailable = "upstream_unavailable",
+        UpstreamBusy = "upstream_busy",
+        BudgetExhausted = "budget_exhausted",
+        PaymentsDisabled = "payments_disabled",
+        VoiceDisabled = "voice_disabled",
+        Unavailable = "unavailable",
+        Internal = "internal",
+    }
+);
+
 #[derive(Debug)]
 pub struct AppError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Extra fields merged into the `error` object (e.g. price_fen on 402).
     pub extra: Map<String, Value>,
@@ -26,7 +58,7 @@ pub struct AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -38,13 +70,13 @@ impl AppError {
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
+            ErrorCode::Validation,
             format!("{field}: {message}"),
         );
         e.extra.insert("field".into(), json!(field));
@@ -52,29 +84,29 @@ impl AppError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{what} not found"),
         )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error",
         );
         e.source = Some(source.into());
@@ -86,7 +118,7 @@ impl AppError {
         self
     }
 
-    pub fn with_code(mut self, code: &'static str) -> Self {
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
         self.code = code;
         self
     }
@@ -116,7 +148,7 @@ impl From<rusqlite::Error> for AppError {
                 f.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ) {
-                let mut err = Self::unavailable("unavailable", "database busy, retry");
+                let mut err = Self::unavailable(ErrorCode::Unavailable, "database busy, retry");
                 err.source = Some(e.into());
                 return err.with_retry_after(1);
             }
@@ -127,7 +159,7 @@ impl From<rusqlite::Error> for AppError {
 
 impl From<r2d2::Error> for AppError {
     fn from(e: r2d2::Error) -> Self {
-        let mut err = Self::unavailable("unavailable", "database busy, retry");
+        let mut err = Self::unavailable(ErrorCode::Unavailable, "database busy, retry");
         err.source = Some(e.into());
         err.with_retry_after(1)
     }
@@ -136,7 +168,7 @@ impl From<r2d2::Error> for AppError {
 /// Rendered into the body by [`envelope`].
 #[derive(Clone, Debug)]
 pub struct ErrorBody {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub extra: Map<String, Value>,
 }
@@ -144,9 +176,9 @@ pub struct ErrorBody {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if let Some(src) = &self.source {
-            tracing::error!(code = self.code, error = %format!("{src:#}"), "request failed");
+            tracing::error!(code = %self.code, error = %format!("{src:#}"), "request failed");
         } else if self.status.is_server_error() {
-            tracing::warn!(code = self.code, message = %self.message, "request failed");
+            tracing::warn!(code = %self.code, message = %self.message, "request failed");
         }
         let mut res = self.status.into_response();
         if let Some(secs) = self.retry_after {
@@ -209,21 +241,22 @@ pub async fn envelope(req: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(json))
 }
 
-fn framework_error(status: StatusCode) -> (&'static str, &'static str) {
+fn framework_error(status: StatusCode) -> (ErrorCode, &'static str) {
     match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "method not allowed on this route")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "request took too long"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this route",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "request took too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ("unsupported_media_type", "unsupported content type")
+            (ErrorCode::UnsupportedMediaType, "unsupported content type")
         }
-        StatusCode::UNAUTHORIZED => ("unauthorized", "authentication required"),
-        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("invalid_request", "invalid request"),
+        StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "authentication required"),
+        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::RateLimited, "too many requests"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::InvalidRequest, "invalid request"),
     }
 }
 
@@ -251,7 +284,7 @@ fn json_rejection(rej: JsonRejection) -> AppError {
     match rej {
         JsonRejection::MissingJsonContentType(_) => AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         JsonRejection::JsonSyntaxError(e) => {
@@ -273,7 +306,7 @@ fn json_rejection(rej: JsonRejection) -> AppError {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "request body too large",
             )
         }

@@ -15,7 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::app::AppState;
 use crate::config::RateLimitConfig;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 type Keyed<K> = Option<DefaultKeyedRateLimiter<K>>;
 
@@ -95,7 +95,7 @@ fn limited(wait: Duration) -> Response {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     AppError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        ErrorCode::RateLimited,
         format!("too many requests; retry in {} s", secs.max(1)),
     )
     .with_retry_after(secs)

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 pub struct Identity {
     pub openid: String,
@@ -77,7 +77,7 @@ impl LoginProviders {
 }
 
 fn invalid_code(msg: impl Into<String>) -> AppError {
-    AppError::new(StatusCode::UNAUTHORIZED, "invalid_code", msg)
+    AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCode, msg)
 }
 
 fn dev_identity(name: &str) -> Result<Identity, AppError> {
@@ -121,7 +121,7 @@ impl WechatLogin {
             );
             AppError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorCode::UpstreamError,
                 "WeChat login answered an unreadable body",
             )
         })?;
@@ -133,7 +133,7 @@ impl WechatLogin {
                 }),
                 None => Err(AppError::new(
                     StatusCode::BAD_GATEWAY,
-                    "upstream_error",
+                    ErrorCode::UpstreamError,
                     "WeChat login answered without an openid",
                 )),
             },
@@ -143,10 +143,12 @@ impl WechatLogin {
                 tracing::info!(errcode = code, "jscode2session refused");
                 Err(match code {
                     40029 | 40163 => invalid_code(msg),
-                    45011 => AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
-                        .with_retry_after(60),
-                    40226 => AppError::new(StatusCode::FORBIDDEN, "forbidden", msg),
-                    -1 => AppError::unavailable("upstream_busy", msg).with_retry_after(1),
+                    45011 => {
+                        AppError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, msg)
+                            .with_retry_after(60)
+                    }
+                    40226 => AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, msg),
+                    -1 => AppError::unavailable(ErrorCode::UpstreamBusy, msg).with_retry_after(1),
                     _ => invalid_code(msg),
                 })
             }
@@ -164,7 +166,7 @@ fn wechat_unreachable(e: &reqwest::Error) -> AppError {
     tracing::warn!(error = %e.without_url_ref(), "jscode2session {kind}");
     AppError::new(
         StatusCode::BAD_GATEWAY,
-        "upstream_error",
+        ErrorCode::UpstreamError,
         format!("WeChat login {kind}"),
     )
 }

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use super::At;
 use crate::db::billing::get_setting;
 use crate::db::usage as repo;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Setting keys (nano-units of the price currency; 0 = no budget).
 pub const DAILY_BUDGET: &str = "budget_daily_nanos";
@@ -60,7 +60,7 @@ pub fn check(c: &Connection, at: &At) -> AppResult<Standing> {
         if budget > 0 && spent >= budget {
             return Err(AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "budget_exhausted",
+                ErrorCode::BudgetExhausted,
                 format!("the service's {name} model budget is used up; try again later (you were not charged)"),
             ));
         }

@@ -180,7 +180,7 @@ mod tests {
             let free = Hold::reserve(tx, &c, &at(2), &u, vec!["m1".into()])?;
             let paid = Hold::reserve(tx, &c, &at(2), &u, vec!["m2".into()])?;
             let refused = Hold::reserve(tx, &c, &at(2), &u, vec!["m3".into()]).unwrap_err();
-            assert_eq!(refused.code, "quota_exhausted");
+            assert_eq!(refused.code, crate::error::ErrorCode::QuotaExhausted);
             let q = quota::view(tx, &u, "2026-12-01")?;
             assert_eq!((q.free_remaining, q.balance_fen), (0, 50), "100 held");
             Ok(free.settle(tx, 3)? + paid.settle(tx, 3)?)

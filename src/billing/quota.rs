@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::billing as repo;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuotaView {
@@ -65,7 +65,7 @@ pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
 pub fn exhausted_error(price_fen: i64, topup_amounts_fen: &[i64]) -> AppError {
     AppError::new(
         StatusCode::PAYMENT_REQUIRED,
-        "quota_exhausted",
+        ErrorCode::QuotaExhausted,
         format!(
             "no free messages left today and the balance is below the price of {price_fen} fen; top up to continue"
         ),

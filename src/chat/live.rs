@@ -9,7 +9,7 @@ use futures_util::stream::{self, Stream};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 /// How a generation ended.
 #[derive(Clone, Debug)]
@@ -18,7 +18,7 @@ pub enum Finished {
     Done(Value),
     Failed {
         status: u16,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
 }
@@ -42,7 +42,7 @@ impl Finished {
             } => Some(AppError::new(
                 axum::http::StatusCode::from_u16(*status)
                     .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
-                code,
+                *code,
                 message.clone(),
             )),
         }

@@ -16,7 +16,7 @@ use crate::billing::{self, budget, Hold, ReplyQuota};
 use crate::clock::rfc3339;
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, TokenUsage};
 
@@ -130,7 +130,7 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
                 None => Err(AppError::conflict(
                     "a request with this client_msg_id is still being answered; retry shortly",
                 )
-                .with_code("in_progress")),
+                .with_code(ErrorCode::InProgress)),
             }
         }
         Begun::Started(t) => t,

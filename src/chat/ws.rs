@@ -28,7 +28,7 @@ use super::types::{MessageStatus, Role};
 use crate::app::AppState;
 use crate::auth::{bearer_token, AuthUser};
 use crate::db::chat as repo;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/chat/ws", get(upgrade))
@@ -207,7 +207,7 @@ async fn resume(
     } else {
         Event::Error(Finished::Failed {
             status: 502,
-            code: "generation_failed",
+            code: ErrorCode::GenerationFailed,
             message: "this reply was cut short by an upstream failure; nothing was charged".into(),
         })
     };

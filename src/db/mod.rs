@@ -23,7 +23,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use tokio::sync::Semaphore;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -148,7 +148,7 @@ impl Db {
             .permits
             .acquire()
             .await
-            .map_err(|_| AppError::unavailable("unavailable", "shutting down"))?;
+            .map_err(|_| AppError::unavailable(ErrorCode::Unavailable, "shutting down"))?;
         self.inner
             .waited_micros
             .fetch_add(queued.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -2,11 +2,10 @@
 //! spelling in SQL and JSON, so a misspelt state fails to compile instead
 //! of matching nothing at run time.
 
-/// `sql_enum!(pub Name { Variant = "text", … })`: a `Copy` enum with
-/// `as_str`, `Display`, serde as its text, and `ToSql`/`FromSql` (an
-/// unknown text read back is a conversion error, never a silent default).
+/// `str_enum!(pub Name { Variant = "text", … })`: a `Copy` enum with
+/// `as_str`, `parse`, `Display`, and serde and OpenAPI as its text.
 #[macro_export]
-macro_rules! sql_enum {
+macro_rules! str_enum {
     ($(#[$meta:meta])* $vis:vis $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -37,6 +36,15 @@ macro_rules! sql_enum {
                 f.write_str(self.as_str())
             }
         }
+    };
+}
+
+/// [`str_enum!`] stored as TEXT: `ToSql`/`FromSql` too (an unknown text
+/// read back is a conversion error, never a silent default).
+#[macro_export]
+macro_rules! sql_enum {
+    ($(#[$meta:meta])* $vis:vis $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $crate::str_enum!($(#[$meta])* $vis $name { $($(#[$vmeta])* $variant = $text),+ });
 
         impl rusqlite::types::ToSql for $name {
             fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Jobs per transaction at most: bounds the latency a batch adds.
 const MAX_BATCH: usize = 64;
@@ -149,9 +149,9 @@ impl Writer {
             enqueued: Instant::now(),
             span: tracing::Span::current(),
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| AppError::unavailable("unavailable", "the database writer has stopped"))
+        self.jobs.send(job).map_err(|_| {
+            AppError::unavailable(ErrorCode::Unavailable, "the database writer has stopped")
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::billing::types::CallOutcome;
 use crate::config::LlmConfig;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 pub use anthropic::AnthropicProvider;
 pub use breaker::Breaker;
@@ -113,7 +113,7 @@ impl LlmError {
                 tracing::warn!(provider, "upstream timed out");
                 AppError::new(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_error",
+                    ErrorCode::UpstreamError,
                     "the model did not answer in time; you were not charged",
                 )
             }
@@ -125,7 +125,7 @@ impl LlmError {
                     }
                     None => "the model provider failed; you were not charged".into(),
                 };
-                AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", msg)
+                AppError::new(StatusCode::BAD_GATEWAY, ErrorCode::UpstreamError, msg)
             }
         }
     }
@@ -306,7 +306,7 @@ impl Route {
             Some((name, e)) => e.to_app_error(&name),
             None => AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_unavailable",
+                ErrorCode::UpstreamUnavailable,
                 "every provider for this model is cooling down after failures; retry shortly",
             )
             .with_retry_after(5),
@@ -475,7 +475,7 @@ impl Llm {
                     "model {model:?} is not offered; available: {}",
                     known.join(", ")
                 ))
-                .with_code("unknown_model"))
+                .with_code(ErrorCode::UnknownModel))
             }
         }
     }

@@ -15,7 +15,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::service;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiJson, AppError, AppResult};
+use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
 use crate::openapi::ErrorBody;
 
 #[derive(OpenApi)]
@@ -43,7 +43,7 @@ pub fn webhook_router(state: &AppState) -> Router<AppState> {
 
 async fn payments_disabled() -> AppError {
     AppError::unavailable(
-        "payments_disabled",
+        ErrorCode::PaymentsDisabled,
         "payments are not enabled on this server",
     )
 }
@@ -51,7 +51,7 @@ async fn payments_disabled() -> AppError {
 fn payments(state: &AppState) -> AppResult<&super::Payments> {
     state.payments().ok_or_else(|| {
         AppError::unavailable(
-            "payments_disabled",
+            ErrorCode::PaymentsDisabled,
             "payments are not enabled on this server",
         )
     })

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::billing::ledger;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::payments::{self as repo, PaymentRow};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// `M` + UTC yyyymmddHHMMSS + 12 random characters: 27 of [A-Za-z0-9],
 /// inside WeChat Pay's 6-32, sortable by time when reading logs.
@@ -44,7 +44,7 @@ fn upstream(e: &PayError) -> AppError {
         PayError::Untrusted(_) => "WeChat Pay's answer failed signature verification".into(),
         PayError::Malformed(_) => "WeChat Pay answered an unreadable body".into(),
     };
-    AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", msg)
+    AppError::new(StatusCode::BAD_GATEWAY, ErrorCode::UpstreamError, msg)
 }
 
 /// POST /api/pay/checkout: a pending payment row, then the JSAPI order at

@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
-use crate::error::{ApiJson, AppError, AppResult};
+use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
 use crate::openapi::ErrorBody;
 
 #[derive(OpenApi)]
@@ -172,13 +172,13 @@ async fn media(
 }
 
 fn forbidden(message: &str) -> AppError {
-    AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 fn too_large(limit: u64) -> AppError {
     AppError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("this upload is granted {limit} bytes at most"),
     )
 }
@@ -224,7 +224,7 @@ async fn local_put(
     if sent_type.as_deref() != Some(content_type.as_str()) {
         return Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("this upload must be sent with Content-Type: {content_type}"),
         ));
     }

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::to_ms;
 use crate::db::media::{self as repo, MediaRow, NewMedia};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// A pending upload older than this is abandoned: refused at commit and
 /// swept with its object.
@@ -62,7 +62,7 @@ pub fn object_key(user_id: &str, media_id: &str, content_type: &str, now: DateTi
 pub(crate) fn storage_error(e: StoreError) -> AppError {
     let mut err = AppError::new(
         StatusCode::BAD_GATEWAY,
-        "upstream_error",
+        ErrorCode::UpstreamError,
         "object storage is unavailable, retry later",
     );
     err.source = Some(e.into());
@@ -88,7 +88,7 @@ fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String
     if !cfg.allowed_content_types.contains(&content_type) {
         return Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("content_type {content_type:?} is not accepted"),
         )
         .with("allowed_content_types", json!(cfg.allowed_content_types)));
@@ -100,7 +100,7 @@ fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String
     if size > cfg.max_upload_bytes {
         return Err(AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("size exceeds the limit of {} bytes", cfg.max_upload_bytes),
         )
         .with("max_upload_bytes", json!(cfg.max_upload_bytes)));
@@ -195,7 +195,7 @@ pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppRe
         // Not final: the PUT may still be on its way.
         return Err(AppError::new(
             StatusCode::CONFLICT,
-            "upload_incomplete",
+            ErrorCode::UploadIncomplete,
             "nothing has been uploaded for this upload_id yet; PUT the file to its url first",
         ));
     };

@@ -18,18 +18,18 @@ use crate::billing::{self, Hold, ReplyQuota};
 use crate::clock::to_ms;
 use crate::config::VoiceConfig;
 use crate::db::media::{self as media_repo, MediaRow, NewMedia};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 fn disabled() -> AppError {
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "voice_disabled",
+        ErrorCode::VoiceDisabled,
         "voice is not configured on this server (voice.api_key is empty)",
     )
 }
 
 fn upstream(message: impl Into<String>) -> AppError {
-    AppError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+    AppError::new(StatusCode::BAD_GATEWAY, ErrorCode::UpstreamError, message)
 }
 
 /// The voice config when text-to-speech is usable (`voice.api_key` set).
@@ -89,7 +89,7 @@ async fn send(v: &VoiceConfig, req: reqwest::RequestBuilder, what: &str) -> AppR
     match tokio::time::timeout(Duration::from_secs(v.timeout_secs), call).await {
         Err(_) => Err(AppError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "upstream_error",
+            ErrorCode::UpstreamError,
             format!("{what} timed out; nothing was charged"),
         )),
         Ok(Err(e)) => {
@@ -184,7 +184,7 @@ async fn stt(state: &AppState, v: &VoiceConfig, m: &MediaRow) -> AppResult<Strin
             Ok(r) => r,
             Err(_) => Err(AppError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorCode::UpstreamError,
                 "transcription timed out; nothing was charged",
             )),
         };
