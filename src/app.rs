@@ -155,6 +155,14 @@ impl AppState {
     pub fn set_payments(&self, p: crate::pay::Payments) {
         let _ = self.inner.payments.set(p);
     }
+    /// Metering for model calls (prices, clock, spend periods).
+    pub fn meter(&self) -> crate::billing::calls::Meter<'_> {
+        crate::billing::calls::Meter {
+            prices: &self.inner.config.llm,
+            clock: self.inner.clock.clone(),
+            offset: self.inner.offset,
+        }
+    }
     /// Now, as the money rule reads it (local day and month).
     pub fn at(&self) -> crate::billing::At {
         crate::billing::At::new(self.now(), self.inner.offset)

@@ -5,14 +5,16 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::FixedOffset;
 use rusqlite::Transaction;
 
 use super::types::CallOutcome;
 use super::At;
+use crate::clock::SharedClock;
 use crate::config::LlmConfig;
 use crate::db::Db;
-use crate::error::AppResult;
-use crate::llm::{Attempt, ChatMessage, Opened, TokenUsage};
+use crate::error::{AppError, AppResult};
+use crate::llm::{Attempt, ChatMessage, Opened, Route, TokenUsage};
 use crate::metrics::{labels, Metrics};
 
 pub use crate::db::usage::CallRecord;
@@ -70,25 +72,26 @@ impl Subject {
         }
     }
 
-    /// A streamed completion: tokens as the upstream reported them, else
-    /// estimated (and marked so: spend must not read as zero just because
-    /// a gateway omits usage), costed from `llm.prices`.
-    pub fn streamed(
+    /// A streamed completion of `chars` characters: tokens as the
+    /// upstream reported them, else estimated (and marked so: spend must
+    /// not read as zero just because a gateway omits usage), costed from
+    /// `llm.prices`.
+    fn streamed(
         &self,
-        cfg: &LlmConfig,
+        prices: &LlmConfig,
         opened: &Opened,
         usage: &Estimate,
-        text: &str,
+        chars: usize,
         outcome: CallOutcome,
         at: &At,
     ) -> CallRecord {
-        let (prompt, completion, estimated) = usage.resolve(text);
+        let (prompt, completion, estimated) = usage.resolve(chars);
         CallRecord {
             prompt_tokens: prompt,
             completion_tokens: completion,
             estimated,
             outcome,
-            cost_nanos: cost_nanos(cfg, &self.model, &opened.model_id, prompt, completion),
+            cost_nanos: cost_nanos(prices, &self.model, &opened.model_id, prompt, completion),
             ..self.call(
                 &opened.provider,
                 &opened.model_id,
@@ -105,13 +108,13 @@ fn millis(d: Duration) -> i64 {
 
 /// Reported usage, with the prompt's estimate to fall back on.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Estimate {
-    pub reported: TokenUsage,
+struct Estimate {
+    reported: TokenUsage,
     prompt_estimate: i64,
 }
 
 impl Estimate {
-    pub fn for_prompt(messages: &[ChatMessage]) -> Estimate {
+    fn for_prompt(messages: &[ChatMessage]) -> Estimate {
         Estimate {
             reported: TokenUsage::default(),
             prompt_estimate: messages.iter().map(|m| estimate_tokens(&m.content)).sum(),
@@ -119,13 +122,103 @@ impl Estimate {
     }
 
     /// (prompt, completion, whether either was estimated)
-    fn resolve(&self, text: &str) -> (i64, i64, bool) {
+    fn resolve(&self, completion_chars: usize) -> (i64, i64, bool) {
         let r = self.reported;
         (
             r.prompt.unwrap_or(self.prompt_estimate),
-            r.completion.unwrap_or_else(|| estimate_tokens(text)),
+            r.completion
+                .unwrap_or_else(|| chars_to_tokens(completion_chars)),
             r.prompt.is_none() || r.completion.is_none(),
         )
+    }
+}
+
+/// How a metered model call ended.
+pub enum End {
+    /// Streamed to its end.
+    Complete,
+    /// No provider produced a first token (every failover tried).
+    Refused(AppError),
+    /// Output was produced, then the stream failed: no failover.
+    Cut(AppError),
+}
+
+/// A model call with its accounting.
+pub struct Metered {
+    /// Every upstream call made, to record: failed attempts, then the
+    /// streamed one.
+    pub calls: Vec<CallRecord>,
+    /// What the upstream reported (stored with a chat reply).
+    pub usage: TokenUsage,
+    pub end: End,
+}
+
+/// What metering a model call needs: the price list, the clock and the
+/// timezone of the spend periods.
+pub struct Meter<'a> {
+    pub prices: &'a LlmConfig,
+    pub clock: SharedClock,
+    pub offset: FixedOffset,
+}
+
+impl Meter<'_> {
+    fn at(&self) -> At {
+        At::new(self.clock.now(), self.offset)
+    }
+
+    /// Opens `route` (failing over before the first token), streams the
+    /// text to `on_text`, and accounts every upstream call it made for
+    /// `subject`. Recording the calls is the caller's: in the write that
+    /// stores the work they served.
+    pub async fn call(
+        &self,
+        route: &Route,
+        messages: Vec<ChatMessage>,
+        subject: &Subject,
+        mut on_text: impl FnMut(&str),
+    ) -> Metered {
+        let mut usage = Estimate::for_prompt(&messages);
+        let mut attempts = vec![];
+        let clock = self.clock.clone();
+        let opened = route
+            .open(messages, move || clock.now(), &mut attempts)
+            .await;
+        let mut calls = subject.attempts(&attempts, &self.at());
+        let mut opened = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                return Metered {
+                    calls,
+                    usage: TokenUsage::default(),
+                    end: End::Refused(e),
+                }
+            }
+        };
+        let mut chars = 0;
+        let clock = self.clock.clone();
+        let (reported, failure) = opened
+            .drain(
+                move || clock.now(),
+                |t| {
+                    chars += t.chars().count();
+                    on_text(t)
+                },
+            )
+            .await;
+        usage.reported = reported;
+        let outcome = match failure {
+            Some(_) => CallOutcome::Partial,
+            None => CallOutcome::Ok,
+        };
+        calls.push(subject.streamed(self.prices, &opened, &usage, chars, outcome, &self.at()));
+        Metered {
+            calls,
+            usage: reported,
+            end: match failure {
+                Some(e) => End::Cut(e.to_app_error(&opened.provider)),
+                None => End::Complete,
+            },
+        }
     }
 }
 
@@ -155,7 +248,11 @@ pub fn cost_nanos(
 
 /// A rough count for streams that report no usage: ~4 characters a token.
 pub fn estimate_tokens(text: &str) -> i64 {
-    (text.chars().count() as i64 + 3) / 4
+    chars_to_tokens(text.chars().count())
+}
+
+fn chars_to_tokens(chars: usize) -> i64 {
+    (chars as i64 + 3) / 4
 }
 
 /// Records calls inside the caller's write transaction, adding their cost

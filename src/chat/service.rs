@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 use super::live::{Event, Finished, Generation};
 use super::types::{MessageStatus, Role};
 use crate::app::AppState;
-use crate::billing::calls::{self, CallRecord, Estimate, Subject};
-use crate::billing::types::CallOutcome;
+use crate::billing::calls::{self, CallRecord, End, Subject};
 use crate::billing::{self, budget, Hold, ReplyQuota};
 use crate::clock::rfc3339;
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
@@ -209,54 +208,35 @@ async fn generate(
         images: prepared.images,
     });
 
-    let mut usage = Estimate::for_prompt(&messages);
     let subject = Subject {
         user_id: user_id.to_string(),
         reference: turn.reply_id.clone(),
         model: route.model().to_string(),
     };
-    let clock = state.clone();
-    let mut attempts = vec![];
-    let opened = route
-        .open(messages, move || clock.now(), &mut attempts)
+    let metered = state
+        .meter()
+        .call(&route, messages, &subject, |t| gen.push(t))
         .await;
-    let mut calls = subject.attempts(&attempts, &state.at());
-    let mut opened = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            calls::count(state.metrics(), &calls);
-            if let Err(db) = end_without_reply(state, &turn, String::new(), calls).await {
-                tracing::error!(error = %db, "could not release a failed turn");
+    calls::count(state.metrics(), &metered.calls);
+    let failed = match metered.end {
+        End::Complete => {
+            let text = gen.text();
+            let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);
+            match settled.await {
+                Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
+                Err(e) => gen.finish(Finished::failed(&e)),
             }
-            gen.finish(Finished::failed(&e));
             return;
         }
-    };
-    let clock = state.clone();
-    let (reported, failure) = opened.drain(move || clock.now(), |t| gen.push(t)).await;
-    usage.reported = reported;
-    let text = gen.text();
-    let outcome = match failure {
-        Some(_) => CallOutcome::Partial,
-        None => CallOutcome::Ok,
-    };
-    let cfg = &state.config().llm;
-    calls.push(subject.streamed(cfg, &opened, &usage, &text, outcome, &state.at()));
-    calls::count(state.metrics(), &calls);
-    if let Some(e) = failure {
+        End::Refused(e) => e,
         // Output was already sent: no failover. The partial text is kept,
         // marked failed, and nothing is charged.
-        let err = e.to_app_error(&opened.provider);
-        if let Err(db) = end_without_reply(state, &turn, text, calls).await {
-            tracing::error!(error = %db, "could not store a failed reply");
-        }
-        gen.finish(Finished::failed(&err));
-        return;
+        End::Cut(e) => e,
+    };
+    if let Err(db) = end_without_reply(state, &turn, gen.text(), metered.calls).await {
+        tracing::error!(error = %db, "could not release a failed turn");
     }
-    match settle(state, user_id, &turn, text, reported, calls).await {
-        Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
-        Err(e) => gen.finish(Finished::failed(&e)),
-    }
+    gen.finish(Finished::failed(&failed));
 }
 
 /// Stores the reply and turns the hold into a charge, in one transaction.

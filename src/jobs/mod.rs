@@ -16,8 +16,7 @@ use tokio::task::JoinSet;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::billing::budget;
-use crate::billing::calls::{self, Estimate, Subject};
-use crate::billing::types::CallOutcome;
+use crate::billing::calls::{self, End, Subject};
 use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
@@ -296,49 +295,25 @@ async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String
         content: DESCRIBE_PROMPT.into(),
         images: vec![Arc::new(image)],
     }];
-    let mut usage = Estimate::for_prompt(&messages);
     let subject = Subject {
         user_id: m.user_id.clone(),
         reference: job_id.to_string(),
         model: route.model().to_string(),
     };
-    let clock = state.clone();
-    let mut attempts = vec![];
-    let opened = route
-        .open(messages, move || clock.now(), &mut attempts)
+    let mut text = String::new();
+    let metered = state
+        .meter()
+        .call(&route, messages, &subject, |t| text.push_str(t))
         .await;
-    let mut calls = subject.attempts(&attempts, &state.at());
-    let mut opened = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            calls::record_alone(state.db(), state.metrics(), state.at(), calls).await;
-            return Err(e.message);
+    calls::record_alone(state.db(), state.metrics(), state.at(), metered.calls).await;
+    let ok = match metered.end {
+        End::Complete => true,
+        End::Refused(e) => return Err(e.message),
+        End::Cut(e) => {
+            tracing::warn!(error = %e, "describe failed mid-stream");
+            false
         }
     };
-    let mut text = String::new();
-    let clock = state.clone();
-    let (reported, failure) = opened
-        .drain(move || clock.now(), |t| text.push_str(t))
-        .await;
-    usage.reported = reported;
-    if let Some(e) = &failure {
-        tracing::warn!(error = ?e, "describe failed mid-stream");
-    }
-    let ok = failure.is_none();
-    let outcome = if ok {
-        CallOutcome::Ok
-    } else {
-        CallOutcome::Partial
-    };
-    calls.push(subject.streamed(
-        &state.config().llm,
-        &opened,
-        &usage,
-        &text,
-        outcome,
-        &state.at(),
-    ));
-    calls::record_alone(state.db(), state.metrics(), state.at(), calls).await;
     if !ok || text.trim().is_empty() {
         return Err("the model failed to describe the image".into());
     }
