@@ -2,6 +2,9 @@
 //! one kind can never be passed where another is expected unnoticed.
 
 use rand::RngCore;
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -28,6 +31,104 @@ pub fn random_hex(bytes: usize) -> String {
     rand::thread_rng().fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `id_type!(Name, "prefix")`: a public id that cannot be passed where an
+/// id of another kind is expected. Serialized, stored and shown as its
+/// text; `&Name` reads as `&str` where any text will do (logs, URLs).
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh id, ordered by `now_ms`.
+            pub fn new(now_ms: i64) -> Self {
+                Self(new_id($prefix, now_ms))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                String::column_result(v).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user (`usr_…`).
+    UserId,
+    "usr"
+);
+id_type!(
+    /// A conversation (`ses_…`).
+    SessionId,
+    "ses"
+);
+id_type!(
+    /// A message, the user's or a reply (`msg_…`).
+    MessageId,
+    "msg"
+);
+id_type!(
+    /// An uploaded or generated file (`med_…`).
+    MediaId,
+    "med"
+);
+id_type!(
+    /// A batch job (`job_…`).
+    JobId,
+    "job"
+);
 
 #[cfg(test)]
 mod tests {

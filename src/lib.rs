@@ -1,12 +1,9 @@
 //! mvp28: the backend of a WeChat mini-program AI chat product.
 
-pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod backup;
 pub mod billing;
 pub mod chat;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -16,13 +13,12 @@ pub mod ids;
 pub mod jobs;
 pub mod llm;
 pub mod location;
-pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod openapi;
+pub mod ops;
 pub mod pagination;
 pub mod pay;
 pub mod ratelimit;
-pub mod server;
 pub mod storage;
 pub mod voice;

@@ -3,5 +3,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    mvp28::cli::run(mvp28::cli::Cli::parse())
+    mvp28::ops::cli::run(mvp28::ops::cli::Cli::parse())
 }

@@ -5,10 +5,10 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use super::budget::format_units;
-use crate::admin::UsageBy;
 use crate::config::Config;
 use crate::db::usage::{self as repo, By, UsageRow};
 use crate::error::AppResult;
+use crate::ops::admin::UsageBy;
 
 pub fn print(
     conn: &Connection,

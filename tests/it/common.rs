@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use mvp28::app::AppState;
 use mvp28::clock::ManualClock;
 use mvp28::config::Config;
-use mvp28::server::{self, Server};
+use mvp28::ops::serve::{self, Server};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -60,7 +60,7 @@ impl Builder {
 
     pub async fn spawn(self) -> TestApp {
         self.config.validate().expect("test config valid");
-        let server = server::start(self.config.clone(), Arc::new(self.clock.clone()))
+        let server = serve::start(self.config.clone(), Arc::new(self.clock.clone()))
             .await
             .expect("server starts");
         TestApp {
@@ -107,7 +107,7 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.stop().await.expect("clean stop");
         }
-        let server = server::start(self.config.clone(), Arc::new(self.clock.clone()))
+        let server = serve::start(self.config.clone(), Arc::new(self.clock.clone()))
             .await
             .expect("server restarts");
         self.base = format!("http://{}", server.addr);

@@ -655,7 +655,7 @@ async fn a_handler_panic_is_a_logged_500_and_the_server_stays_up() {
         inner: ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 4, 0, 0).unwrap()),
         armed: AtomicBool::new(false),
     });
-    let server = mvp28::server::start(test_config(dir.path()), clock.clone())
+    let server = mvp28::ops::serve::start(test_config(dir.path()), clock.clone())
         .await
         .expect("server starts");
     let base = format!("http://{}", server.addr);

@@ -724,7 +724,7 @@ async fn payment_config_is_validated_and_bad_key_files_stop_the_start() {
     .unwrap();
     let mut c = base();
     c.wechat_pay.private_key_path = garbage.to_string_lossy().into();
-    let e = mvp28::server::start(c, Arc::new(mvp28::clock::SystemClock))
+    let e = mvp28::ops::serve::start(c, Arc::new(mvp28::clock::SystemClock))
         .await
         .err()
         .expect("bad key refused");

@@ -168,7 +168,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         tracing::warn!(error = %e, "location retention sweep failed");
     }
     crate::location::spawn_retention(state.clone());
-    crate::backup::spawn_schedule(state.clone());
+    crate::ops::backup::spawn_schedule(state.clone());
     state
         .db()
         .spawn_checkpointer(std::time::Duration::from_millis(500));

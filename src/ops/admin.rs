@@ -96,7 +96,7 @@ pub enum UserCommand {
 pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     let now_ms = to_ms(now);
-    let db = crate::server::open_db(config, now_ms)?;
+    let db = crate::ops::serve::open_db(config, now_ms)?;
     let conn = db.conn()?;
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
     let set = |key: &'static str, value: i64| {
@@ -174,7 +174,7 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             drop(conn);
             let target = to.to_string_lossy().into_owned();
             let s3 = if target.starts_with("s3://") {
-                Some(crate::backup::parse_s3_url(&target).ok_or_else(|| {
+                Some(crate::ops::backup::parse_s3_url(&target).ok_or_else(|| {
                     anyhow::anyhow!("an s3 destination looks like s3://bucket/path/file.db")
                 })?)
             } else {
@@ -182,13 +182,14 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             };
             // An s3:// backup is written locally first, then uploaded.
             let local = match &s3 {
-                Some(_) => config
-                    .data_dir()
-                    .join(format!(".upload-{}", crate::backup::scheduled_name(now))),
+                Some(_) => config.data_dir().join(format!(
+                    ".upload-{}",
+                    crate::ops::backup::scheduled_name(now)
+                )),
                 None => to.clone(),
             };
             let mut last = -1;
-            let bytes = crate::backup::backup_to(db.path(), &local, |done, total| {
+            let bytes = crate::ops::backup::backup_to(db.path(), &local, |done, total| {
                 let pct = if total > 0 { done * 100 / total } else { 100 };
                 if pct / 10 != last / 10 {
                     eprintln!("backup: {pct}% ({done}/{total} pages)");
@@ -200,7 +201,7 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 let uploaded = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?
-                    .block_on(crate::backup::upload(
+                    .block_on(crate::ops::backup::upload(
                         &config.storage.s3,
                         &local,
                         &bucket,

@@ -42,7 +42,7 @@ pub enum Command {
     /// Operator commands; they take effect live while `serve` runs.
     Admin {
         #[command(subcommand)]
-        command: crate::admin::AdminCommand,
+        command: crate::ops::admin::AdminCommand,
     },
 }
 
@@ -63,12 +63,12 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => {
-            crate::logging::init(&config.log);
+            crate::ops::logging::init(&config.log);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(crate::server::serve(config)))
+                .and_then(|rt| rt.block_on(crate::ops::serve::serve(config)))
                 .map(|_| ExitCode::SUCCESS)
         }
         Command::Migrate { status } => migrate(&config, status),
@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("config ok");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin { command } => crate::admin::run(&config, command),
+        Command::Admin { command } => crate::ops::admin::run(&config, command),
     };
     match result {
         Ok(code) => code,
@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn migrate(config: &Config, status: bool) -> anyhow::Result<ExitCode> {
-    let db = crate::server::open_db(config, crate::clock::to_ms(chrono::Utc::now()))?;
+    let db = crate::ops::serve::open_db(config, crate::clock::to_ms(chrono::Utc::now()))?;
     let list = db.migration_status()?;
     if status {
         for m in &list {

@@ -1,0 +1,9 @@
+//! The operator's side: the command line, `serve` (start, recover, listen,
+//! stop), the admin commands that act on a live deployment, backups, and
+//! log output.
+
+pub mod admin;
+pub mod backup;
+pub mod cli;
+pub mod logging;
+pub mod serve;
