@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{middleware, Router};
+use axum::{middleware, Extension, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -16,6 +16,7 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::wechat::LoginProviders;
@@ -180,64 +181,61 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
-/// Every (method, path) the router serves. Adding a route: register it in
-/// its module's router, annotate the handler with `#[utoipa::path]`, list it
-/// in the module's `Doc`, and add it here; `tests/it/openapi.rs` fails until
-/// the router, this list and the OpenAPI document agree.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/health"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/metrics"),
-    ("POST", "/api/auth/wechat"),
-    ("POST", "/api/auth/refresh"),
-    ("GET", "/api/me"),
-    ("DELETE", "/api/me"),
-    ("POST", "/api/chat"),
-    ("POST", "/api/chat/stream"),
-    ("GET", "/api/chat/ws"),
-    ("GET", "/api/sessions"),
-    ("DELETE", "/api/sessions/{id}"),
-    ("GET", "/api/sessions/{id}/messages"),
-    ("POST", "/api/location/report"),
-    ("GET", "/api/location"),
-    ("DELETE", "/api/location"),
-    ("POST", "/api/upload/presign"),
-    ("POST", "/api/upload/commit"),
-    ("GET", "/api/media/{id}"),
-    ("PUT", "/api/upload/local/{token}"),
-    ("GET", "/api/media/local/{token}"),
-    ("POST", "/api/pay/checkout"),
-    ("GET", "/api/pay/orders/{out_trade_no}"),
-    ("POST", "/api/pay/wechat/webhook"),
-    ("POST", "/api/voice/transcribe"),
-    ("POST", "/api/voice/speech"),
-    ("POST", "/api/files/batch"),
-    ("GET", "/api/jobs/{id}"),
-];
+/// Every route, each registered once with its documentation, grouped by the
+/// middleware [`router`] gives it. Built without state, so
+/// [`crate::openapi::document`] describes exactly what the app serves.
+/// Adding a route: annotate the handler with `#[utoipa::path]` and register
+/// it with `routes!` in its module's `routes()`.
+pub struct Routes {
+    /// Outside the rate limits: health, the document, metrics, and the
+    /// payment webhook (WeChat Pay calling, authenticated by its signature).
+    pub open: OpenApiRouter<AppState>,
+    /// The API, under the per-IP and per-user rate limits.
+    pub limited: OpenApiRouter<AppState>,
+    /// The local backend's token routes: they carry file bodies, so they
+    /// get `storage.max_upload_bytes` as their body limit instead of the
+    /// JSON API's `server.max_body_bytes`; rate limited like every `/api/*`
+    /// call.
+    pub files: OpenApiRouter<AppState>,
+}
+
+impl Routes {
+    /// `payments`: whether WeChat Pay is on. Off, every `/api/pay/*` path
+    /// answers 503 `payments_disabled`; the document is the same.
+    pub fn new(payments: bool) -> Routes {
+        Routes {
+            open: OpenApiRouter::new()
+                .merge(crate::health::routes())
+                .merge(crate::openapi::routes())
+                .merge(crate::metrics::routes())
+                .merge(crate::pay::handlers::webhook_routes(payments)),
+            limited: OpenApiRouter::new()
+                .merge(crate::auth::handlers::routes())
+                .merge(crate::chat::handlers::routes())
+                .merge(crate::chat::stream::routes())
+                .merge(crate::chat::ws::routes())
+                .merge(crate::location::handlers::routes())
+                .merge(crate::pay::handlers::routes(payments))
+                .merge(crate::storage::handlers::routes())
+                .merge(crate::voice::handlers::routes())
+                .merge(crate::jobs::handlers::routes()),
+            files: crate::storage::handlers::file_routes(),
+        }
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     let cfg = state.config();
-    let limited = Router::new()
-        .merge(crate::auth::handlers::router())
-        .merge(crate::chat::handlers::router())
-        .merge(crate::chat::stream::router())
-        .merge(crate::chat::ws::router())
-        .merge(crate::location::handlers::router())
-        .merge(crate::pay::handlers::router(&state))
-        .merge(crate::storage::handlers::router())
-        .merge(crate::voice::handlers::router())
-        .merge(crate::jobs::handlers::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
-        ));
-    let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
-    Router::new()
-        .merge(crate::health::router())
-        .merge(crate::openapi::router())
-        .route("/metrics", axum::routing::get(crate::metrics::scrape))
-        .merge(crate::pay::handlers::webhook_router(&state))
-        .merge(limited)
+    let Routes {
+        open,
+        limited,
+        files,
+    } = Routes::new(state.payments().is_some());
+    let rate_limit = middleware::from_fn_with_state(state.clone(), ratelimit::limit);
+    let upload_limit = usize::try_from(cfg.storage.max_upload_bytes).unwrap_or(usize::MAX);
+    let (router, doc) = OpenApiRouter::with_openapi(crate::openapi::root())
+        .merge(open)
+        .merge(limited.route_layer(rate_limit.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
@@ -246,7 +244,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))
         // File bodies: merged after the JSON body limit, with their own.
-        .merge(crate::storage::handlers::signed_router(state.clone()))
+        .merge(
+            files
+                .layer(RequestBodyLimitLayer::new(upload_limit))
+                .route_layer(rate_limit)
+                .with_state(state.clone()),
+        )
+        .split_for_parts();
+    let doc = crate::openapi::finish(doc);
+    let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
+    router
+        // GET /api/openapi.json serves the document of these very routes.
+        .layer(Extension(crate::openapi::Served::new(&doc)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

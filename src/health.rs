@@ -3,16 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-
-#[derive(OpenApi)]
-#[openapi(paths(health))]
-pub struct Doc;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -26,8 +23,8 @@ pub struct Health {
     storage: &'static str,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/health", get(health))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
 #[utoipa::path(get, path = "/api/health", tag = "meta",

@@ -143,9 +143,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     res
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(scrape))]
-pub struct Doc;
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))
+}
 
 /// GET /metrics
 #[utoipa::path(get, path = "/metrics", tag = "meta",

@@ -1,56 +1,67 @@
 //! GET /api/openapi.json: the OpenAPI document, generated from the code.
 //!
-//! Each handler module annotates its handlers with `#[utoipa::path]` and
-//! lists them in a `Doc` of its own (`#[derive(OpenApi)]`), so a module
-//! owns its part of the document; [`document`] merges the parts and adds
-//! what every operation shares: the bearer scheme and the error envelope.
-//! `tests/it/openapi.rs` fails when the document and `app::ROUTES` (and the
-//! router) disagree.
+//! Each handler carries its documentation (`#[utoipa::path]`) and each
+//! module registers its handlers once, with `routes!` into an
+//! `OpenApiRouter` (`fn routes()`), so a route's path, handler and entry in
+//! the document are written in one place. `app::Routes` gathers the
+//! modules' routes; `app::router` serves them and, from the same
+//! registration, the document, completed by [`finish`] with what every
+//! operation shares: the bearer scheme and the error envelope. [`document`]
+//! builds the same document without a server.
 
-use std::sync::OnceLock;
-
+use axum::extract::Extension;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::error::{AppError, AppResult};
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER: &str = "bearer";
 
 /// The error envelope: every error the API answers, whatever the route
 /// (the payment webhook's answers to WeChat Pay excepted).
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: `error::envelope` renders the body
+// `error::envelope` renders it for HTTP answers (with a code's extra
+// fields); the chat stream sends it as its `error` event
+// (`chat::stream::error_body`).
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
-    error: ErrorDetail,
+    pub error: ErrorDetail,
 }
 
 /// Fields beyond these may be added per code (e.g. `allowed_content_types`).
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, snake_case: `invalid_request`, `unauthorized`, `quota_exhausted`, …
-    code: String,
+    pub code: crate::error::ErrorCode,
     /// Human readable; may change.
-    message: String,
+    pub message: String,
     /// The `X-Request-Id` of the request, also on every log line of it.
-    request_id: String,
+    pub request_id: String,
     /// 422 `validation`: the field at fault, e.g. `points[3].latitude`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    field: Option<String>,
+    pub field: Option<String>,
     /// 402 `quota_exhausted`: the price of one message.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    price_fen: Option<i64>,
+    pub price_fen: Option<i64>,
     /// 402 `quota_exhausted`: the amounts a top-up may have.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    topup_amounts_fen: Option<Vec<i64>>,
+    pub topup_amounts_fen: Option<Vec<i64>>,
 }
 
+/// The document's root: what no route contributes.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -59,49 +70,83 @@ pub struct ErrorDetail {
             Authenticated operations take `Authorization: Bearer <token>` from POST /api/auth/wechat. \
             Every error is `{\"error\": {\"code\", \"message\", \"request_id\", …}}`."
     ),
-    paths(openapi_json),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
-/// The whole document: every module's part, plus the shared parts.
+/// The root the app's routes are merged into.
+pub fn root() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The whole document, without a server: the routes `app::router` serves,
+/// registered the same way, then [`finish`]ed.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    for part in [
-        crate::health::Doc::openapi(),
-        crate::metrics::Doc::openapi(),
-        crate::auth::handlers::Doc::openapi(),
-        crate::chat::handlers::Doc::openapi(),
-        crate::chat::stream::Doc::openapi(),
-        crate::chat::ws::Doc::openapi(),
-        crate::location::handlers::Doc::openapi(),
-        crate::storage::handlers::Doc::openapi(),
-        crate::pay::handlers::Doc::openapi(),
-        crate::voice::handlers::Doc::openapi(),
-        crate::jobs::handlers::Doc::openapi(),
-    ] {
-        doc.merge(part);
+    // Whether payments are on changes what /api/pay/* answers, not the document.
+    let crate::app::Routes {
+        open,
+        limited,
+        files,
+    } = crate::app::Routes::new(true);
+    let mut doc = root();
+    for part in [open, limited, files] {
+        doc.merge(part.into_openapi());
     }
+    finish(doc)
+}
+
+/// Completes the routes' document: the version, and what every operation
+/// shares (see [`Shared`]).
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     Shared.modify(&mut doc);
     doc
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(openapi_json))
+/// The served document, rendered once when the router is built and handed
+/// to [`openapi_json`] as a request extension (the document includes that
+/// route, so it only exists once the routes are registered).
+#[derive(Clone)]
+pub struct Served(Bytes);
+
+impl Served {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Served {
+        Served(
+            doc.to_json()
+                .expect("the OpenAPI document serializes")
+                .into(),
+        )
+    }
 }
 
-/// The document (built once: it only depends on the code).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
+
+/// The document (rendered once, when the router is built).
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     responses((status = 200, description = "This OpenAPI document", content_type = "application/json", body = Object)))]
-async fn openapi_json() -> impl IntoResponse {
-    static JSON: OnceLock<String> = OnceLock::new();
-    let body = JSON.get_or_init(|| {
-        document()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    });
-    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+async fn openapi_json(Extension(Served(json)): Extension<Served>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], json)
+}
+
+/// A body a service built as JSON, as the type the document gives it, so
+/// the handler answers that type and what the document says is what is
+/// sent. Debug builds (the tests) check the round trip is exact, so the
+/// type cannot drift from the service's JSON unnoticed: no field dropped or
+/// renamed, no null turned absent.
+pub fn typed<T: Serialize + DeserializeOwned>(value: Value) -> AppResult<T> {
+    #[cfg(debug_assertions)]
+    let sent = value.clone();
+    let typed: T = serde_json::from_value(value).map_err(AppError::internal)?;
+    #[cfg(debug_assertions)]
+    assert_eq!(
+        serde_json::to_value(&typed).ok().as_ref(),
+        Some(&sent),
+        "{} does not carry the service's JSON exactly",
+        std::any::type_name::<T>()
+    );
+    Ok(typed)
 }
 
 /// Adds the bearer scheme, a 401 to every operation that requires it, and

@@ -1,7 +1,6 @@
 //! `?limit=&cursor=` listings answering `{"items": […], "next_cursor": …}`.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::error::AppError;
 
@@ -47,13 +46,12 @@ pub fn cursor(a: i64, b: &str) -> String {
 }
 
 /// Fetch `limit + 1` rows, pass them here: the extra row only says there is
-/// a next page.
+/// a next page. Returns the page's rows and its `next_cursor`.
 pub fn page<T>(
     mut rows: Vec<T>,
     limit: u32,
     to_cursor: impl Fn(&T) -> String,
-    to_json: impl Fn(&T) -> Value,
-) -> Value {
+) -> (Vec<T>, Option<String>) {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next = if more {
@@ -61,5 +59,5 @@ pub fn page<T>(
     } else {
         None
     };
-    json!({"items": rows.iter().map(to_json).collect::<Vec<_>>(), "next_cursor": next})
+    (rows, next)
 }

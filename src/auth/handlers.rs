@@ -2,10 +2,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AuthUser;
 use crate::app::AppState;
@@ -15,15 +16,11 @@ use crate::db;
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::openapi::ErrorBody;
 
-#[derive(OpenApi)]
-#[openapi(paths(login, refresh, me, delete_me))]
-pub struct Doc;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/wechat", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/me", get(me).delete(delete_me))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(me, delete_me))
 }
 
 #[derive(Deserialize, ToSchema)]

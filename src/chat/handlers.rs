@@ -2,10 +2,12 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
-use utoipa::{OpenApi, ToSchema};
+use axum::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::service::{self, message_json, ChatInput};
 use crate::app::AppState;
@@ -14,20 +16,24 @@ use crate::billing::ReplyQuota;
 use crate::clock::rfc3339;
 use crate::db::chat as repo;
 use crate::error::{ApiJson, AppError, AppResult};
-use crate::openapi::ErrorBody;
+use crate::openapi::{typed, ErrorBody};
 use crate::pagination::{cursor, page, PageQuery};
 
-#[derive(OpenApi)]
-#[openapi(paths(chat, list_sessions, list_messages, delete_session))]
-pub struct Doc;
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat))
+        .routes(routes!(list_sessions))
+        .routes(routes!(delete_session))
+        .routes(routes!(list_messages))
+}
 
-// Documentation of bodies built with `json!` (`service::message_json`,
-// `ChatOutcome::to_json`, the listings below): the live replies are
-// shared with the SSE and WebSocket streams as JSON values.
+// Messages and replies are built as JSON by the service
+// (`service::message_json`, `ChatOutcome::to_json`): the live replies are
+// shared with the SSE and WebSocket streams as JSON values. The handlers
+// answer them as these types (`openapi::typed`).
 
 /// A stored message.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MessageView {
     id: String,
     /// `user` or `assistant`
@@ -38,19 +44,47 @@ pub struct MessageView {
     status: String,
     /// RFC 3339 UTC
     created_at: String,
+    /// Only on a user message that carried media: `[{id, content_type, filename}]`
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "keep_null"
+    )]
+    #[schema(value_type = Vec<Object>, nullable = false)]
+    attachments: Option<Value>,
+}
+
+/// `Some` even for a null, so a null stays null rather than going absent.
+fn keep_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A chat reply (also the SSE `done` event and the WebSocket `done` frame).
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ChatReply {
     session_id: String,
     message: MessageView,
+    #[serde(deserialize_with = "reply_quota")]
     quota: ReplyQuota,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+/// Reads a [`ReplyQuota`] (the service's type only serializes).
+pub(crate) fn reply_quota<'de, D: Deserializer<'de>>(d: D) -> Result<ReplyQuota, D::Error> {
+    #[derive(Deserialize)]
+    struct Quota {
+        free_remaining: i64,
+        balance_fen: i64,
+        charged_fen: i64,
+    }
+    let q = Quota::deserialize(d)?;
+    Ok(ReplyQuota {
+        free_remaining: q.free_remaining,
+        balance_fen: q.balance_fen,
+        charged_fen: q.charged_fen,
+    })
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct SessionView {
     id: String,
     title: String,
@@ -59,8 +93,7 @@ pub struct SessionView {
 }
 
 /// Most recently active first.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct SessionPage {
     items: Vec<SessionView>,
     /// Pass as `cursor` for the next page; null on the last.
@@ -68,19 +101,10 @@ pub struct SessionPage {
 }
 
 /// Pages run from newest to older; items within a page oldest first.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct MessagePage {
     items: Vec<MessageView>,
     next_cursor: Option<String>,
-}
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/chat", post(chat))
-        .route("/api/sessions", get(list_sessions))
-        .route("/api/sessions/{id}", delete(delete_session))
-        .route("/api/sessions/{id}/messages", get(list_messages))
 }
 
 #[utoipa::path(post, path = "/api/chat", tag = "chat", security(("bearer" = [])),
@@ -96,8 +120,8 @@ async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(input): ApiJson<ChatInput>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(service::chat(&state, &user.id, input).await?))
+) -> AppResult<Json<ChatReply>> {
+    Ok(Json(typed(service::chat(&state, &user.id, input).await?)?))
 }
 
 #[utoipa::path(get, path = "/api/sessions", tag = "chat", security(("bearer" = [])),
@@ -107,26 +131,26 @@ async fn list_sessions(
     State(state): State<AppState>,
     user: AuthUser,
     Query(q): Query<PageQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<SessionPage>> {
     let limit = q.limit()?;
     let after = q.cursor_parts()?;
     let rows = state
         .db()
         .run(move |c| repo::list_sessions(c, &user.id, after, limit + 1))
         .await?;
-    Ok(Json(page(
-        rows,
-        limit,
-        |s| cursor(s.updated_at, &s.id),
-        |s| {
-            json!({
-                "id": s.id,
-                "title": s.title,
-                "created_at": rfc3339(s.created_at),
-                "updated_at": rfc3339(s.updated_at),
+    let (rows, next_cursor) = page(rows, limit, |s| cursor(s.updated_at, &s.id));
+    Ok(Json(SessionPage {
+        items: rows
+            .into_iter()
+            .map(|s| SessionView {
+                id: s.id,
+                title: s.title,
+                created_at: rfc3339(s.created_at),
+                updated_at: rfc3339(s.updated_at),
             })
-        },
-    )))
+            .collect(),
+        next_cursor,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/messages", tag = "chat", security(("bearer" = [])),
@@ -140,7 +164,7 @@ async fn list_messages(
     user: AuthUser,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<MessagePage>> {
     let limit = q.limit()?;
     let before = q.cursor_parts()?.map(|(seq, _)| seq);
     let rows = state
@@ -160,10 +184,13 @@ async fn list_messages(
         None
     };
     rows.reverse();
-    Ok(Json(json!({
-        "items": rows.iter().map(message_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(MessagePage {
+        items: rows
+            .iter()
+            .map(|m| typed(message_json(m)))
+            .collect::<AppResult<_>>()?,
+        next_cursor: next,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "chat", security(("bearer" = [])),
@@ -185,5 +212,27 @@ async fn delete_session(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::not_found("session"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_message_keeps_its_attachments_absent_null_or_listed() {
+        let base = json!({"id": "msg", "role": "user", "content": "hi", "model": null,
+            "status": "complete", "created_at": "2026-01-01T00:00:00Z"});
+        let listed = json!([{"id": "med", "content_type": "image/png", "filename": "a.png"}]);
+        for attachments in [None, Some(Value::Null), Some(listed)] {
+            let mut sent = base.clone();
+            if let Some(a) = attachments {
+                sent["attachments"] = a;
+            }
+            let view: MessageView = typed(sent.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&view).unwrap(), sent);
+        }
     }
 }

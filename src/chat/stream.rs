@@ -9,28 +9,24 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::live::{Event, Finished};
 use super::service::{self, ChatInput, Started};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiJson, AppResult};
+use crate::error::{ApiJson, AppResult, ErrorCode};
+use crate::openapi::{ErrorBody, ErrorDetail};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/chat/stream", post(chat_stream))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(chat_stream))
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(chat_stream))]
-pub struct Doc;
-
-/// One Server-Sent Event (documentation only: built by `chat_stream`).
+/// One Server-Sent Event.
 #[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
 pub struct ChatEvent {
     event: ChatEventKind,
     /// JSON: `{message_id, text}` for `delta`, a `ChatReply` for `done`,
@@ -38,13 +34,23 @@ pub struct ChatEvent {
     data: String,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Clone, Copy, utoipa::ToSchema)]
 #[schema(rename_all = "snake_case")]
 pub enum ChatEventKind {
     Delta,
     Done,
     Error,
+}
+
+impl From<ChatEvent> for SseEvent {
+    fn from(e: ChatEvent) -> SseEvent {
+        let name = match e.event {
+            ChatEventKind::Delta => "delta",
+            ChatEventKind::Done => "done",
+            ChatEventKind::Error => "error",
+        };
+        SseEvent::default().event(name).data(e.data)
+    }
 }
 
 /// The events of a started turn, whichever way it started.
@@ -64,14 +70,20 @@ pub fn events_of(started: Started, offset: usize) -> (String, BoxStream<'static,
     }
 }
 
-pub fn error_body(f: &Finished, request_id: &str) -> Value {
-    match f {
-        Finished::Failed { code, message, .. } => {
-            json!({"error": {"code": code, "message": message, "request_id": request_id}})
-        }
-        Finished::Done(_) => {
-            json!({"error": {"code": "internal", "message": "not an error", "request_id": request_id}})
-        }
+pub fn error_body(f: &Finished, request_id: &str) -> ErrorBody {
+    let (code, message) = match f {
+        Finished::Failed { code, message, .. } => (*code, message.as_str()),
+        Finished::Done(_) => (ErrorCode::Internal, "not an error"),
+    };
+    ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: message.to_string(),
+            request_id: request_id.to_string(),
+            field: None,
+            price_fen: None,
+            topup_amounts_fen: None,
+        },
     }
 }
 
@@ -99,15 +111,18 @@ async fn chat_stream(
     let started = service::start(&state, &user.id, input).await?;
     let (message_id, events) = events_of(started, 0);
     let sse = events.map(move |ev| {
-        Ok::<_, Infallible>(match ev {
-            Event::Delta(text) => SseEvent::default()
-                .event("delta")
-                .data(json!({"message_id": message_id, "text": text}).to_string()),
-            Event::Done(reply) => SseEvent::default().event("done").data(reply.to_string()),
-            Event::Error(f) => SseEvent::default()
-                .event("error")
-                .data(error_body(&f, &request_id).to_string()),
-        })
+        let (event, data) = match ev {
+            Event::Delta(text) => (
+                ChatEventKind::Delta,
+                json!({"message_id": message_id, "text": text}).to_string(),
+            ),
+            Event::Done(reply) => (ChatEventKind::Done, reply.to_string()),
+            Event::Error(f) => (
+                ChatEventKind::Error,
+                json!(error_body(&f, &request_id)).to_string(),
+            ),
+        };
+        Ok::<_, Infallible>(SseEvent::from(ChatEvent { event, data }))
     });
     Ok(Sse::new(sse)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

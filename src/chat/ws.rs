@@ -13,13 +13,13 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::live::{Event, Finished};
 use super::service::{self, ChatInput};
@@ -30,13 +30,9 @@ use crate::auth::{bearer_token, AuthUser};
 use crate::db::chat as repo;
 use crate::error::{AppError, AppResult, ErrorCode};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/chat/ws", get(upgrade))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
-
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(upgrade))]
-pub struct Doc;
 
 #[utoipa::path(get, path = "/api/chat/ws", tag = "chat", security(("bearer" = [])),
     description = "WebSocket of JSON text frames. Client: `{\"type\":\"chat\",message,session_id?,model?,client_msg_id?}`, \
@@ -165,11 +161,8 @@ async fn forward(
                 reply
             }
             Event::Error(f) => {
-                let mut body = error_body(&f, "");
-                body["error"]
-                    .as_object_mut()
-                    .map(|o| o.remove("request_id"));
-                json!({"type": "error", "error": body["error"]})
+                let e = error_body(&f, "").error;
+                json!({"type": "error", "error": {"code": e.code, "message": e.message}})
             }
         };
         if outbox.send(frame).await.is_err() {

@@ -2,40 +2,57 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::Value;
-
-use utoipa::{OpenApi, ToSchema};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, AppResult};
+use crate::openapi::typed;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/files/batch", post(batch))
-        .route("/api/jobs/{id}", get(job))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(batch))
+        .routes(routes!(job))
 }
 
-#[derive(OpenApi)]
-#[openapi(paths(batch, job))]
-pub struct Doc;
-
 /// A batch job and its per-file progress.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 struct Job {
     id: String,
+    /// `extract_text` or `describe`
     action: String,
     state: String,
-    /// `{total, pending, running, done, failed}`
-    #[schema(value_type = Object)]
-    progress: Value,
-    /// `[{media_id, state, result, error}]`
-    #[schema(value_type = Vec<Object>)]
-    items: Vec<Value>,
+    /// RFC 3339 UTC
+    created_at: String,
+    /// RFC 3339 UTC, once finished
+    finished_at: Option<String>,
+    progress: JobProgress,
+    /// In the order of `media_ids`
+    items: Vec<JobItem>,
+}
+
+/// How many items are in each state.
+#[derive(Serialize, Deserialize, ToSchema)]
+struct JobProgress {
+    total: u64,
+    pending: u64,
+    running: u64,
+    done: u64,
+    failed: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+struct JobItem {
+    media_id: String,
+    state: String,
+    /// The extracted text or the description, once done
+    result: Option<String>,
+    /// Why the item failed
+    error: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -52,9 +69,9 @@ async fn batch(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<BatchBody>,
-) -> AppResult<(StatusCode, Json<Value>)> {
+) -> AppResult<(StatusCode, Json<Job>)> {
     let v = super::submit(&state, &user, body.media_ids, &body.action).await?;
-    Ok((StatusCode::ACCEPTED, Json(v)))
+    Ok((StatusCode::ACCEPTED, Json(typed(v)?)))
 }
 
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "media", security(("bearer" = [])),
@@ -64,6 +81,6 @@ async fn job(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(super::view(&state, &user.id, &id).await?))
+) -> AppResult<Json<Job>> {
+    Ok(Json(typed(super::view(&state, &user.id, &id).await?)?))
 }

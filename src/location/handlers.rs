@@ -2,11 +2,12 @@
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::validate::{parse_report, parse_time};
 use crate::app::AppState;
@@ -16,15 +17,11 @@ use crate::db::location::{self as repo, ListFilter};
 use crate::error::{ApiJson, AppError, AppResult};
 use crate::pagination::{cursor, page, PageQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/location/report", post(report))
-        .route("/api/location", get(list).delete(erase))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(report))
+        .routes(routes!(list, erase))
 }
-
-#[derive(OpenApi)]
-#[openapi(paths(report, list, erase))]
-pub struct Doc;
 
 // The report body is parsed by `validate::parse_report` (to name the
 // index at fault); these types document it.
@@ -70,21 +67,19 @@ pub struct Accepted {
     accepted: usize,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct PointOut {
     id: i64,
     latitude: f64,
     longitude: f64,
     accuracy: Option<f64>,
-    coord_type: String,
+    coord_type: &'static str,
     recorded_at: String,
     created_at: String,
 }
 
 /// Newest first.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct LocationPage {
     items: Vec<PointOut>,
     next_cursor: Option<String>,
@@ -142,7 +137,7 @@ async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     Query(q): Query<ListQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<LocationPage>> {
     let pq = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
@@ -166,22 +161,24 @@ async fn list(
         .db()
         .run(move |c| repo::list(c, &user.id, &filter))
         .await?;
-    Ok(Json(page(
-        rows,
-        limit,
-        |r| cursor(r.point.recorded_at, &r.id.to_string()),
-        |r| {
-            json!({
-                "id": r.id,
-                "latitude": r.point.latitude,
-                "longitude": r.point.longitude,
-                "accuracy": r.point.accuracy,
-                "coord_type": r.point.coord_type,
-                "recorded_at": rfc3339(r.point.recorded_at),
-                "created_at": rfc3339(r.created_at),
+    let (rows, next_cursor) = page(rows, limit, |r| {
+        cursor(r.point.recorded_at, &r.id.to_string())
+    });
+    Ok(Json(LocationPage {
+        items: rows
+            .into_iter()
+            .map(|r| PointOut {
+                id: r.id,
+                latitude: r.point.latitude,
+                longitude: r.point.longitude,
+                accuracy: r.point.accuracy,
+                coord_type: r.point.coord_type,
+                recorded_at: rfc3339(r.point.recorded_at),
+                created_at: rfc3339(r.created_at),
             })
-        },
-    )))
+            .collect(),
+        next_cursor,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/location", tag = "location", security(("bearer" = [])),

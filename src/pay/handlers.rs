@@ -6,39 +6,46 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{OpenApi, ToSchema};
+use axum::routing::any;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::service;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::ErrorBody;
+use crate::openapi::{typed, ErrorBody};
 
-#[derive(OpenApi)]
-#[openapi(paths(checkout, order, webhook))]
-pub struct Doc;
-
-/// The user-facing routes; with payments disabled, every /api/pay/* path
-/// answers 503 `payments_disabled`.
-pub fn router(state: &AppState) -> Router<AppState> {
-    if state.payments().is_none() {
-        return Router::new().route("/api/pay/{*rest}", any(payments_disabled));
+/// The user-facing routes. With payments disabled (`enabled` false) they
+/// are documented all the same, but every /api/pay/* path answers 503
+/// `payments_disabled`.
+pub fn routes(enabled: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(checkout))
+        .routes(routes!(order));
+    if enabled {
+        return routes;
     }
-    Router::new()
-        .route("/api/pay/checkout", post(checkout))
-        .route("/api/pay/orders/{out_trade_no}", get(order))
+    documentation_of(routes).route("/api/pay/{*rest}", any(payments_disabled))
 }
 
-/// The notification route (mounted outside the rate limits).
-pub fn webhook_router(state: &AppState) -> Router<AppState> {
-    if state.payments().is_none() {
-        return Router::new();
+/// The notification route (mounted outside the rate limits). With payments
+/// disabled, it is documented but not routed (the catch-all of [`routes`]
+/// answers it).
+pub fn webhook_routes(enabled: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new().routes(routes!(webhook));
+    if enabled {
+        return routes;
     }
-    Router::new().route("/api/pay/wechat/webhook", post(webhook))
+    documentation_of(routes)
+}
+
+/// The routes' documentation, without the routes.
+fn documentation_of(routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(routes.into_openapi())
 }
 
 async fn payments_disabled() -> AppError {
@@ -65,31 +72,30 @@ struct CheckoutRequest {
     amount_fen: i64,
 }
 
-// Documentation of the bodies `service` builds with `json!`.
+// The bodies `service` builds with `json!`, as the handlers answer them.
 
 /// The arguments of `wx.requestPayment`, signed.
-#[derive(ToSchema)]
-#[allow(dead_code, non_snake_case)] // documentation only; WeChat's names
+// WeChat's names, camelCase on the wire.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PayParams {
-    appId: String,
-    timeStamp: String,
-    nonceStr: String,
+    app_id: String,
+    time_stamp: String,
+    nonce_str: String,
     /// `prepay_id=…`
     package: String,
     /// `RSA`
-    signType: String,
-    paySign: String,
+    sign_type: String,
+    pay_sign: String,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CheckoutResponse {
     out_trade_no: String,
     pay_params: PayParams,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct OrderStatus {
     out_trade_no: String,
     amount_fen: i64,
@@ -100,11 +106,10 @@ pub struct OrderStatus {
 }
 
 /// What WeChat Pay is answered when a notification is refused (it retries).
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, ToSchema)]
 pub struct WebhookFail {
     /// `FAIL`
-    code: String,
+    code: &'static str,
     message: String,
 }
 
@@ -119,11 +124,10 @@ async fn checkout(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(req): ApiJson<CheckoutRequest>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<CheckoutResponse>> {
     let pay = payments(&state)?;
-    Ok(Json(
-        service::checkout(&state, pay, user.id, req.amount_fen).await?,
-    ))
+    let v = service::checkout(&state, pay, user.id, req.amount_fen).await?;
+    Ok(Json(typed(v)?))
 }
 
 #[utoipa::path(get, path = "/api/pay/orders/{out_trade_no}", tag = "pay", security(("bearer" = [])),
@@ -137,11 +141,10 @@ async fn order(
     State(state): State<AppState>,
     user: AuthUser,
     Path(out_trade_no): Path<String>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<OrderStatus>> {
     let pay = payments(&state)?;
-    Ok(Json(
-        service::order(&state, pay, user.id, out_trade_no).await?,
-    ))
+    let v = service::order(&state, pay, user.id, out_trade_no).await?;
+    Ok(Json(typed(v)?))
 }
 
 /// Answers as WeChat Pay expects: 204 on success (including a repeated
@@ -163,7 +166,10 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (
             e.status,
-            Json(json!({"code": "FAIL", "message": e.message})),
+            Json(WebhookFail {
+                code: "FAIL",
+                message: e.message,
+            }),
         )
             .into_response(),
     }

@@ -7,12 +7,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{middleware, Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tower_http::limit::RequestBodyLimitLayer;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::service::{self, PresignRequest};
 use super::token::Grant;
@@ -22,35 +22,22 @@ use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
 use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::ErrorBody;
-
-#[derive(OpenApi)]
-#[openapi(paths(presign, commit, media, local_put, local_get))]
-pub struct Doc;
+use crate::openapi::{typed, ErrorBody};
 
 /// Bearer routes; mounted under the rate-limited router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/upload/presign", post(presign))
-        .route("/api/upload/commit", post(commit))
-        .route("/api/media/{id}", get(media))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(presign))
+        .routes(routes!(commit))
+        .routes(routes!(media))
 }
 
-/// The local backend's token routes. They carry file bodies, so they get
-/// `storage.max_upload_bytes` as their body limit instead of the JSON
-/// API's `server.max_body_bytes` (the caller mounts them outside that
-/// layer); they count in the per-IP rate limit like every `/api/*` call.
-pub fn signed_router(state: AppState) -> Router {
-    let limit = usize::try_from(state.config().storage.max_upload_bytes).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/api/upload/local/{token}", put(local_put))
-        .route("/api/media/local/{token}", get(local_get))
-        .layer(RequestBodyLimitLayer::new(limit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::ratelimit::limit,
-        ))
-        .with_state(state)
+/// The local backend's token routes. They carry file bodies: `app::router`
+/// mounts them outside the JSON API's body limit, with their own.
+pub fn file_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(local_put))
+        .routes(routes!(local_get))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -77,8 +64,8 @@ pub struct PresignResponse {
     expires_at: String,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: built by `service::media_view`
+// Built by `service::media_view`.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MediaView {
     id: String,
     content_type: String,
@@ -87,8 +74,7 @@ pub struct MediaView {
     url: String,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MediaResponse {
     media: MediaView,
     url_expires_at: String,
@@ -153,8 +139,10 @@ async fn commit(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<CommitBody>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(service::commit(&state, &user, &body.upload_id).await?))
+) -> AppResult<Json<MediaResponse>> {
+    Ok(Json(typed(
+        service::commit(&state, &user, &body.upload_id).await?,
+    )?))
 }
 
 #[utoipa::path(get, path = "/api/media/{id}", tag = "uploads", security(("bearer" = [])),
@@ -167,8 +155,8 @@ async fn media(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(service::get(&state, &user, &id).await?))
+) -> AppResult<Json<MediaResponse>> {
+    Ok(Json(typed(service::get(&state, &user, &id).await?)?))
 }
 
 fn forbidden(message: &str) -> AppError {

@@ -1,26 +1,25 @@
 //! POST /api/voice/transcribe, POST /api/voice/speech.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::Value;
-
-use utoipa::{OpenApi, ToSchema};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::billing::ReplyQuota;
+use crate::chat::handlers::reply_quota;
 use crate::error::{ApiJson, AppResult};
+use crate::openapi::typed;
+use crate::storage::handlers::MediaView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/voice/transcribe", post(transcribe))
-        .route("/api/voice/speech", post(speech))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(transcribe))
+        .routes(routes!(speech))
 }
-
-#[derive(OpenApi)]
-#[openapi(paths(transcribe, speech))]
-pub struct Doc;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,34 +34,29 @@ async fn transcribe(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<TranscribeBody>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(
-        super::transcribe(&state, &user, &body.media_id).await?,
-    ))
+) -> AppResult<Json<Transcript>> {
+    let v = super::transcribe(&state, &user, &body.media_id).await?;
+    Ok(Json(typed(v)?))
 }
 
 /// The transcript, stored with the media.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 struct Transcript {
     media_id: String,
     text: String,
-    /// `{free_remaining, balance_fen, charged_fen}`
-    #[schema(value_type = Object)]
-    quota: Value,
+    /// The caller's quota after the call
+    #[serde(deserialize_with = "reply_quota")]
+    quota: ReplyQuota,
 }
 
 /// The synthesized audio, stored as the caller's media.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
+#[derive(Serialize, Deserialize, ToSchema)]
 struct Speech {
-    /// `{id, content_type, size, url}`
-    #[schema(value_type = Object)]
-    media: Value,
+    media: MediaView,
     url_expires_at: String,
-    /// `{free_remaining, balance_fen, charged_fen}`
-    #[schema(value_type = Object)]
-    quota: Value,
+    /// The caller's quota after the call
+    #[serde(deserialize_with = "reply_quota")]
+    quota: ReplyQuota,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -79,8 +73,7 @@ async fn speech(
     State(state): State<AppState>,
     user: AuthUser,
     ApiJson(body): ApiJson<SpeechBody>,
-) -> AppResult<Json<Value>> {
-    Ok(Json(
-        super::speech(&state, &user, &body.text, body.voice.as_deref()).await?,
-    ))
+) -> AppResult<Json<Speech>> {
+    let v = super::speech(&state, &user, &body.text, body.voice.as_deref()).await?;
+    Ok(Json(typed(v)?))
 }
