@@ -13,9 +13,7 @@ use axum::extract::Extension;
 use axum::http::header;
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -23,7 +21,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::{AppError, AppResult};
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -128,25 +125,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "This OpenAPI document", content_type = "application/json", body = Object)))]
 async fn openapi_json(Extension(Served(json)): Extension<Served>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], json)
-}
-
-/// A body a service built as JSON, as the type the document gives it, so
-/// the handler answers that type and what the document says is what is
-/// sent. Debug builds (the tests) check the round trip is exact, so the
-/// type cannot drift from the service's JSON unnoticed: no field dropped or
-/// renamed, no null turned absent.
-pub fn typed<T: Serialize + DeserializeOwned>(value: Value) -> AppResult<T> {
-    #[cfg(debug_assertions)]
-    let sent = value.clone();
-    let typed: T = serde_json::from_value(value).map_err(AppError::internal)?;
-    #[cfg(debug_assertions)]
-    assert_eq!(
-        serde_json::to_value(&typed).ok().as_ref(),
-        Some(&sent),
-        "{} does not carry the service's JSON exactly",
-        std::any::type_name::<T>()
-    );
-    Ok(typed)
 }
 
 /// Adds the bearer scheme, a 401 to every operation that requires it, and

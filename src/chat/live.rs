@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, Stream};
-use serde_json::Value;
 use tokio::sync::watch;
 
+use super::views::ChatReply;
 use crate::error::{AppError, ErrorCode};
 
 /// How a generation ended.
 #[derive(Clone, Debug)]
 pub enum Finished {
-    /// The stored chat reply (`{session_id, message, quota}`).
-    Done(Value),
+    /// The stored chat reply, shared by every listener.
+    Done(Arc<ChatReply>),
     Failed {
         status: u16,
         code: ErrorCode,
@@ -53,7 +53,7 @@ impl Finished {
 #[derive(Clone, Debug)]
 pub enum Event {
     Delta(String),
-    Done(Value),
+    Done(Arc<ChatReply>),
     Error(Finished),
 }
 

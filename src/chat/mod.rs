@@ -6,4 +6,5 @@ pub mod live;
 pub mod service;
 pub mod stream;
 pub mod types;
+pub mod views;
 pub mod ws;

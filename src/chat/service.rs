@@ -5,19 +5,19 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::live::{Event, Finished, Generation};
 use super::types::{MessageStatus, Role};
+use super::views::{ChatReply, MessagePage, MessageView, SessionPage, SessionView};
 use crate::app::AppState;
 use crate::billing::calls::{self, CallRecord, End, Subject};
-use crate::billing::{self, budget, Hold, ReplyQuota};
-use crate::clock::rfc3339;
+use crate::billing::{self, budget, Hold};
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::Db;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, TokenUsage};
+use crate::pagination::{cursor, page, PageQuery};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,42 +36,10 @@ pub struct ChatInput {
     pub attachments: Vec<String>,
 }
 
-pub struct ChatOutcome {
-    pub session_id: String,
-    pub message: MessageRow,
-    pub quota: ReplyQuota,
-}
-
-impl ChatOutcome {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "session_id": self.session_id,
-            "message": message_json(&self.message),
-            "quota": self.quota,
-        })
-    }
-}
-
-pub fn message_json(m: &MessageRow) -> Value {
-    let mut v = json!({
-        "id": m.id,
-        "role": m.role,
-        "content": m.content,
-        "model": m.model,
-        "status": m.status,
-        "created_at": rfc3339(m.created_at),
-    });
-    // Only on messages that carried some, so the usual shape stays exact.
-    if let Some(a) = &m.attachments {
-        v["attachments"] = serde_json::from_str(a).unwrap_or(Value::Null);
-    }
-    v
-}
-
 /// What the first transaction decided.
 enum Begun {
     /// A retry of a request already answered.
-    Replayed(ChatOutcome),
+    Replayed(ChatReply),
     /// A retry of a request still being answered.
     InFlight(String),
     Started(Turn),
@@ -89,7 +57,7 @@ struct Turn {
 // boxing would cost an allocation on every replay for nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Started {
-    Replayed(ChatOutcome),
+    Replayed(ChatReply),
     Live(Arc<Generation>),
 }
 
@@ -154,16 +122,16 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
 }
 
 /// POST /api/chat: the whole reply at once.
-pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<Value> {
+pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<ChatReply> {
     let gen = match start(state, user_id, input).await? {
-        Started::Replayed(outcome) => return Ok(outcome.to_json()),
+        Started::Replayed(reply) => return Ok(reply),
         Started::Live(gen) => gen,
     };
     let mut events = std::pin::pin!(gen.listen(0));
     while let Some(ev) = events.next().await {
         match ev {
             Event::Delta(_) => {}
-            Event::Done(v) => return Ok(v),
+            Event::Done(v) => return Ok(Arc::unwrap_or_clone(v)),
             Event::Error(f) => {
                 return Err(f
                     .to_app_error()
@@ -223,7 +191,7 @@ async fn generate(
             let text = gen.text();
             let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);
             match settled.await {
-                Ok(outcome) => gen.finish(Finished::Done(outcome.to_json())),
+                Ok(reply) => gen.finish(Finished::Done(Arc::new(reply))),
                 Err(e) => gen.finish(Finished::failed(&e)),
             }
             return;
@@ -247,7 +215,7 @@ async fn settle(
     text: String,
     usage: TokenUsage,
     calls: Vec<CallRecord>,
-) -> AppResult<ChatOutcome> {
+) -> AppResult<ChatReply> {
     let at = state.at();
     let uid = user_id.to_string();
     let session_id = turn.session_id.clone();
@@ -259,9 +227,9 @@ async fn settle(
             let message = repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?;
             calls::record(tx, &at, &calls)?;
             let charged = Hold::of(reply_id).settle(tx, at.ms)?;
-            Ok(ChatOutcome {
+            Ok(ChatReply {
                 session_id,
-                message,
+                message: message.into(),
                 quota: billing::quota::after(tx, &uid, &at.day, charged)?,
             })
         })
@@ -395,13 +363,55 @@ pub(super) fn replay(
     user_id: &str,
     day: &str,
     reply: MessageRow,
-) -> AppResult<ChatOutcome> {
+) -> AppResult<ChatReply> {
     // what the original request was charged; the replay itself is free
     let charged = billing::quota::charged_for(conn, &reply.id)?;
-    Ok(ChatOutcome {
+    Ok(ChatReply {
         session_id: reply.session_id.clone(),
         quota: billing::quota::after(conn, user_id, day, charged)?,
-        message: reply,
+        message: reply.into(),
+    })
+}
+
+/// GET /api/sessions: the user's sessions, most recently active first.
+pub async fn sessions(state: &AppState, user_id: &str, q: &PageQuery) -> AppResult<SessionPage> {
+    let limit = q.limit()?;
+    let after = q.cursor_parts()?;
+    let uid = user_id.to_string();
+    let rows = state
+        .db()
+        .run(move |c| repo::list_sessions(c, &uid, after, limit + 1))
+        .await?;
+    let (rows, next_cursor) = page(rows, limit, |s| cursor(s.updated_at, &s.id));
+    Ok(SessionPage {
+        items: rows.into_iter().map(SessionView::from).collect(),
+        next_cursor,
+    })
+}
+
+/// GET /api/sessions/{id}/messages: pages run from newest to older; within
+/// a page, oldest first.
+pub async fn messages(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    q: &PageQuery,
+) -> AppResult<MessagePage> {
+    let limit = q.limit()?;
+    let before = q.cursor_parts()?.map(|(seq, _)| seq);
+    let (uid, sid) = (user_id.to_string(), session_id.to_string());
+    let rows = state
+        .db()
+        .run(move |c| {
+            repo::find_session(c, &uid, &sid)?.ok_or_else(|| AppError::not_found("session"))?;
+            repo::list_messages(c, &sid, before, limit + 1)
+        })
+        .await?;
+    let (mut rows, next_cursor) = page(rows, limit, |m| cursor(m.seq, "m"));
+    rows.reverse();
+    Ok(MessagePage {
+        items: rows.into_iter().map(MessageView::from).collect(),
+        next_cursor,
     })
 }
 

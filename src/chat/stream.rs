@@ -3,6 +3,7 @@
 //! Refusals (401/402/4xx) come before the stream, as plain JSON errors.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -59,13 +60,14 @@ pub fn events_of(started: Started, offset: usize) -> (String, BoxStream<'static,
         Started::Live(gen) => (gen.message_id.clone(), gen.listen(offset).boxed()),
         Started::Replayed(outcome) => {
             let rest: String = outcome.message.content.chars().skip(offset).collect();
-            let done = Event::Done(outcome.to_json());
+            let message_id = outcome.message.id.clone();
+            let done = Event::Done(Arc::new(outcome));
             let events = if rest.is_empty() {
                 vec![done]
             } else {
                 vec![Event::Delta(rest), done]
             };
-            (outcome.message.id.clone(), stream::iter(events).boxed())
+            (message_id, stream::iter(events).boxed())
         }
     }
 }
@@ -116,7 +118,7 @@ async fn chat_stream(
                 ChatEventKind::Delta,
                 json!({"message_id": message_id, "text": text}).to_string(),
             ),
-            Event::Done(reply) => (ChatEventKind::Done, reply.to_string()),
+            Event::Done(reply) => (ChatEventKind::Done, json!(*reply).to_string()),
             Event::Error(f) => (
                 ChatEventKind::Error,
                 json!(error_body(&f, &request_id)).to_string(),

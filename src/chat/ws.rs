@@ -8,6 +8,7 @@
 //! never stops a generation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -156,9 +157,10 @@ async fn forward(
     while let Some(ev) = events.next().await {
         let frame = match ev {
             Event::Delta(text) => json!({"type": "delta", "message_id": message_id, "text": text}),
-            Event::Done(mut reply) => {
-                reply["type"] = json!("done");
-                reply
+            Event::Done(reply) => {
+                let mut frame = json!(*reply);
+                frame["type"] = json!("done");
+                frame
             }
             Event::Error(f) => {
                 let e = error_body(&f, "").error;
@@ -196,7 +198,7 @@ async fn resume(
     let msg = &stored.message;
     let rest: String = msg.content.chars().skip(offset).collect();
     let last = if msg.status == MessageStatus::Complete {
-        Event::Done(stored.to_json())
+        Event::Done(Arc::new(stored.clone()))
     } else {
         Event::Error(Finished::Failed {
             status: 502,

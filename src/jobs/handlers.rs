@@ -3,56 +3,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::views::Job;
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, AppResult};
-use crate::openapi::typed;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(batch))
         .routes(routes!(job))
-}
-
-/// A batch job and its per-file progress.
-#[derive(Serialize, Deserialize, ToSchema)]
-struct Job {
-    id: String,
-    /// `extract_text` or `describe`
-    action: String,
-    state: String,
-    /// RFC 3339 UTC
-    created_at: String,
-    /// RFC 3339 UTC, once finished
-    finished_at: Option<String>,
-    progress: JobProgress,
-    /// In the order of `media_ids`
-    items: Vec<JobItem>,
-}
-
-/// How many items are in each state.
-#[derive(Serialize, Deserialize, ToSchema)]
-struct JobProgress {
-    total: u64,
-    pending: u64,
-    running: u64,
-    done: u64,
-    failed: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-struct JobItem {
-    media_id: String,
-    state: String,
-    /// The extracted text or the description, once done
-    result: Option<String>,
-    /// Why the item failed
-    error: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -70,8 +34,8 @@ async fn batch(
     user: AuthUser,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
-    let v = super::submit(&state, &user, body.media_ids, &body.action).await?;
-    Ok((StatusCode::ACCEPTED, Json(typed(v)?)))
+    let job = super::submit(&state, &user, body.media_ids, &body.action).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "media", security(("bearer" = [])),
@@ -82,5 +46,5 @@ async fn job(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<Job>> {
-    Ok(Json(typed(super::view(&state, &user.id, &id).await?)?))
+    Ok(Json(super::view(&state, &user.id, &id).await?))
 }

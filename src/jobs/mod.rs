@@ -6,10 +6,10 @@
 //! upstream capacity.
 
 pub mod handlers;
+pub mod views;
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -22,6 +22,7 @@ use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
 use crate::error::{AppError, AppResult};
 use crate::llm::ChatMessage;
+use views::{Job, JobItem, JobProgress};
 
 /// Items processed at once, over all jobs.
 pub const CONCURRENCY: usize = 2;
@@ -61,7 +62,7 @@ pub async fn submit(
     user: &AuthUser,
     media_ids: Vec<String>,
     action: &str,
-) -> AppResult<Value> {
+) -> AppResult<Job> {
     let (want, what) = match action {
         "extract_text" => ("application/pdf", "a PDF"),
         "describe" => ("image/", "an image"),
@@ -112,7 +113,7 @@ pub async fn submit(
 }
 
 /// GET /api/jobs/{id}: the owner's job with per-item progress and results.
-pub async fn view(state: &AppState, user_id: &str, id: &str) -> AppResult<Value> {
+pub async fn view(state: &AppState, user_id: &str, id: &str) -> AppResult<Job> {
     let (uid, jid) = (user_id.to_string(), id.to_string());
     let (job, items) = state
         .db()
@@ -126,27 +127,30 @@ pub async fn view(state: &AppState, user_id: &str, id: &str) -> AppResult<Value>
         })
         .await?;
     let job = job.ok_or_else(|| AppError::not_found("job"))?;
-    let count = |s: &str| items.iter().filter(|i| i.state == s).count();
-    Ok(json!({
-        "id": job.id,
-        "action": job.action,
-        "state": job.state,
-        "created_at": rfc3339(job.created_at),
-        "finished_at": job.finished_at.map(rfc3339),
-        "progress": {
-            "total": items.len(),
-            "pending": count("pending"),
-            "running": count("running"),
-            "done": count("done"),
-            "failed": count("failed"),
+    let count = |s: &str| items.iter().filter(|i| i.state == s).count() as u64;
+    Ok(Job {
+        progress: JobProgress {
+            total: items.len() as u64,
+            pending: count("pending"),
+            running: count("running"),
+            done: count("done"),
+            failed: count("failed"),
         },
-        "items": items.iter().map(|i| json!({
-            "media_id": i.media_id,
-            "state": i.state,
-            "result": i.result,
-            "error": i.error,
-        })).collect::<Vec<_>>(),
-    }))
+        items: items
+            .into_iter()
+            .map(|i| JobItem {
+                media_id: i.media_id,
+                state: i.state,
+                result: i.result,
+                error: i.error,
+            })
+            .collect(),
+        id: job.id,
+        action: job.action,
+        state: job.state,
+        created_at: rfc3339(job.created_at),
+        finished_at: job.finished_at.map(rfc3339),
+    })
 }
 
 /// Startup: makes interrupted items pending again and restarts every job

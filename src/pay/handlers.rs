@@ -14,10 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::service;
+use super::views::{CheckoutResponse, OrderStatus};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::{typed, ErrorBody};
+use crate::openapi::ErrorBody;
 
 /// The user-facing routes. With payments disabled (`enabled` false) they
 /// are documented all the same, but every /api/pay/* path answers 503
@@ -75,36 +76,6 @@ struct CheckoutRequest {
 // The bodies `service` builds with `json!`, as the handlers answer them.
 
 /// The arguments of `wx.requestPayment`, signed.
-// WeChat's names, camelCase on the wire.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PayParams {
-    app_id: String,
-    time_stamp: String,
-    nonce_str: String,
-    /// `prepay_id=…`
-    package: String,
-    /// `RSA`
-    sign_type: String,
-    pay_sign: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CheckoutResponse {
-    out_trade_no: String,
-    pay_params: PayParams,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct OrderStatus {
-    out_trade_no: String,
-    amount_fen: i64,
-    /// `pending`, `paid`, `closed` or `failed`
-    status: String,
-    /// RFC 3339 UTC, once paid
-    paid_at: Option<String>,
-}
-
 /// What WeChat Pay is answered when a notification is refused (it retries).
 #[derive(Serialize, ToSchema)]
 pub struct WebhookFail {
@@ -126,8 +97,9 @@ async fn checkout(
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> AppResult<Json<CheckoutResponse>> {
     let pay = payments(&state)?;
-    let v = service::checkout(&state, pay, user.id, req.amount_fen).await?;
-    Ok(Json(typed(v)?))
+    Ok(Json(
+        service::checkout(&state, pay, user.id, req.amount_fen).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/pay/orders/{out_trade_no}", tag = "pay", security(("bearer" = [])),
@@ -143,8 +115,9 @@ async fn order(
     Path(out_trade_no): Path<String>,
 ) -> AppResult<Json<OrderStatus>> {
     let pay = payments(&state)?;
-    let v = service::order(&state, pay, user.id, out_trade_no).await?;
-    Ok(Json(typed(v)?))
+    Ok(Json(
+        service::order(&state, pay, user.id, out_trade_no).await?,
+    ))
 }
 
 /// Answers as WeChat Pay expects: 204 on success (including a repeated

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod handlers;
 pub mod reconcile;
 pub mod service;
+pub mod views;
 
 use std::time::Duration;
 

@@ -6,10 +6,11 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use rusqlite::Transaction;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::{verify_signed, PayError, Transaction as WxTransaction};
 use super::crypto::nonce_str;
+use super::views::{CheckoutResponse, OrderStatus, PayParams};
 use super::{pay_sign_message, Payments, ORDER_TTL_SECS};
 use crate::app::AppState;
 use crate::billing::ledger;
@@ -54,7 +55,7 @@ pub async fn checkout(
     pay: &Payments,
     user_id: String,
     amount_fen: i64,
-) -> AppResult<Value> {
+) -> AppResult<CheckoutResponse> {
     if !pay.topup_amounts_fen.contains(&amount_fen) {
         return Err(AppError::validation(
             "amount_fen",
@@ -112,37 +113,39 @@ pub async fn checkout(
             .await?;
     }
     tracing::info!(out_trade_no = %no, amount_fen, "checkout order created");
-    Ok(json!({
-        "out_trade_no": no,
-        "pay_params": pay_params(pay, &prepay_id, now.timestamp()),
-    }))
+    Ok(CheckoutResponse {
+        out_trade_no: no,
+        pay_params: pay_params(pay, &prepay_id, now.timestamp()),
+    })
 }
 
 /// The parameters of wx.requestPayment, signed with the merchant key.
-pub fn pay_params(pay: &Payments, prepay_id: &str, timestamp: i64) -> Value {
+pub fn pay_params(pay: &Payments, prepay_id: &str, timestamp: i64) -> PayParams {
     let ts = timestamp.to_string();
     let nonce = nonce_str(32);
     let package = format!("prepay_id={prepay_id}");
     let sign = pay
         .client
         .sign(&pay_sign_message(&pay.app_id, &ts, &nonce, &package));
-    json!({
-        "appId": pay.app_id,
-        "timeStamp": ts,
-        "nonceStr": nonce,
-        "package": package,
-        "signType": "RSA",
-        "paySign": sign,
-    })
+    PayParams {
+        app_id: pay.app_id.clone(),
+        time_stamp: ts,
+        nonce_str: nonce,
+        package,
+        sign_type: "RSA",
+        pay_sign: sign,
+    }
 }
 
-pub fn order_json(p: &PaymentRow) -> Value {
-    json!({
-        "out_trade_no": p.out_trade_no,
-        "amount_fen": p.amount_fen,
-        "status": p.status,
-        "paid_at": p.paid_at.map(rfc3339),
-    })
+impl From<PaymentRow> for OrderStatus {
+    fn from(p: PaymentRow) -> Self {
+        OrderStatus {
+            out_trade_no: p.out_trade_no,
+            amount_fen: p.amount_fen,
+            status: p.status,
+            paid_at: p.paid_at.map(rfc3339),
+        }
+    }
 }
 
 /// GET /api/pay/orders/{no}: the caller's order; a pending one is first
@@ -152,7 +155,7 @@ pub async fn order(
     pay: &Payments,
     user_id: String,
     out_trade_no: String,
-) -> AppResult<Value> {
+) -> AppResult<OrderStatus> {
     let find = |state: &AppState| {
         let (no, uid) = (out_trade_no.clone(), user_id.clone());
         let db = state.db().clone();
@@ -164,7 +167,7 @@ pub async fn order(
     }
     let row = find(state).await?.ok_or_else(not_found)?;
     if row.status != "pending" {
-        return Ok(order_json(&row));
+        return Ok(row.into());
     }
     match pay.client.query(&out_trade_no, state.now()).await {
         Ok(Some(t)) => {
@@ -180,7 +183,7 @@ pub async fn order(
         }
     }
     let row = find(state).await?.ok_or_else(not_found)?;
-    Ok(order_json(&row))
+    Ok(row.into())
 }
 
 /// What settling a WeChat Pay transaction did.

@@ -16,13 +16,14 @@ use utoipa_axum::routes;
 
 use super::service::{self, PresignRequest};
 use super::token::Grant;
+use super::views::MediaResponse;
 use super::{Storage, WriteError};
 use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
 use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::{typed, ErrorBody};
+use crate::openapi::ErrorBody;
 
 /// Bearer routes; mounted under the rate-limited router.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -62,22 +63,6 @@ pub struct PresignResponse {
     /// Headers the PUT must carry
     headers: Map<String, Value>,
     expires_at: String,
-}
-
-// Built by `service::media_view`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MediaView {
-    id: String,
-    content_type: String,
-    size: i64,
-    /// A short-lived signed URL that needs no bearer token
-    url: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct MediaResponse {
-    media: MediaView,
-    url_expires_at: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -140,9 +125,7 @@ async fn commit(
     user: AuthUser,
     ApiJson(body): ApiJson<CommitBody>,
 ) -> AppResult<Json<MediaResponse>> {
-    Ok(Json(typed(
-        service::commit(&state, &user, &body.upload_id).await?,
-    )?))
+    Ok(Json(service::commit(&state, &user, &body.upload_id).await?))
 }
 
 #[utoipa::path(get, path = "/api/media/{id}", tag = "uploads", security(("bearer" = [])),
@@ -156,7 +139,7 @@ async fn media(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<MediaResponse>> {
-    Ok(Json(typed(service::get(&state, &user, &id).await?)?))
+    Ok(Json(service::get(&state, &user, &id).await?))
 }
 
 fn forbidden(message: &str) -> AppError {

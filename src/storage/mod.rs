@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod service;
 pub mod sigv4;
 pub mod token;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

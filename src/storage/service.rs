@@ -3,8 +3,9 @@
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::views::{MediaResponse, MediaView};
 use super::{SignedUrl, StoreError};
 use crate::app::AppState;
 use crate::auth::AuthUser;
@@ -156,26 +157,30 @@ async fn find(state: &AppState, user: &AuthUser, id: &str) -> AppResult<Option<M
 }
 
 /// The client's view of a committed media record, with a fresh download URL.
-pub async fn media_view(state: &AppState, m: &MediaRow) -> AppResult<Value> {
+pub async fn media_view(state: &AppState, m: &MediaRow) -> AppResult<MediaResponse> {
     let url = state
         .storage()
         .download_url(&m.object_key, &m.content_type, state.now())
         .await
         .map_err(storage_error)?;
-    Ok(json!({
-        "media": {
-            "id": m.id,
-            "content_type": m.content_type,
-            "size": m.size,
-            "url": url.url,
+    Ok(MediaResponse {
+        media: MediaView {
+            id: m.id.clone(),
+            content_type: m.content_type.clone(),
+            size: m.size,
+            url: url.url,
         },
-        "url_expires_at": crate::clock::rfc3339(to_ms(url.expires_at)),
-    }))
+        url_expires_at: crate::clock::rfc3339(to_ms(url.expires_at)),
+    })
 }
 
 /// Verifies the uploaded object and marks the media committed. Idempotent:
 /// committing a committed upload answers the same record.
-pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppResult<Value> {
+pub async fn commit(
+    state: &AppState,
+    user: &AuthUser,
+    upload_id: &str,
+) -> AppResult<MediaResponse> {
     let not_found = || AppError::not_found("upload");
     let m = find(state, user, upload_id).await?.ok_or_else(not_found)?;
     if m.committed {
@@ -235,7 +240,7 @@ pub async fn commit(state: &AppState, user: &AuthUser, upload_id: &str) -> AppRe
 }
 
 /// The caller's committed media record; pending or foreign ones are 404.
-pub async fn get(state: &AppState, user: &AuthUser, id: &str) -> AppResult<Value> {
+pub async fn get(state: &AppState, user: &AuthUser, id: &str) -> AppResult<MediaResponse> {
     match find(state, user, id).await? {
         Some(m) if m.committed => media_view(state, &m).await,
         _ => Err(AppError::not_found("media")),

@@ -2,18 +2,15 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::{Speech, Transcript};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::billing::ReplyQuota;
-use crate::chat::handlers::reply_quota;
 use crate::error::{ApiJson, AppResult};
-use crate::openapi::typed;
-use crate::storage::handlers::MediaView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,28 +32,9 @@ async fn transcribe(
     user: AuthUser,
     ApiJson(body): ApiJson<TranscribeBody>,
 ) -> AppResult<Json<Transcript>> {
-    let v = super::transcribe(&state, &user, &body.media_id).await?;
-    Ok(Json(typed(v)?))
-}
-
-/// The transcript, stored with the media.
-#[derive(Serialize, Deserialize, ToSchema)]
-struct Transcript {
-    media_id: String,
-    text: String,
-    /// The caller's quota after the call
-    #[serde(deserialize_with = "reply_quota")]
-    quota: ReplyQuota,
-}
-
-/// The synthesized audio, stored as the caller's media.
-#[derive(Serialize, Deserialize, ToSchema)]
-struct Speech {
-    media: MediaView,
-    url_expires_at: String,
-    /// The caller's quota after the call
-    #[serde(deserialize_with = "reply_quota")]
-    quota: ReplyQuota,
+    Ok(Json(
+        super::transcribe(&state, &user, &body.media_id).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -74,6 +52,7 @@ async fn speech(
     user: AuthUser,
     ApiJson(body): ApiJson<SpeechBody>,
 ) -> AppResult<Json<Speech>> {
-    let v = super::speech(&state, &user, &body.text, body.voice.as_deref()).await?;
-    Ok(Json(typed(v)?))
+    Ok(Json(
+        super::speech(&state, &user, &body.text, body.voice.as_deref()).await?,
+    ))
 }

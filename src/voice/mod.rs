@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
@@ -19,6 +21,25 @@ use crate::clock::to_ms;
 use crate::config::VoiceConfig;
 use crate::db::media::{self as media_repo, MediaRow, NewMedia};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::storage::views::MediaResponse;
+
+/// The transcript, stored with the media.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Transcript {
+    pub media_id: String,
+    pub text: String,
+    /// The caller's quota after the call
+    pub quota: ReplyQuota,
+}
+
+/// The synthesized audio, stored as the caller's media.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Speech {
+    #[serde(flatten)]
+    pub media: MediaResponse,
+    /// The caller's quota after the call
+    pub quota: ReplyQuota,
+}
 
 fn disabled() -> AppError {
     AppError::new(
@@ -126,7 +147,11 @@ async fn find_audio(state: &AppState, user: &AuthUser, media_id: &str) -> AppRes
 
 /// POST /api/voice/transcribe: the audio's text, stored with the media. A
 /// media already transcribed answers its stored text, free.
-pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> AppResult<Value> {
+pub async fn transcribe(
+    state: &AppState,
+    user: &AuthUser,
+    media_id: &str,
+) -> AppResult<Transcript> {
     let v = stt_config(state)?;
     let m = find_audio(state, user, media_id).await?;
     let id = m.id.clone();
@@ -137,7 +162,11 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
             .db()
             .run(move |c| billing::quota::after(c, &uid, &day, 0))
             .await?;
-        return Ok(json!({"media_id": m.id, "text": text, "quota": q}));
+        return Ok(Transcript {
+            media_id: m.id,
+            text,
+            quota: q,
+        });
     }
     let op = crate::ids::new_id("vop", to_ms(state.now()));
     let hold = reserve(state, &user.id, &op, v.cost_messages).await?;
@@ -168,7 +197,11 @@ pub async fn transcribe(state: &AppState, user: &AuthUser, media_id: &str) -> Ap
     .await?
     .1;
     tracing::info!(media_id = %m.id, chars = text.len(), "audio transcribed");
-    Ok(json!({"media_id": m.id, "text": text, "quota": q}))
+    Ok(Transcript {
+        media_id: m.id,
+        text,
+        quota: q,
+    })
 }
 
 async fn stt(state: &AppState, v: &VoiceConfig, m: &MediaRow) -> AppResult<String> {
@@ -222,7 +255,7 @@ pub async fn speech(
     user: &AuthUser,
     text: &str,
     voice: Option<&str>,
-) -> AppResult<Value> {
+) -> AppResult<Speech> {
     let v = config(state)?;
     let text = text.trim();
     if text.is_empty() {
@@ -311,10 +344,9 @@ pub async fn speech(
             return Err(e);
         }
     };
-    let mut view = crate::storage::service::media_view(state, &m).await?;
-    view["quota"] = json!(q);
+    let media = crate::storage::service::media_view(state, &m).await?;
     tracing::info!(media_id = %m.id, size = m.size, "speech synthesized");
-    Ok(view)
+    Ok(Speech { media, quota: q })
 }
 
 /// AssemblyAI: upload the bytes, create a transcript, poll until it is
