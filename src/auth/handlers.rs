@@ -9,12 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AuthUser;
-use crate::app::AppState;
 use crate::billing::quota::{self, QuotaView};
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
-use crate::error::{ApiJson, AppError, AppResult};
-use crate::openapi::ErrorBody;
+use crate::error::{AppError, AppResult};
+use crate::http::openapi::ErrorBody;
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -8,9 +8,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::AppError;
+use crate::http::AppState;
 
 /// The bearer token of a request: the Authorization header, else (for
 /// clients like wx.connectSocket that cannot set headers) a `token` query

@@ -14,8 +14,8 @@ use crate::clock::SharedClock;
 use crate::config::LlmConfig;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::http::metrics::{labels, Metrics};
 use crate::llm::{Attempt, ChatMessage, Opened, Route, TokenUsage};
-use crate::metrics::{labels, Metrics};
 
 pub use crate::db::usage::CallRecord;
 

@@ -8,12 +8,13 @@ use utoipa_axum::routes;
 
 use super::service::{self, ChatInput};
 use super::views::{ChatReply, MessagePage, SessionPage};
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::db::chat as repo;
-use crate::error::{ApiJson, AppError, AppResult};
-use crate::openapi::ErrorBody;
-use crate::pagination::PageQuery;
+use crate::error::{AppError, AppResult};
+use crate::http::openapi::ErrorBody;
+use crate::http::pagination::PageQuery;
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -9,15 +9,15 @@ use serde::Deserialize;
 use super::live::{Event, Finished, Generation};
 use super::types::{MessageStatus, Role};
 use super::views::{ChatReply, MessagePage, MessageView, SessionPage, SessionView};
-use crate::app::AppState;
 use crate::billing::calls::{self, CallRecord, End, Subject};
 use crate::billing::{self, budget, Hold};
 use crate::db::chat::{self as repo, MessageRow, NewMessage};
 use crate::db::Db;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::pagination::{cursor, page, PageQuery};
+use crate::http::AppState;
 use crate::ids::new_id;
 use crate::llm::{ChatMessage, Route, TokenUsage};
-use crate::pagination::{cursor, page, PageQuery};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

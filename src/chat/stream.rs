@@ -17,10 +17,11 @@ use utoipa_axum::routes;
 
 use super::live::{Event, Finished};
 use super::service::{self, ChatInput, Started};
-use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiJson, AppResult, ErrorCode};
-use crate::openapi::{ErrorBody, ErrorDetail};
+use crate::error::{AppResult, ErrorCode};
+use crate::http::openapi::{ErrorBody, ErrorDetail};
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(chat_stream))
@@ -95,9 +96,9 @@ pub fn error_body(f: &Finished, request_id: &str) -> ErrorBody {
         (data: a `ChatReply`) or `error` (data: an `ErrorBody`). Refusals come before the stream, as JSON errors.",
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = ChatEvent),
-        (status = 402, description = "`quota_exhausted`", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`not_found`: not the caller's session", body = crate::openapi::ErrorBody),
-        (status = 409, description = "`in_progress`", body = crate::openapi::ErrorBody),
+        (status = 402, description = "`quota_exhausted`", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: not the caller's session", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "`in_progress`", body = crate::http::openapi::ErrorBody),
     ))]
 async fn chat_stream(
     State(state): State<AppState>,

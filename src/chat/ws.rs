@@ -26,10 +26,10 @@ use super::live::{Event, Finished};
 use super::service::{self, ChatInput};
 use super::stream::{error_body, events_of};
 use super::types::{MessageStatus, Role};
-use crate::app::AppState;
 use crate::auth::{bearer_token, AuthUser};
 use crate::db::chat as repo;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(upgrade))

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::billing::budget;
 use crate::billing::calls::{self, End, Subject};
@@ -21,6 +20,7 @@ use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
 use crate::error::{AppError, AppResult};
+use crate::http::AppState;
 use crate::llm::ChatMessage;
 use views::{Job, JobItem, JobProgress};
 

@@ -10,12 +10,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::validate::{parse_report, parse_time};
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::location::{self as repo, ListFilter};
-use crate::error::{ApiJson, AppError, AppResult};
-use crate::pagination::{cursor, page, PageQuery};
+use crate::error::{AppError, AppResult};
+use crate::http::pagination::{cursor, page, PageQuery};
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -5,10 +5,10 @@ mod validate;
 
 use std::time::Duration;
 
-use crate::app::AppState;
 use crate::clock::to_ms;
 use crate::db;
 use crate::error::AppResult;
+use crate::http::AppState;
 
 const PURGE_BATCH: u32 = 5000;
 

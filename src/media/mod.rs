@@ -8,9 +8,9 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::db::media::{self as repo, MediaRow};
 use crate::error::{AppError, AppResult};
+use crate::http::AppState;
 use crate::llm::{Image, Route};
 
 /// Anthropic's per-image limit, and a sane bound for OpenAI's too.

@@ -84,7 +84,7 @@ pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<usize> {
 }
 
 /// `serve`'s scheduled backups (`backup.every_hours` > 0).
-pub fn spawn_schedule(state: crate::app::AppState) {
+pub fn spawn_schedule(state: crate::http::AppState) {
     let cfg = state.config().backup.clone();
     if cfg.every_hours == 0 {
         return;

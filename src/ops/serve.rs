@@ -9,11 +9,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::app::{self, AppState};
 use crate::billing::budget;
 use crate::clock::{to_ms, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::http::{self, AppState};
 use crate::storage::Storage;
 
 /// A running server (used by `serve` and by the tests).
@@ -128,10 +128,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     let payments = crate::pay::Payments::from_config(&config)?;
     let pay = payments.is_some();
     let notify_url = config.pay_notify_url();
-    let (state, warnings) = AppState::new(config, db, clock, &secret, storage);
-    if let Some(p) = payments {
-        state.set_payments(p);
-    }
+    let (state, warnings) = AppState::new(config, db, clock, &secret, storage, payments);
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -163,7 +160,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .await
         .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
-    crate::ratelimit::spawn_shrinker(state.clone());
+    crate::http::ratelimit::spawn_shrinker(state.clone());
     if let Err(e) = crate::location::purge_expired(&state).await {
         tracing::warn!(error = %e, "location retention sweep failed");
     }
@@ -179,7 +176,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         Err(e) => tracing::warn!(error = %e, "could not resume batch jobs"),
     }
     let (tx, rx) = oneshot::channel::<()>();
-    let app = app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -15,10 +15,11 @@ use utoipa_axum::routes;
 
 use super::service;
 use super::views::{CheckoutResponse, OrderStatus};
-use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::ErrorBody;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::openapi::ErrorBody;
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 /// The user-facing routes. With payments disabled (`enabled` false) they
 /// are documented all the same, but every /api/pay/* path answers 503

@@ -12,11 +12,11 @@ use super::client::{verify_signed, PayError, Transaction as WxTransaction};
 use super::crypto::nonce_str;
 use super::views::{CheckoutResponse, OrderStatus, PayParams};
 use super::{pay_sign_message, Payments, ORDER_TTL_SECS};
-use crate::app::AppState;
 use crate::billing::ledger;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::payments::{self as repo, PaymentRow};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::AppState;
 
 /// `M` + UTC yyyymmddHHMMSS + 12 random characters: 27 of [A-Za-z0-9],
 /// inside WeChat Pay's 6-32, sortable by time when reading logs.

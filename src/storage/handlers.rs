@@ -18,12 +18,13 @@ use super::service::{self, PresignRequest};
 use super::token::Grant;
 use super::views::MediaResponse;
 use super::{Storage, WriteError};
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::{rfc3339, to_ms};
 use crate::db;
-use crate::error::{ApiJson, AppError, AppResult, ErrorCode};
-use crate::openapi::ErrorBody;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::openapi::ErrorBody;
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 /// Bearer routes; mounted under the rate-limited router.
 pub fn routes() -> OpenApiRouter<AppState> {

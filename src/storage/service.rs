@@ -7,11 +7,11 @@ use serde_json::json;
 
 use super::views::{MediaResponse, MediaView};
 use super::{SignedUrl, StoreError};
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::clock::to_ms;
 use crate::db::media::{self as repo, MediaRow, NewMedia};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::AppState;
 
 /// A pending upload older than this is abandoned: refused at commit and
 /// swept with its object.

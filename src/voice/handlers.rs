@@ -8,9 +8,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Speech, Transcript};
-use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiJson, AppResult};
+use crate::error::AppResult;
+use crate::http::ApiJson;
+use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

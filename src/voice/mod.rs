@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::billing::calls::{self, CallRecord, Subject};
 use crate::billing::types::CallOutcome;
@@ -21,6 +20,7 @@ use crate::clock::to_ms;
 use crate::config::VoiceConfig;
 use crate::db::media::{self as media_repo, MediaRow, NewMedia};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::AppState;
 use crate::storage::views::MediaResponse;
 
 /// The transcript, stored with the media.

@@ -6,9 +6,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use mvp28::app::AppState;
 use mvp28::clock::ManualClock;
 use mvp28::config::Config;
+use mvp28::http::AppState;
 use mvp28::ops::serve::{self, Server};
 use reqwest::StatusCode;
 use serde_json::Value;

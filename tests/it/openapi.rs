@@ -59,7 +59,7 @@ async fn served(app: &TestApp) -> Value {
 #[tokio::test]
 async fn served_document_is_the_generated_one_with_the_shared_parts() {
     let keys = tempfile::tempdir().unwrap();
-    let generated = serde_json::to_value(mvp28::openapi::document()).unwrap();
+    let generated = serde_json::to_value(mvp28::http::openapi::document()).unwrap();
     // The document does not depend on whether payments are on.
     for payments in [false, true] {
         let (app, _fake) = spawn(payments, keys.path()).await;

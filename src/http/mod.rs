@@ -1,6 +1,19 @@
-//! Shared state and the router with its middleware stack.
+//! HTTP: the router with its middleware stack, and the plumbing every
+//! route shares (state, error envelope, JSON extraction, rate limits,
+//! metrics, health, the OpenAPI document, pagination).
 
-use std::sync::Arc;
+pub mod envelope;
+pub mod health;
+mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod pagination;
+pub mod ratelimit;
+mod state;
+
+pub use json::ApiJson;
+pub use state::AppState;
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -8,7 +21,6 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Extension, Router};
-use chrono::{DateTime, FixedOffset, Utc};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -17,158 +29,6 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
-
-use crate::auth::jwt::JwtKeys;
-use crate::auth::wechat::LoginProviders;
-use crate::chat::live::Live;
-use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::db::Db;
-use crate::error;
-use crate::llm::Llm;
-use crate::ratelimit::{self, RateLimits};
-use crate::storage::Storage;
-
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: Config,
-    db: Db,
-    clock: SharedClock,
-    jwt: JwtKeys,
-    login: LoginProviders,
-    llm: Llm,
-    limits: RateLimits,
-    storage: Storage,
-    offset: FixedOffset,
-    live: Arc<Live>,
-    budget_guard: crate::billing::budget::Guard,
-    metrics: crate::metrics::Metrics,
-    /// Live users seen with a valid token (id -> created_at), so most
-    /// requests skip the account lookup. Accounts are only ever deleted
-    /// through DELETE /api/me, which forgets the entry.
-    known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-    /// Set once at start when wechat_pay is configured (see `set_payments`).
-    payments: std::sync::OnceLock<crate::pay::Payments>,
-    /// Batch jobs' concurrency bound and stop signal.
-    jobs: crate::jobs::Runner,
-}
-
-impl AppState {
-    pub fn new(
-        config: Config,
-        db: Db,
-        clock: SharedClock,
-        jwt_secret: &[u8],
-        storage: Storage,
-    ) -> (AppState, Vec<String>) {
-        let (llm, warnings) = Llm::from_config(&config.llm);
-        let state = AppState {
-            inner: Arc::new(Inner {
-                jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs),
-                login: LoginProviders::from_config(&config),
-                limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
-                offset: config.quota.offset(),
-                live: Arc::new(Live::default()),
-                budget_guard: Default::default(),
-                metrics: Default::default(),
-                known_users: Default::default(),
-                payments: std::sync::OnceLock::new(),
-                jobs: Default::default(),
-                llm,
-                storage,
-                db,
-                clock,
-                config,
-            }),
-        };
-        (state, warnings)
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-    pub fn db(&self) -> &Db {
-        &self.inner.db
-    }
-    pub fn jwt(&self) -> &JwtKeys {
-        &self.inner.jwt
-    }
-    pub fn login(&self) -> &LoginProviders {
-        &self.inner.login
-    }
-    pub fn llm(&self) -> &Llm {
-        &self.inner.llm
-    }
-    pub fn limits(&self) -> &RateLimits {
-        &self.inner.limits
-    }
-    pub fn known_user(&self, id: &str) -> Option<i64> {
-        self.inner
-            .known_users
-            .lock()
-            .expect("users lock")
-            .get(id)
-            .copied()
-    }
-    pub fn remember_user(&self, id: &str, created_at: i64) {
-        let mut m = self.inner.known_users.lock().expect("users lock");
-        if m.len() >= 100_000 {
-            m.clear(); // a bound, not an LRU: a miss only costs one query
-        }
-        m.insert(id.to_string(), created_at);
-    }
-    pub fn forget_user(&self, id: &str) {
-        self.inner
-            .known_users
-            .lock()
-            .expect("users lock")
-            .remove(id);
-    }
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.inner.metrics
-    }
-    pub fn budget_guard(&self) -> &crate::billing::budget::Guard {
-        &self.inner.budget_guard
-    }
-    /// Replies being generated right now.
-    pub fn live(&self) -> &Arc<Live> {
-        &self.inner.live
-    }
-    pub fn jobs(&self) -> &crate::jobs::Runner {
-        &self.inner.jobs
-    }
-    pub fn storage(&self) -> &Storage {
-        &self.inner.storage
-    }
-    pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
-    }
-    /// WeChat Pay, when enabled.
-    pub fn payments(&self) -> Option<&crate::pay::Payments> {
-        self.inner.payments.get()
-    }
-    /// Installs the loaded payments before the router is built; later
-    /// calls are ignored.
-    pub fn set_payments(&self, p: crate::pay::Payments) {
-        let _ = self.inner.payments.set(p);
-    }
-    /// Metering for model calls (prices, clock, spend periods).
-    pub fn meter(&self) -> crate::billing::calls::Meter<'_> {
-        crate::billing::calls::Meter {
-            prices: &self.inner.config.llm,
-            clock: self.inner.clock.clone(),
-            offset: self.inner.offset,
-        }
-    }
-    /// Now, as the money rule reads it (local day and month).
-    pub fn at(&self) -> crate::billing::At {
-        crate::billing::At::new(self.now(), self.inner.offset)
-    }
-}
 
 #[derive(Clone, Default)]
 struct RandomRequestId;
@@ -183,7 +43,7 @@ impl MakeRequestId for RandomRequestId {
 
 /// Every route, each registered once with its documentation, grouped by the
 /// middleware [`router`] gives it. Built without state, so
-/// [`crate::openapi::document`] describes exactly what the app serves.
+/// [`crate::http::openapi::document`] describes exactly what the app serves.
 /// Adding a route: annotate the handler with `#[utoipa::path]` and register
 /// it with `routes!` in its module's `routes()`.
 pub struct Routes {
@@ -205,9 +65,9 @@ impl Routes {
     pub fn new(payments: bool) -> Routes {
         Routes {
             open: OpenApiRouter::new()
-                .merge(crate::health::routes())
-                .merge(crate::openapi::routes())
-                .merge(crate::metrics::routes())
+                .merge(crate::http::health::routes())
+                .merge(crate::http::openapi::routes())
+                .merge(crate::http::metrics::routes())
                 .merge(crate::pay::handlers::webhook_routes(payments)),
             limited: OpenApiRouter::new()
                 .merge(crate::auth::handlers::routes())
@@ -233,12 +93,12 @@ pub fn router(state: AppState) -> Router {
     } = Routes::new(state.payments().is_some());
     let rate_limit = middleware::from_fn_with_state(state.clone(), ratelimit::limit);
     let upload_limit = usize::try_from(cfg.storage.max_upload_bytes).unwrap_or(usize::MAX);
-    let (router, doc) = OpenApiRouter::with_openapi(crate::openapi::root())
+    let (router, doc) = OpenApiRouter::with_openapi(crate::http::openapi::root())
         .merge(open)
         .merge(limited.route_layer(rate_limit.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            crate::http::metrics::track,
         ))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
@@ -251,17 +111,17 @@ pub fn router(state: AppState) -> Router {
                 .with_state(state.clone()),
         )
         .split_for_parts();
-    let doc = crate::openapi::finish(doc);
+    let doc = crate::http::openapi::finish(doc);
     let timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     router
         // GET /api/openapi.json serves the document of these very routes.
-        .layer(Extension(crate::openapi::Served::new(&doc)))
+        .layer(Extension(crate::http::openapi::Served::new(&doc)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn(error::envelope))
+        .layer(middleware::from_fn(envelope::envelope))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()

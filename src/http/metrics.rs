@@ -15,8 +15,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::{AppError, ErrorCode};
+use crate::http::AppState;
 
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -153,8 +153,8 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         (then `Authorization: Bearer <metrics.token>` from anywhere).",
     responses(
         (status = 200, description = "The exposition text", content_type = "text/plain", body = String),
-        (status = 401, description = "Wrong metrics token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "Not a loopback peer", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Wrong metrics token", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Not a loopback peer", body = crate::http::openapi::ErrorBody),
     ))]
 pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
     if let Err(e) = authorize(&state, &req) {

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::http::AppState;
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -80,11 +80,11 @@ pub fn root() -> utoipa::openapi::OpenApi {
 /// registered the same way, then [`finish`]ed.
 pub fn document() -> utoipa::openapi::OpenApi {
     // Whether payments are on changes what /api/pay/* answers, not the document.
-    let crate::app::Routes {
+    let crate::http::Routes {
         open,
         limited,
         files,
-    } = crate::app::Routes::new(true);
+    } = crate::http::Routes::new(true);
     let mut doc = root();
     for part in [open, limited, files] {
         doc.merge(part.into_openapi());

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::app::AppState;
 use crate::config::RateLimitConfig;
 use crate::error::{AppError, ErrorCode};
+use crate::http::AppState;
 
 type Keyed<K> = Option<DefaultKeyedRateLimiter<K>>;
 

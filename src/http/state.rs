@@ -1,0 +1,156 @@
+//! The state every handler shares: one `Arc`, built once at start with
+//! everything the process owns (config, database, clock, providers,
+//! storage, payments, live generations, limits, metrics).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::wechat::LoginProviders;
+use crate::chat::live::Live;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::metrics::Metrics;
+use crate::http::ratelimit::RateLimits;
+use crate::llm::Llm;
+use crate::pay::Payments;
+use crate::storage::Storage;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    db: Db,
+    clock: SharedClock,
+    jwt: JwtKeys,
+    login: LoginProviders,
+    llm: Llm,
+    limits: RateLimits,
+    storage: Storage,
+    offset: FixedOffset,
+    live: Arc<Live>,
+    budget_guard: crate::billing::budget::Guard,
+    metrics: Metrics,
+    /// Live users seen with a valid token (id -> created_at), so most
+    /// requests skip the account lookup. Accounts are only ever deleted
+    /// through DELETE /api/me, which forgets the entry.
+    known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// WeChat Pay, when `wechat_pay` is configured.
+    payments: Option<Payments>,
+    /// Batch jobs' concurrency bound and stop signal.
+    jobs: crate::jobs::Runner,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        db: Db,
+        clock: SharedClock,
+        jwt_secret: &[u8],
+        storage: Storage,
+        payments: Option<Payments>,
+    ) -> (AppState, Vec<String>) {
+        let (llm, warnings) = Llm::from_config(&config.llm);
+        let state = AppState {
+            inner: Arc::new(Inner {
+                jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs),
+                login: LoginProviders::from_config(&config),
+                limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
+                offset: config.quota.offset(),
+                live: Arc::new(Live::default()),
+                budget_guard: Default::default(),
+                metrics: Default::default(),
+                known_users: Default::default(),
+                payments,
+                jobs: Default::default(),
+                llm,
+                storage,
+                db,
+                clock,
+                config,
+            }),
+        };
+        (state, warnings)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+    pub fn login(&self) -> &LoginProviders {
+        &self.inner.login
+    }
+    pub fn llm(&self) -> &Llm {
+        &self.inner.llm
+    }
+    pub fn limits(&self) -> &RateLimits {
+        &self.inner.limits
+    }
+    pub fn known_user(&self, id: &str) -> Option<i64> {
+        self.inner
+            .known_users
+            .lock()
+            .expect("users lock")
+            .get(id)
+            .copied()
+    }
+    pub fn remember_user(&self, id: &str, created_at: i64) {
+        let mut m = self.inner.known_users.lock().expect("users lock");
+        if m.len() >= 100_000 {
+            m.clear(); // a bound, not an LRU: a miss only costs one query
+        }
+        m.insert(id.to_string(), created_at);
+    }
+    pub fn forget_user(&self, id: &str) {
+        self.inner
+            .known_users
+            .lock()
+            .expect("users lock")
+            .remove(id);
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    pub fn budget_guard(&self) -> &crate::billing::budget::Guard {
+        &self.inner.budget_guard
+    }
+    /// Replies being generated right now.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.inner.live
+    }
+    pub fn jobs(&self) -> &crate::jobs::Runner {
+        &self.inner.jobs
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+    /// WeChat Pay, when enabled.
+    pub fn payments(&self) -> Option<&Payments> {
+        self.inner.payments.as_ref()
+    }
+    /// Metering for model calls (prices, clock, spend periods).
+    pub fn meter(&self) -> crate::billing::calls::Meter<'_> {
+        crate::billing::calls::Meter {
+            prices: &self.inner.config.llm,
+            clock: self.inner.clock.clone(),
+            offset: self.inner.offset,
+        }
+    }
+    /// Now, as the money rule reads it (local day and month).
+    pub fn at(&self) -> crate::billing::At {
+        crate::billing::At::new(self.now(), self.inner.offset)
+    }
+}
