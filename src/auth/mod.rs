@@ -2,6 +2,8 @@
 
 pub mod handlers;
 pub mod jwt;
+pub mod service;
+pub mod views;
 pub mod wechat;
 
 use axum::extract::FromRequestParts;

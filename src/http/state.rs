@@ -43,7 +43,7 @@ struct Inner {
     /// WeChat Pay, when `wechat_pay` is configured.
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
-    jobs: crate::jobs::Runner,
+    jobs: crate::jobs::service::Runner,
 }
 
 impl AppState {
@@ -128,7 +128,7 @@ impl AppState {
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
     }
-    pub fn jobs(&self) -> &crate::jobs::Runner {
+    pub fn jobs(&self) -> &crate::jobs::service::Runner {
         &self.inner.jobs
     }
     pub fn storage(&self) -> &Storage {

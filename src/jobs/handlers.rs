@@ -35,7 +35,7 @@ async fn batch(
     user: AuthUser,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> AppResult<(StatusCode, Json<Job>)> {
-    let job = super::submit(&state, &user, body.media_ids, &body.action).await?;
+    let job = super::service::submit(&state, &user, body.media_ids, &body.action).await?;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -47,5 +47,5 @@ async fn job(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> AppResult<Json<Job>> {
-    Ok(Json(super::view(&state, &user.id, &id).await?))
+    Ok(Json(super::service::view(&state, &user.id, &id).await?))
 }

@@ -3,18 +3,15 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::validate::{parse_report, parse_time};
+use super::service::{self, ListQuery};
+use super::views::{Accepted, LocationPage};
 use crate::auth::AuthUser;
-use crate::clock::{rfc3339, to_ms};
-use crate::db::location::{self as repo, ListFilter};
-use crate::error::{AppError, AppResult};
-use crate::http::pagination::{cursor, page, PageQuery};
+use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::AppState;
 
@@ -62,30 +59,6 @@ pub enum LocationReport {
     Batch(PointBatch),
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Accepted {
-    /// Points stored
-    accepted: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PointOut {
-    id: i64,
-    latitude: f64,
-    longitude: f64,
-    accuracy: Option<f64>,
-    coord_type: &'static str,
-    recorded_at: String,
-    created_at: String,
-}
-
-/// Newest first.
-#[derive(Serialize, ToSchema)]
-pub struct LocationPage {
-    items: Vec<PointOut>,
-    next_cursor: Option<String>,
-}
-
 #[utoipa::path(post, path = "/api/location/report", tag = "location", security(("bearer" = [])),
     request_body = LocationReport,
     responses((status = 200, description = "Stored", body = Accepted)))]
@@ -94,41 +67,7 @@ async fn report(
     user: AuthUser,
     ApiJson(body): ApiJson<Value>,
 ) -> AppResult<Json<Accepted>> {
-    let now = to_ms(state.now());
-    let points = parse_report(&body, now)?;
-    let accepted = state
-        .db()
-        .write(move |tx| repo::insert_all(tx, &user.id, &points, now))
-        .await?;
-    Ok(Json(Accepted { accepted }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    /// 1-100, default 20
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page
-    cursor: Option<String>,
-    /// Recorded at or after: RFC 3339 or unix milliseconds
-    from: Option<String>,
-    /// Recorded at or before: RFC 3339 or unix milliseconds
-    to: Option<String>,
-}
-
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, AppError> {
-    v.map(|s| {
-        let value = s
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(s));
-        parse_time(&value).ok_or_else(|| {
-            AppError::validation(name, "must be an RFC 3339 time or unix milliseconds")
-        })
-    })
-    .transpose()
+    Ok(Json(service::report(&state, &user.id, &body).await?))
 }
 
 #[utoipa::path(get, path = "/api/location", tag = "location", security(("bearer" = [])),
@@ -139,56 +78,12 @@ async fn list(
     user: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<LocationPage>> {
-    let pq = PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
-    let limit = pq.limit()?;
-    let after = match pq.cursor_parts()? {
-        Some((ts, id)) => Some((
-            ts,
-            id.parse()
-                .map_err(|_| AppError::validation("cursor", "not a cursor this server issued"))?,
-        )),
-        None => None,
-    };
-    let filter = ListFilter {
-        from: time_param("from", q.from.as_deref())?,
-        to: time_param("to", q.to.as_deref())?,
-        after,
-        limit: limit + 1,
-    };
-    let rows = state
-        .db()
-        .run(move |c| repo::list(c, &user.id, &filter))
-        .await?;
-    let (rows, next_cursor) = page(rows, limit, |r| {
-        cursor(r.point.recorded_at, &r.id.to_string())
-    });
-    Ok(Json(LocationPage {
-        items: rows
-            .into_iter()
-            .map(|r| PointOut {
-                id: r.id,
-                latitude: r.point.latitude,
-                longitude: r.point.longitude,
-                accuracy: r.point.accuracy,
-                coord_type: r.point.coord_type,
-                recorded_at: rfc3339(r.point.recorded_at),
-                created_at: rfc3339(r.created_at),
-            })
-            .collect(),
-        next_cursor,
-    }))
+    Ok(Json(service::list(&state, &user.id, q).await?))
 }
 
 #[utoipa::path(delete, path = "/api/location", tag = "location", security(("bearer" = [])),
     responses((status = 204, description = "Every point of the caller erased")))]
 async fn erase(State(state): State<AppState>, user: AuthUser) -> AppResult<StatusCode> {
-    let n = state
-        .db()
-        .write(move |tx| repo::delete_all(tx, &user.id))
-        .await?;
-    tracing::info!(deleted = n, "location history erased");
+    service::erase(&state, &user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

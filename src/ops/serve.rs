@@ -170,7 +170,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .db()
         .spawn_checkpointer(std::time::Duration::from_millis(500));
     crate::storage::service::spawn_sweeper(state.clone());
-    match crate::jobs::resume(&state).await {
+    match crate::jobs::service::resume(&state).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "resumed batch jobs interrupted by the last stop"),
         Err(e) => tracing::warn!(error = %e, "could not resume batch jobs"),

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Speech, Transcript};
+use super::service::{self, Speech, Transcript};
 use crate::auth::AuthUser;
 use crate::error::AppResult;
 use crate::http::ApiJson;
@@ -34,7 +34,7 @@ async fn transcribe(
     ApiJson(body): ApiJson<TranscribeBody>,
 ) -> AppResult<Json<Transcript>> {
     Ok(Json(
-        super::transcribe(&state, &user, &body.media_id).await?,
+        service::transcribe(&state, &user, &body.media_id).await?,
     ))
 }
 
@@ -54,6 +54,6 @@ async fn speech(
     ApiJson(body): ApiJson<SpeechBody>,
 ) -> AppResult<Json<Speech>> {
     Ok(Json(
-        super::speech(&state, &user, &body.text, body.voice.as_deref()).await?,
+        service::speech(&state, &user, &body.text, body.voice.as_deref()).await?,
     ))
 }

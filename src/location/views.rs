@@ -1,0 +1,28 @@
+//! What clients see of location reports.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// Points stored
+    pub accepted: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PointOut {
+    pub id: i64,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub accuracy: Option<f64>,
+    pub coord_type: &'static str,
+    pub recorded_at: String,
+    pub created_at: String,
+}
+
+/// Newest first.
+#[derive(Serialize, ToSchema)]
+pub struct LocationPage {
+    pub items: Vec<PointOut>,
+    pub next_cursor: Option<String>,
+}
