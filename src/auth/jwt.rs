@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::UserId;
+
 pub const ISSUER: &str = "mvp28";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -40,7 +42,7 @@ impl JwtKeys {
     }
 
     /// A token for `user_id` and when it expires.
-    pub fn issue(&self, user_id: &str, now: DateTime<Utc>) -> (String, DateTime<Utc>) {
+    pub fn issue(&self, user_id: &UserId, now: DateTime<Utc>) -> (String, DateTime<Utc>) {
         let exp = now + chrono::Duration::seconds(self.ttl_secs);
         let claims = Claims {
             sub: user_id.to_string(),
@@ -54,7 +56,7 @@ impl JwtKeys {
     }
 
     /// The user id of a valid, unexpired token.
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<String, &'static str> {
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<UserId, &'static str> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| "invalid token")?;
         if data.claims.exp <= now.timestamp() {
@@ -63,6 +65,6 @@ impl JwtKeys {
         if data.claims.iat > now.timestamp() + 60 {
             return Err("token issued in the future");
         }
-        Ok(data.claims.sub)
+        Ok(UserId::from(data.claims.sub))
     }
 }

@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use crate::db;
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::ids::UserId;
 
 /// The bearer token of a request: the Authorization header, else (for
 /// clients like wx.connectSocket that cannot set headers) a `token` query
@@ -33,12 +34,12 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Optio
 /// earlier in the same request (by the rate limiter), so the signature is
 /// checked once.
 #[derive(Clone, Debug)]
-pub struct VerifiedHeaderToken(pub String);
+pub struct VerifiedHeaderToken(pub UserId);
 
 /// A request from a live user holding a valid token.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub id: String,
+    pub id: UserId,
     pub created_at: i64,
 }
 
@@ -53,7 +54,7 @@ impl AuthUser {
     }
 
     /// The live user behind an already verified token.
-    async fn load(state: &AppState, user_id: String) -> Result<AuthUser, AppError> {
+    async fn load(state: &AppState, user_id: UserId) -> Result<AuthUser, AppError> {
         let user = match state.known_user(&user_id) {
             Some(created_at) => db::users::UserRow {
                 id: user_id,

@@ -7,6 +7,7 @@ use crate::clock::{rfc3339, to_ms};
 use crate::db;
 use crate::error::{AppError, AppResult};
 use crate::http::AppState;
+use crate::ids::UserId;
 
 /// POST /api/auth/wechat: the code's WeChat identity (or the dev login's),
 /// the user of that openid (created on first login), a token.
@@ -28,7 +29,7 @@ pub async fn login(state: &AppState, code: &str) -> AppResult<TokenResponse> {
 }
 
 /// A fresh token for the user.
-pub fn token(state: &AppState, user_id: &str, created_at: i64) -> TokenResponse {
+pub fn token(state: &AppState, user_id: &UserId, created_at: i64) -> TokenResponse {
     let (token, exp) = state.jwt().issue(user_id, state.now());
     TokenResponse {
         token,

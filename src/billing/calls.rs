@@ -15,6 +15,7 @@ use crate::config::LlmConfig;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::http::metrics::{labels, Metrics};
+use crate::ids::UserId;
 use crate::llm::{Attempt, ChatMessage, Opened, Route, TokenUsage};
 
 pub use crate::db::usage::CallRecord;
@@ -22,7 +23,7 @@ pub use crate::db::usage::CallRecord;
 /// Who a call was made for, and for what.
 #[derive(Debug, Clone)]
 pub struct Subject {
-    pub user_id: String,
+    pub user_id: UserId,
     /// The message, job or voice operation the call served.
     pub reference: String,
     /// The model as the client named it (before routing).

@@ -9,7 +9,7 @@ use crate::config::QuotaConfig;
 use crate::db::billing::{self as repo, Reservation};
 use crate::db::Db;
 use crate::error::AppResult;
-use crate::ids::new_id;
+use crate::ids::{new_id, UserId};
 
 /// What a piece of work will cost, set aside: one message's worth for each
 /// key (a chat reply's message id; `{op}.{n}` for work that costs several).
@@ -27,7 +27,7 @@ impl Hold {
         tx: &Transaction<'_>,
         quota: &QuotaConfig,
         at: &At,
-        user_id: &str,
+        user_id: &UserId,
         keys: Vec<String>,
     ) -> AppResult<Hold> {
         repo::ensure_quota_row(tx, user_id, at.ms)?;
@@ -45,7 +45,7 @@ impl Hold {
             };
             let r = Reservation {
                 id: new_id("rsv", at.ms),
-                user_id: user_id.to_string(),
+                user_id: user_id.clone(),
                 key: key.clone(),
                 kind,
                 amount_fen,
@@ -164,7 +164,7 @@ mod tests {
         }))
         .await
         .unwrap();
-        let uid: String = db
+        let uid: UserId = db
             .run(|c| Ok(c.query_row("SELECT id FROM users", [], |r| r.get(0))?))
             .await
             .unwrap();

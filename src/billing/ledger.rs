@@ -7,6 +7,7 @@ use rusqlite::Transaction;
 use super::types::LedgerKind;
 use crate::db::billing as repo;
 use crate::error::AppResult;
+use crate::ids::UserId;
 
 pub use crate::db::billing::{audit, ledger_tail, AuditMismatch, LedgerRow};
 
@@ -22,7 +23,7 @@ pub struct Insufficient {
 /// zero). Returns the new balance.
 pub fn grant(
     tx: &Transaction<'_>,
-    user_id: &str,
+    user_id: &UserId,
     fen: i64,
     reason: &str,
     now_ms: i64,
@@ -44,7 +45,7 @@ pub fn grant(
 /// even a logic slip upstream cannot credit twice. Returns the new balance.
 pub fn credit_topup(
     tx: &Transaction<'_>,
-    user_id: &str,
+    user_id: &UserId,
     fen: i64,
     out_trade_no: &str,
     now_ms: i64,

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::db::billing as repo;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::ids::UserId;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuotaView {
@@ -28,7 +29,7 @@ pub struct ReplyQuota {
 }
 
 /// The user's quota on local day `day`.
-pub fn view(conn: &Connection, user_id: &str, day: &str) -> AppResult<QuotaView> {
+pub fn view(conn: &Connection, user_id: &UserId, day: &str) -> AppResult<QuotaView> {
     let s = repo::settings(conn)?;
     let q = repo::quota_state(conn, user_id, day)?;
     Ok(QuotaView {
@@ -43,7 +44,7 @@ pub fn view(conn: &Connection, user_id: &str, day: &str) -> AppResult<QuotaView>
 /// The quota after work that was charged `charged_fen`.
 pub fn after(
     conn: &Connection,
-    user_id: &str,
+    user_id: &UserId,
     day: &str,
     charged_fen: i64,
 ) -> AppResult<ReplyQuota> {

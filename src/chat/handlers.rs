@@ -15,6 +15,7 @@ use crate::http::openapi::ErrorBody;
 use crate::http::pagination::PageQuery;
 use crate::http::ApiJson;
 use crate::http::AppState;
+use crate::ids::SessionId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,7 +62,7 @@ async fn list_sessions(
 async fn list_messages(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
     Query(q): Query<PageQuery>,
 ) -> AppResult<Json<MessagePage>> {
     Ok(Json(service::messages(&state, &user.id, &id, &q).await?))
@@ -76,7 +77,7 @@ async fn list_messages(
 async fn delete_session(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
 ) -> AppResult<StatusCode> {
     let deleted = state
         .db()

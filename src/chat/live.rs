@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::views::ChatReply;
 use crate::error::{AppError, ErrorCode};
+use crate::ids::{MessageId, UserId};
 
 /// How a generation ended.
 #[derive(Clone, Debug)]
@@ -64,8 +65,8 @@ struct Progress {
 }
 
 pub struct Generation {
-    pub user_id: String,
-    pub message_id: String,
+    pub user_id: UserId,
+    pub message_id: MessageId,
     progress: Mutex<Progress>,
     /// Bumped on every change; listeners wait on it.
     tick: watch::Sender<u64>,
@@ -155,32 +156,32 @@ impl Generation {
 /// The replies being generated now, by message id.
 #[derive(Default)]
 pub struct Live {
-    map: Mutex<HashMap<String, Arc<Generation>>>,
+    map: Mutex<HashMap<MessageId, Arc<Generation>>>,
 }
 
 impl Live {
-    pub fn start(self: &Arc<Self>, user_id: &str, message_id: &str) -> Arc<Generation> {
+    pub fn start(self: &Arc<Self>, user_id: &UserId, message_id: &MessageId) -> Arc<Generation> {
         let (tick, _) = watch::channel(0);
         let gen = Arc::new(Generation {
-            user_id: user_id.to_string(),
-            message_id: message_id.to_string(),
+            user_id: user_id.clone(),
+            message_id: message_id.clone(),
             progress: Mutex::new(Progress::default()),
             tick,
         });
         self.map
             .lock()
             .expect("live lock")
-            .insert(message_id.to_string(), gen.clone());
+            .insert(message_id.clone(), gen.clone());
         gen
     }
 
     /// A generation of this user's, if it is (or was very recently) live.
-    pub fn get(&self, user_id: &str, message_id: &str) -> Option<Arc<Generation>> {
+    pub fn get(&self, user_id: &UserId, message_id: &MessageId) -> Option<Arc<Generation>> {
         self.map
             .lock()
             .expect("live lock")
             .get(message_id)
-            .filter(|g| g.user_id == user_id)
+            .filter(|g| g.user_id == *user_id)
             .cloned()
     }
 
@@ -195,7 +196,7 @@ impl Live {
     /// Unlists a finished generation. Its reply is stored by then (settled
     /// or failed), so a later resume reads it from the database; keeping
     /// finished replies in memory would only cost RAM under load.
-    pub fn retire(&self, message_id: &str) {
+    pub fn retire(&self, message_id: &MessageId) {
         self.map.lock().expect("live lock").remove(message_id);
     }
 }

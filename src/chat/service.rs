@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::pagination::{cursor, page, PageQuery};
 use crate::http::AppState;
-use crate::ids::new_id;
+use crate::ids::{MediaId, MessageId, SessionId, UserId};
 use crate::llm::{ChatMessage, Route, TokenUsage};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -27,13 +27,13 @@ pub struct ChatInput {
     /// One of the configured models; default `llm.default_model`.
     pub model: Option<String>,
     /// Continue this session (the caller's); omit to start one.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// Idempotency key: a retry is answered from the stored reply.
     #[schema(min_length = 1, max_length = 128)]
     pub client_msg_id: Option<String>,
     /// Ids of the caller's committed media (docs/media.md).
     #[serde(default)]
-    pub attachments: Vec<String>,
+    pub attachments: Vec<MediaId>,
 }
 
 /// What the first transaction decided.
@@ -41,14 +41,14 @@ enum Begun {
     /// A retry of a request already answered.
     Replayed(ChatReply),
     /// A retry of a request still being answered.
-    InFlight(String),
+    InFlight(MessageId),
     Started(Turn),
 }
 
 struct Turn {
-    session_id: String,
-    user_msg_id: String,
-    reply_id: String,
+    session_id: SessionId,
+    user_msg_id: MessageId,
+    reply_id: MessageId,
     context: Vec<repo::ContextRow>,
 }
 
@@ -64,7 +64,7 @@ pub enum Started {
 /// Validates, reserves and starts generating in a task of its own, so that
 /// a client hanging up never stops (or leaks) a turn: it always ends stored
 /// and settled, or released.
-pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<Started> {
+pub async fn start(state: &AppState, user_id: &UserId, input: ChatInput) -> AppResult<Started> {
     let message = input.message.trim().to_string();
     if message.is_empty() {
         return Err(AppError::validation("message", "must not be empty"));
@@ -105,7 +105,7 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
     let gen = state.live().start(user_id, &turn.reply_id);
     let task_state = state.clone();
     let task_gen = gen.clone();
-    let user_id = user_id.to_string();
+    let user_id = user_id.clone();
     tokio::spawn(async move {
         generate(
             &task_state,
@@ -122,7 +122,7 @@ pub async fn start(state: &AppState, user_id: &str, input: ChatInput) -> AppResu
 }
 
 /// POST /api/chat: the whole reply at once.
-pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResult<ChatReply> {
+pub async fn chat(state: &AppState, user_id: &UserId, input: ChatInput) -> AppResult<ChatReply> {
     let gen = match start(state, user_id, input).await? {
         Started::Replayed(reply) => return Ok(reply),
         Started::Live(gen) => gen,
@@ -146,7 +146,7 @@ pub async fn chat(state: &AppState, user_id: &str, input: ChatInput) -> AppResul
 
 async fn generate(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     turn: Turn,
     route: Route,
     (message, prepared): (String, crate::media::Prepared),
@@ -177,8 +177,8 @@ async fn generate(
     });
 
     let subject = Subject {
-        user_id: user_id.to_string(),
-        reference: turn.reply_id.clone(),
+        user_id: user_id.clone(),
+        reference: turn.reply_id.to_string(),
         model: route.model().to_string(),
     };
     let metered = state
@@ -210,14 +210,14 @@ async fn generate(
 /// Stores the reply and turns the hold into a charge, in one transaction.
 async fn settle(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     turn: &Turn,
     text: String,
     usage: TokenUsage,
     calls: Vec<CallRecord>,
 ) -> AppResult<ChatReply> {
     let at = state.at();
-    let uid = user_id.to_string();
+    let uid = user_id.clone();
     let session_id = turn.session_id.clone();
     let reply_id = turn.reply_id.clone();
     state
@@ -264,14 +264,14 @@ async fn end_without_reply(
 /// Transaction 1: idempotency check, budget, session, hold, both messages.
 async fn begin(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     message: &str,
     model: &str,
     attachments: Option<String>,
     input: ChatInput,
 ) -> AppResult<Begun> {
     let at = state.at();
-    let uid = user_id.to_string();
+    let uid = user_id.clone();
     let message = message.to_string();
     let model = model.to_string();
     let context_len = state.config().llm.context_messages;
@@ -300,14 +300,14 @@ async fn begin(
                         .id
                 }
                 None => {
-                    let id = new_id("ses", now);
+                    let id = SessionId::new(now);
                     repo::create_session(tx, &id, &uid, &title_of(&message), now)?;
                     id
                 }
             };
-            let user_msg_id = new_id("msg", now);
-            let reply_id = new_id("msg", now);
-            Hold::reserve(tx, &config.quota, &at, &uid, vec![reply_id.clone()])?;
+            let user_msg_id = MessageId::new(now);
+            let reply_id = MessageId::new(now);
+            Hold::reserve(tx, &config.quota, &at, &uid, vec![reply_id.to_string()])?;
             let seq = repo::insert_message(
                 tx,
                 &NewMessage {
@@ -360,7 +360,7 @@ async fn begin(
 /// A stored reply as the answer to a retried request (or a resumed one).
 pub(super) fn replay(
     conn: &rusqlite::Connection,
-    user_id: &str,
+    user_id: &UserId,
     day: &str,
     reply: MessageRow,
 ) -> AppResult<ChatReply> {
@@ -374,10 +374,10 @@ pub(super) fn replay(
 }
 
 /// GET /api/sessions: the user's sessions, most recently active first.
-pub async fn sessions(state: &AppState, user_id: &str, q: &PageQuery) -> AppResult<SessionPage> {
+pub async fn sessions(state: &AppState, user_id: &UserId, q: &PageQuery) -> AppResult<SessionPage> {
     let limit = q.limit()?;
     let after = q.cursor_parts()?;
-    let uid = user_id.to_string();
+    let uid = user_id.clone();
     let rows = state
         .db()
         .run(move |c| repo::list_sessions(c, &uid, after, limit + 1))
@@ -393,13 +393,13 @@ pub async fn sessions(state: &AppState, user_id: &str, q: &PageQuery) -> AppResu
 /// a page, oldest first.
 pub async fn messages(
     state: &AppState,
-    user_id: &str,
-    session_id: &str,
+    user_id: &UserId,
+    session_id: &SessionId,
     q: &PageQuery,
 ) -> AppResult<MessagePage> {
     let limit = q.limit()?;
     let before = q.cursor_parts()?.map(|(seq, _)| seq);
-    let (uid, sid) = (user_id.to_string(), session_id.to_string());
+    let (uid, sid) = (user_id.clone(), session_id.clone());
     let rows = state
         .db()
         .run(move |c| {

@@ -22,6 +22,7 @@ use crate::error::{AppResult, ErrorCode};
 use crate::http::openapi::{ErrorBody, ErrorDetail};
 use crate::http::ApiJson;
 use crate::http::AppState;
+use crate::ids::MessageId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(chat_stream))
@@ -56,7 +57,7 @@ impl From<ChatEvent> for SseEvent {
 }
 
 /// The events of a started turn, whichever way it started.
-pub fn events_of(started: Started, offset: usize) -> (String, BoxStream<'static, Event>) {
+pub fn events_of(started: Started, offset: usize) -> (MessageId, BoxStream<'static, Event>) {
     match started {
         Started::Live(gen) => (gen.message_id.clone(), gen.listen(offset).boxed()),
         Started::Replayed(outcome) => {

@@ -10,11 +10,12 @@ use super::types::{MessageStatus, Role};
 use crate::billing::ReplyQuota;
 use crate::clock::rfc3339;
 use crate::db::chat::{MessageRow, SessionRow};
+use crate::ids::{MessageId, SessionId};
 
 /// A stored message.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
-    pub id: String,
+    pub id: MessageId,
     pub role: Role,
     pub content: String,
     pub model: Option<String>,
@@ -47,14 +48,14 @@ impl From<MessageRow> for MessageView {
 /// A chat reply (also the SSE `done` event and the WebSocket `done` frame).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatReply {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub message: MessageView,
     pub quota: ReplyQuota,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SessionView {
-    pub id: String,
+    pub id: SessionId,
     pub title: String,
     pub created_at: String,
     pub updated_at: String,

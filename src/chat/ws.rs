@@ -30,6 +30,7 @@ use crate::auth::{bearer_token, AuthUser};
 use crate::db::chat as repo;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::AppState;
+use crate::ids::{MediaId, MessageId, SessionId, UserId};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(upgrade))
@@ -60,14 +61,14 @@ async fn upgrade(
 enum ClientFrame {
     Chat {
         message: String,
-        session_id: Option<String>,
+        session_id: Option<SessionId>,
         model: Option<String>,
         client_msg_id: Option<String>,
         #[serde(default)]
-        attachments: Vec<String>,
+        attachments: Vec<MediaId>,
     },
     Resume {
-        message_id: String,
+        message_id: MessageId,
         #[serde(default)]
         offset: usize,
     },
@@ -150,7 +151,7 @@ fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Va
 }
 
 async fn forward(
-    message_id: String,
+    message_id: MessageId,
     mut events: BoxStream<'static, Event>,
     outbox: mpsc::Sender<Value>,
 ) {
@@ -177,14 +178,14 @@ async fn forward(
 /// generated (or just was), else from the stored message.
 async fn resume(
     state: &AppState,
-    user_id: &str,
-    message_id: &str,
+    user_id: &UserId,
+    message_id: &MessageId,
     offset: usize,
-) -> AppResult<(String, BoxStream<'static, Event>)> {
+) -> AppResult<(MessageId, BoxStream<'static, Event>)> {
     if let Some(gen) = state.live().get(user_id, message_id) {
         return Ok((gen.message_id.clone(), gen.listen(offset).boxed()));
     }
-    let (uid, mid) = (user_id.to_string(), message_id.to_string());
+    let (uid, mid) = (user_id.clone(), message_id.clone());
     let day = state.at().day;
     let stored = state
         .db()

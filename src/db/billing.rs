@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::billing::types::{LedgerKind, ReservationKind, ReservationState};
 use crate::error::AppResult;
+use crate::ids::UserId;
 
 pub const FREE_DAILY: &str = "free_daily";
 pub const PRICE_FEN: &str = "price_fen";
@@ -71,7 +72,7 @@ impl QuotaState {
 
 /// The user's quota as of local day `today` (a day other than the stored
 /// one means nothing is used yet today).
-pub fn quota_state(conn: &Connection, user_id: &str, today: &str) -> AppResult<QuotaState> {
+pub fn quota_state(conn: &Connection, user_id: &UserId, today: &str) -> AppResult<QuotaState> {
     Ok(conn
         .prepare_cached(
             "SELECT CASE WHEN free_day = ?2 THEN free_used ELSE 0 END, balance_fen, held_fen
@@ -88,7 +89,7 @@ pub fn quota_state(conn: &Connection, user_id: &str, today: &str) -> AppResult<Q
         .unwrap_or_default())
 }
 
-pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &str, now: i64) -> AppResult<()> {
+pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)")?
         .execute(params![user_id, now])?;
     Ok(())
@@ -97,7 +98,7 @@ pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &str, now: i64) -> AppRes
 /// Counts `used` free messages on `day` (the day it counts for).
 pub fn set_free_used(
     tx: &Transaction<'_>,
-    user_id: &str,
+    user_id: &UserId,
     day: &str,
     used: i64,
     now: i64,
@@ -110,7 +111,12 @@ pub fn set_free_used(
 }
 
 /// Gives one free message of `day` back, if `day` is still the counted day.
-pub fn give_back_free(tx: &Transaction<'_>, user_id: &str, day: &str, now: i64) -> AppResult<()> {
+pub fn give_back_free(
+    tx: &Transaction<'_>,
+    user_id: &UserId,
+    day: &str,
+    now: i64,
+) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET free_used = free_used - 1, updated_at = ?3
          WHERE user_id = ?1 AND free_day = ?2 AND free_used > 0",
@@ -120,7 +126,7 @@ pub fn give_back_free(tx: &Transaction<'_>, user_id: &str, day: &str, now: i64) 
 }
 
 /// Adds `fen` (negative: removes) to what replies in flight hold.
-pub fn add_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+pub fn add_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET held_fen = held_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
     )?
@@ -129,7 +135,7 @@ pub fn add_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppR
 }
 
 /// Turns `fen` held into a charge: balance and hold both drop.
-pub fn charge_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+pub fn charge_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen - ?2, held_fen = held_fen - ?2,
          updated_at = ?3 WHERE user_id = ?1",
@@ -139,7 +145,7 @@ pub fn charge_held(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> A
 }
 
 /// Adds `fen` (negative: removes) to the stored balance.
-pub fn add_balance(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> AppResult<()> {
+pub fn add_balance(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
     )?
@@ -151,7 +157,7 @@ pub fn add_balance(tx: &Transaction<'_>, user_id: &str, fen: i64, now: i64) -> A
 #[derive(Debug, Clone)]
 pub struct Reservation {
     pub id: String,
-    pub user_id: String,
+    pub user_id: UserId,
     /// The message (or voice operation part) the reservation is for.
     pub key: String,
     pub kind: ReservationKind,
@@ -222,7 +228,7 @@ pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
 }
 
 /// The user's balance and what replies in flight hold of it.
-pub fn balance(conn: &Connection, user_id: &str) -> AppResult<(i64, i64)> {
+pub fn balance(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
     Ok(conn
         .prepare_cached("SELECT balance_fen, held_fen FROM user_quotas WHERE user_id = ?1")?
         .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -233,7 +239,7 @@ pub fn balance(conn: &Connection, user_id: &str) -> AppResult<(i64, i64)> {
 /// Appends one balance change; returns the balance after it.
 pub fn append_ledger(
     tx: &Transaction<'_>,
-    user_id: &str,
+    user_id: &UserId,
     delta: i64,
     kind: LedgerKind,
     reference: &str,
@@ -260,7 +266,7 @@ pub struct LedgerRow {
     pub created_at: i64,
 }
 
-pub fn ledger_tail(conn: &Connection, user_id: &str, n: u32) -> AppResult<Vec<LedgerRow>> {
+pub fn ledger_tail(conn: &Connection, user_id: &UserId, n: u32) -> AppResult<Vec<LedgerRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, delta_fen, balance_after, kind, reference, created_at FROM ledger
          WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
@@ -280,7 +286,7 @@ pub fn ledger_tail(conn: &Connection, user_id: &str, n: u32) -> AppResult<Vec<Le
 
 #[derive(Debug, Clone)]
 pub struct AuditMismatch {
-    pub user_id: String,
+    pub user_id: UserId,
     pub balance_fen: i64,
     pub ledger_sum: i64,
 }

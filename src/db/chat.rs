@@ -4,10 +4,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use crate::chat::types::{MessageStatus, Role};
 use crate::error::AppResult;
+use crate::ids::{MessageId, SessionId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct SessionRow {
-    pub id: String,
+    pub id: SessionId,
     pub title: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -16,8 +17,8 @@ pub struct SessionRow {
 #[derive(Debug, Clone)]
 pub struct MessageRow {
     pub seq: i64,
-    pub id: String,
-    pub session_id: String,
+    pub id: MessageId,
+    pub session_id: SessionId,
     pub role: Role,
     pub content: String,
     pub model: Option<String>,
@@ -53,7 +54,11 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-pub fn find_session(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<SessionRow>> {
+pub fn find_session(
+    conn: &Connection,
+    user_id: &UserId,
+    id: &SessionId,
+) -> AppResult<Option<SessionRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, title, created_at, updated_at FROM sessions WHERE id = ?1 AND user_id = ?2",
@@ -64,8 +69,8 @@ pub fn find_session(conn: &Connection, user_id: &str, id: &str) -> AppResult<Opt
 
 pub fn create_session(
     tx: &Transaction<'_>,
-    id: &str,
-    user_id: &str,
+    id: &SessionId,
+    user_id: &UserId,
     title: &str,
     now: i64,
 ) -> AppResult<()> {
@@ -76,14 +81,14 @@ pub fn create_session(
 }
 
 pub struct NewMessage<'a> {
-    pub id: &'a str,
-    pub session_id: &'a str,
-    pub user_id: &'a str,
+    pub id: &'a MessageId,
+    pub session_id: &'a SessionId,
+    pub user_id: &'a UserId,
     pub role: Role,
     pub content: &'a str,
     pub model: Option<&'a str>,
     pub status: MessageStatus,
-    pub reply_to: Option<&'a str>,
+    pub reply_to: Option<&'a MessageId>,
     pub client_msg_id: Option<&'a str>,
     pub now: i64,
 }
@@ -109,7 +114,7 @@ pub fn insert_message(tx: &Transaction<'_>, m: &NewMessage<'_>) -> AppResult<i64
     Ok(tx.last_insert_rowid())
 }
 
-pub fn find_message(conn: &Connection, id: &str) -> AppResult<Option<MessageRow>> {
+pub fn find_message(conn: &Connection, id: &MessageId) -> AppResult<Option<MessageRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
@@ -121,7 +126,7 @@ pub fn find_message(conn: &Connection, id: &str) -> AppResult<Option<MessageRow>
 /// The reply to an earlier request carrying the same client_msg_id.
 pub fn reply_for_client_msg(
     conn: &Connection,
-    user_id: &str,
+    user_id: &UserId,
     client_msg_id: &str,
 ) -> AppResult<Option<MessageRow>> {
     Ok(conn
@@ -146,7 +151,7 @@ pub struct ContextRow {
 /// oldest first.
 pub fn context(
     conn: &Connection,
-    session_id: &str,
+    session_id: &SessionId,
     before_seq: i64,
     limit: u32,
 ) -> AppResult<Vec<ContextRow>> {
@@ -168,7 +173,7 @@ pub fn context(
 }
 
 /// Remembers which media a user message carried.
-pub fn set_attachments(tx: &Transaction<'_>, message_id: &str, json: &str) -> AppResult<()> {
+pub fn set_attachments(tx: &Transaction<'_>, message_id: &MessageId, json: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET attachments = ?2 WHERE id = ?1")?
         .execute(params![message_id, json])?;
     Ok(())
@@ -178,8 +183,8 @@ pub fn set_attachments(tx: &Transaction<'_>, message_id: &str, json: &str) -> Ap
 /// stored message.
 pub fn complete_reply(
     tx: &Transaction<'_>,
-    id: &str,
-    session_id: &str,
+    id: &MessageId,
+    session_id: &SessionId,
     content: &str,
     tokens: (Option<i64>, Option<i64>),
     now: i64,
@@ -197,7 +202,11 @@ pub fn complete_reply(
 
 /// Removes a turn that produced nothing (the user may retry it with the same
 /// client_msg_id), and its session when that leaves it empty.
-pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> AppResult<()> {
+pub fn discard_turn(
+    tx: &Transaction<'_>,
+    user_msg_id: &MessageId,
+    reply_id: &MessageId,
+) -> AppResult<()> {
     let session: Option<String> = tx
         .prepare_cached("SELECT session_id FROM messages WHERE id = ?1")?
         .query_row([reply_id], |r| r.get(0))
@@ -214,7 +223,7 @@ pub fn discard_turn(tx: &Transaction<'_>, user_msg_id: &str, reply_id: &str) -> 
 
 /// A reply cut short by an upstream failure: its partial text is kept as
 /// `failed`, and its request may be retried under the same client_msg_id.
-pub fn store_failed(tx: &Transaction<'_>, reply_id: &str, partial: &str) -> AppResult<()> {
+pub fn store_failed(tx: &Transaction<'_>, reply_id: &MessageId, partial: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET content = ?2, status = 'failed' WHERE id = ?1")?
         .execute(params![reply_id, partial])?;
     release_client_msg_id(tx, reply_id)
@@ -230,8 +239,8 @@ fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> 
 /// A message of this user's.
 pub fn find_user_message(
     conn: &Connection,
-    user_id: &str,
-    id: &str,
+    user_id: &UserId,
+    id: &MessageId,
 ) -> AppResult<Option<MessageRow>> {
     Ok(conn
         .prepare_cached(&format!(
@@ -254,7 +263,7 @@ pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
 /// Most recently active first; the cursor is the last item's (updated_at, id).
 pub fn list_sessions(
     conn: &Connection,
-    user_id: &str,
+    user_id: &UserId,
     after: Option<(i64, String)>,
     limit: u32,
 ) -> AppResult<Vec<SessionRow>> {
@@ -271,7 +280,7 @@ pub fn list_sessions(
 /// Newest first, strictly before `before_seq`.
 pub fn list_messages(
     conn: &Connection,
-    session_id: &str,
+    session_id: &SessionId,
     before_seq: Option<i64>,
     limit: u32,
 ) -> AppResult<Vec<MessageRow>> {
@@ -287,7 +296,7 @@ pub fn list_messages(
 }
 
 /// Deletes the user's session and its messages; false when not theirs.
-pub fn delete_session(tx: &Transaction<'_>, user_id: &str, id: &str) -> AppResult<bool> {
+pub fn delete_session(tx: &Transaction<'_>, user_id: &UserId, id: &SessionId) -> AppResult<bool> {
     Ok(tx
         .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
         .execute(params![id, user_id])?

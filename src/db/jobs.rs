@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::AppResult;
+use crate::ids::{JobId, MediaId, UserId};
 
 /// An item interrupted this many times (crashes mid-item) is failed
 /// instead of retried forever.
@@ -10,8 +11,8 @@ pub const MAX_ATTEMPTS: i64 = 3;
 
 #[derive(Debug, Clone)]
 pub struct JobRow {
-    pub id: String,
-    pub user_id: String,
+    pub id: JobId,
+    pub user_id: UserId,
     pub action: String,
     pub state: String,
     pub created_at: i64,
@@ -21,7 +22,7 @@ pub struct JobRow {
 #[derive(Debug, Clone)]
 pub struct ItemRow {
     pub idx: i64,
-    pub media_id: String,
+    pub media_id: MediaId,
     pub state: String,
     pub result: Option<String>,
     pub error: Option<String>,
@@ -29,10 +30,10 @@ pub struct ItemRow {
 
 pub fn create(
     tx: &Transaction<'_>,
-    id: &str,
-    user_id: &str,
+    id: &JobId,
+    user_id: &UserId,
     action: &str,
-    media_ids: &[String],
+    media_ids: &[MediaId],
     now: i64,
 ) -> AppResult<()> {
     tx.execute(
@@ -61,7 +62,17 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-pub fn find_for_user(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<JobRow>> {
+pub fn find(conn: &Connection, id: &JobId) -> AppResult<Option<JobRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+        .optional()?)
+}
+
+pub fn find_for_user(conn: &Connection, user_id: &UserId, id: &JobId) -> AppResult<Option<JobRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1 AND user_id = ?2"),
@@ -71,7 +82,7 @@ pub fn find_for_user(conn: &Connection, user_id: &str, id: &str) -> AppResult<Op
         .optional()?)
 }
 
-pub fn items(conn: &Connection, job_id: &str) -> AppResult<Vec<ItemRow>> {
+pub fn items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<ItemRow>> {
     let mut stmt = conn.prepare(
         "SELECT idx, media_id, state, result, error FROM job_items WHERE job_id = ?1 ORDER BY idx",
     )?;
@@ -104,15 +115,15 @@ pub fn resume_all(tx: &Transaction<'_>, now: i64) -> AppResult<Vec<JobRow>> {
 /// Marks the next pending item running and returns (idx, media_id).
 pub fn claim_next(
     tx: &Transaction<'_>,
-    job_id: &str,
+    job_id: &JobId,
     now: i64,
-) -> AppResult<Option<(i64, String)>> {
+) -> AppResult<Option<(i64, MediaId)>> {
     tx.execute(
         "UPDATE job_items SET state = 'failed', error = 'interrupted too many times', updated_at = ?3
          WHERE job_id = ?1 AND state = 'pending' AND attempts >= ?2",
         params![job_id, MAX_ATTEMPTS, now],
     )?;
-    let next: Option<(i64, String)> = tx
+    let next: Option<(i64, MediaId)> = tx
         .query_row(
             "SELECT idx, media_id FROM job_items WHERE job_id = ?1 AND state = 'pending'
              ORDER BY idx LIMIT 1",
@@ -132,7 +143,7 @@ pub fn claim_next(
 
 pub fn finish_item(
     tx: &Transaction<'_>,
-    job_id: &str,
+    job_id: &JobId,
     idx: i64,
     outcome: &Result<String, String>,
     now: i64,
@@ -150,7 +161,7 @@ pub fn finish_item(
 }
 
 /// Marks the job done once no item is pending or running; true if it is.
-pub fn finish_if_done(tx: &Transaction<'_>, job_id: &str, now: i64) -> AppResult<bool> {
+pub fn finish_if_done(tx: &Transaction<'_>, job_id: &JobId, now: i64) -> AppResult<bool> {
     let open: i64 = tx.query_row(
         "SELECT count(*) FROM job_items WHERE job_id = ?1 AND state IN ('pending', 'running')",
         [job_id],

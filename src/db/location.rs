@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, Transaction};
 
 use crate::error::AppResult;
+use crate::ids::UserId;
 
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -22,7 +23,7 @@ pub struct PointRow {
 
 pub fn insert_all(
     tx: &Transaction<'_>,
-    user_id: &str,
+    user_id: &UserId,
     points: &[Point],
     now: i64,
 ) -> AppResult<usize> {
@@ -53,7 +54,7 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub fn list(conn: &Connection, user_id: &str, f: &ListFilter) -> AppResult<Vec<PointRow>> {
+pub fn list(conn: &Connection, user_id: &UserId, f: &ListFilter) -> AppResult<Vec<PointRow>> {
     let (ts, id) = f.after.unwrap_or((i64::MAX, i64::MAX));
     let mut stmt = conn.prepare_cached(
         "SELECT id, latitude, longitude, accuracy, coord_type, recorded_at, created_at FROM location_logs
@@ -88,7 +89,7 @@ pub fn list(conn: &Connection, user_id: &str, f: &ListFilter) -> AppResult<Vec<P
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn delete_all(tx: &Transaction<'_>, user_id: &str) -> AppResult<usize> {
+pub fn delete_all(tx: &Transaction<'_>, user_id: &UserId) -> AppResult<usize> {
     Ok(tx
         .prepare_cached("DELETE FROM location_logs WHERE user_id = ?1")?
         .execute([user_id])?)

@@ -3,11 +3,12 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::AppResult;
+use crate::ids::{MediaId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct MediaRow {
-    pub id: String,
-    pub user_id: String,
+    pub id: MediaId,
+    pub user_id: UserId,
     pub object_key: String,
     pub filename: String,
     pub content_type: String,
@@ -17,8 +18,8 @@ pub struct MediaRow {
 }
 
 pub struct NewMedia<'a> {
-    pub id: &'a str,
-    pub user_id: &'a str,
+    pub id: &'a MediaId,
+    pub user_id: &'a UserId,
     pub object_key: &'a str,
     pub filename: &'a str,
     pub content_type: &'a str,
@@ -57,7 +58,11 @@ pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppRe
 }
 
 /// The user's media record, in any state; another user's is None.
-pub fn find_for_user(conn: &Connection, user_id: &str, id: &str) -> AppResult<Option<MediaRow>> {
+pub fn find_for_user(
+    conn: &Connection,
+    user_id: &UserId,
+    id: &MediaId,
+) -> AppResult<Option<MediaRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM media WHERE id = ?1 AND user_id = ?2"
@@ -77,7 +82,7 @@ pub fn find_by_key(conn: &Connection, object_key: &str) -> AppResult<Option<Medi
 
 /// Marks a pending upload committed; false when it no longer is pending
 /// (committed meanwhile, or swept).
-pub fn mark_committed(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<bool> {
+pub fn mark_committed(tx: &Transaction<'_>, id: &MediaId, now: i64) -> AppResult<bool> {
     let n = tx.prepare_cached("UPDATE media SET state = 'committed', committed_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(
         params![id, now],
     )?;
@@ -95,7 +100,7 @@ pub fn pending_before(conn: &Connection, cutoff: i64, limit: u32) -> AppResult<V
 }
 
 /// Deletes these rows if they are still pending; returns how many went.
-pub fn delete_pending(tx: &Transaction<'_>, ids: &[String]) -> AppResult<usize> {
+pub fn delete_pending(tx: &Transaction<'_>, ids: &[MediaId]) -> AppResult<usize> {
     let mut stmt = tx.prepare_cached("DELETE FROM media WHERE id = ?1 AND state = 'pending'")?;
     let mut n = 0;
     for id in ids {
@@ -141,7 +146,7 @@ pub struct MediaTexts {
     pub description: Option<String>,
 }
 
-pub fn texts(conn: &Connection, id: &str) -> AppResult<MediaTexts> {
+pub fn texts(conn: &Connection, id: &MediaId) -> AppResult<MediaTexts> {
     Ok(conn
         .query_row(
             "SELECT extracted_text, extract_error, transcript, description FROM media WHERE id = ?1",
@@ -162,7 +167,7 @@ pub fn texts(conn: &Connection, id: &str) -> AppResult<MediaTexts> {
 /// Records the outcome of a text extraction: the text, or why there is none.
 pub fn set_extraction(
     tx: &Transaction<'_>,
-    id: &str,
+    id: &MediaId,
     outcome: &Result<String, String>,
 ) -> AppResult<()> {
     let (text, error) = match outcome {
@@ -174,13 +179,13 @@ pub fn set_extraction(
     Ok(())
 }
 
-pub fn set_transcript(tx: &Transaction<'_>, id: &str, text: &str) -> AppResult<()> {
+pub fn set_transcript(tx: &Transaction<'_>, id: &MediaId, text: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE media SET transcript = ?2 WHERE id = ?1")?
         .execute(params![id, text])?;
     Ok(())
 }
 
-pub fn set_description(tx: &Transaction<'_>, id: &str, text: &str) -> AppResult<()> {
+pub fn set_description(tx: &Transaction<'_>, id: &MediaId, text: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE media SET description = ?2 WHERE id = ?1")?
         .execute(params![id, text])?;
     Ok(())

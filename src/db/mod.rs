@@ -288,6 +288,13 @@ fn applied_versions(conn: &Connection) -> anyhow::Result<Vec<i32>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A read that proves the schema is there (health checks).
+pub fn ping(conn: &Connection) -> AppResult<()> {
+    conn.prepare_cached("SELECT count(*) FROM settings")?
+        .query_row([], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
 /// True for SQLite's UNIQUE/PRIMARY KEY constraint violations.
 pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)

@@ -5,11 +5,12 @@
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use crate::error::AppResult;
+use crate::ids::UserId;
 
 #[derive(Debug, Clone)]
 pub struct PaymentRow {
     pub out_trade_no: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub amount_fen: i64,
     pub status: String,
     pub transaction_id: Option<String>,
@@ -41,7 +42,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
 pub fn create_pending(
     tx: &Transaction<'_>,
     out_trade_no: &str,
-    user_id: &str,
+    user_id: &UserId,
     amount_fen: i64,
     now: i64,
     expires_at: i64,
@@ -76,7 +77,7 @@ pub fn find(conn: &Connection, out_trade_no: &str) -> AppResult<Option<PaymentRo
 pub fn find_for_user(
     conn: &Connection,
     out_trade_no: &str,
-    user_id: &str,
+    user_id: &UserId,
 ) -> AppResult<Option<PaymentRow>> {
     Ok(conn
         .prepare_cached(&format!(

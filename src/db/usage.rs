@@ -4,10 +4,11 @@ use rusqlite::{params, Connection, Transaction};
 
 use crate::billing::types::CallOutcome;
 use crate::error::AppResult;
+use crate::ids::UserId;
 
 #[derive(Debug, Clone)]
 pub struct CallRecord {
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub message_id: Option<String>,
     pub model: String,
     pub provider: String,

@@ -3,11 +3,11 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::error::AppResult;
-use crate::ids::new_id;
+use crate::ids::UserId;
 
 #[derive(Debug, Clone)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub created_at: i64,
 }
 
@@ -35,7 +35,7 @@ pub fn upsert_by_openid(
         .execute(params![u.id, now, unionid])?;
         return Ok(u);
     }
-    let id = new_id("usr", now);
+    let id = UserId::new(now);
     tx.prepare_cached("INSERT INTO users (id, openid, unionid, created_at, last_login_at) VALUES (?1, ?2, ?3, ?4, ?4)")?.execute(
         params![id, openid, unionid, now],
     )?;
@@ -46,7 +46,7 @@ pub fn upsert_by_openid(
 }
 
 /// A live (not deleted) user.
-pub fn find_active(conn: &rusqlite::Connection, id: &str) -> AppResult<Option<UserRow>> {
+pub fn find_active(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option<UserRow>> {
     Ok(conn
         .prepare_cached("SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([id], |r| {
@@ -59,7 +59,7 @@ pub fn find_active(conn: &rusqlite::Connection, id: &str) -> AppResult<Option<Us
 }
 
 /// Any user, deleted or not (admin).
-pub fn exists(conn: &rusqlite::Connection, id: &str) -> AppResult<bool> {
+pub fn exists(conn: &rusqlite::Connection, id: &UserId) -> AppResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -71,7 +71,7 @@ pub fn exists(conn: &rusqlite::Connection, id: &str) -> AppResult<bool> {
 /// locations go; the user row stays without openid/unionid so payments and
 /// ledger rows keep an anonymous owner for accounting. Returns the object
 /// keys of the deleted media so the caller can remove the objects.
-pub fn delete_account(tx: &Transaction<'_>, id: &str, now: i64) -> AppResult<Vec<String>> {
+pub fn delete_account(tx: &Transaction<'_>, id: &UserId, now: i64) -> AppResult<Vec<String>> {
     let keys: Vec<String> = {
         let mut stmt = tx.prepare_cached("SELECT object_key FROM media WHERE user_id = ?1")?;
         let rows = stmt.query_map([id], |r| r.get(0))?;

@@ -33,10 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 503, description = "A dependency failed (`degraded`)", body = Health),
     ))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let db = state
-        .db()
-        .run(|c| Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?))
-        .await;
+    let db = state.db().run(crate::db::ping).await;
     let storage = state.storage().health().await;
     let db_ok = db.is_ok();
     let storage_ok = storage.is_ok();

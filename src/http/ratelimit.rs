@@ -16,14 +16,15 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::config::RateLimitConfig;
 use crate::error::{AppError, ErrorCode};
 use crate::http::AppState;
+use crate::ids::UserId;
 
 type Keyed<K> = Option<DefaultKeyedRateLimiter<K>>;
 
 pub struct RateLimits {
     per_ip: Keyed<IpAddr>,
-    per_user: Keyed<String>,
+    per_user: Keyed<UserId>,
     login_per_ip: Keyed<IpAddr>,
-    location_per_user: Keyed<String>,
+    location_per_user: Keyed<UserId>,
     trusted: Vec<IpAddr>,
 }
 
@@ -140,7 +141,7 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
 
 /// The user of a validly signed bearer token; the auth extractor does the
 /// full check (deleted users etc.) later.
-fn bearer_user(state: &AppState, req: &mut Request) -> Option<String> {
+fn bearer_user(state: &AppState, req: &mut Request) -> Option<UserId> {
     if let Some(token) = crate::auth::bearer_token(req.headers(), None) {
         let user = state.jwt().verify(token, state.now()).ok()?;
         // The auth extractor takes it from here instead of verifying again.

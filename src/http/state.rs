@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::http::metrics::Metrics;
 use crate::http::ratelimit::RateLimits;
+use crate::ids::UserId;
 use crate::llm::Llm;
 use crate::pay::Payments;
 use crate::storage::Storage;
@@ -39,7 +40,7 @@ struct Inner {
     /// Live users seen with a valid token (id -> created_at), so most
     /// requests skip the account lookup. Accounts are only ever deleted
     /// through DELETE /api/me, which forgets the entry.
-    known_users: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    known_users: std::sync::Mutex<std::collections::HashMap<UserId, i64>>,
     /// WeChat Pay, when `wechat_pay` is configured.
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
@@ -96,7 +97,7 @@ impl AppState {
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
     }
-    pub fn known_user(&self, id: &str) -> Option<i64> {
+    pub fn known_user(&self, id: &UserId) -> Option<i64> {
         self.inner
             .known_users
             .lock()
@@ -104,14 +105,14 @@ impl AppState {
             .get(id)
             .copied()
     }
-    pub fn remember_user(&self, id: &str, created_at: i64) {
+    pub fn remember_user(&self, id: &UserId, created_at: i64) {
         let mut m = self.inner.known_users.lock().expect("users lock");
         if m.len() >= 100_000 {
             m.clear(); // a bound, not an LRU: a miss only costs one query
         }
-        m.insert(id.to_string(), created_at);
+        m.insert(id.clone(), created_at);
     }
-    pub fn forget_user(&self, id: &str) {
+    pub fn forget_user(&self, id: &UserId) {
         self.inner
             .known_users
             .lock()

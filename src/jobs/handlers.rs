@@ -13,6 +13,7 @@ use crate::auth::AuthUser;
 use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::AppState;
+use crate::ids::{JobId, MediaId};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,7 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
-    media_ids: Vec<String>,
+    media_ids: Vec<MediaId>,
     action: String,
 }
 
@@ -45,7 +46,7 @@ async fn batch(
 async fn job(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> AppResult<Json<Job>> {
     Ok(Json(super::service::view(&state, &user.id, &id).await?))
 }

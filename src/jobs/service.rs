@@ -19,6 +19,7 @@ use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
 use crate::error::{AppError, AppResult};
 use crate::http::AppState;
+use crate::ids::{JobId, MediaId, UserId};
 use crate::llm::ChatMessage;
 
 /// Items processed at once, over all jobs.
@@ -57,7 +58,7 @@ impl Runner {
 pub async fn submit(
     state: &AppState,
     user: &AuthUser,
-    media_ids: Vec<String>,
+    media_ids: Vec<MediaId>,
     action: &str,
 ) -> AppResult<Job> {
     let (want, what) = match action {
@@ -98,7 +99,7 @@ pub async fn submit(
         }
     }
     let now = to_ms(state.now());
-    let id = crate::ids::new_id("job", now);
+    let id = JobId::new(now);
     let (jid, uid, act) = (id.clone(), user.id.clone(), action.to_string());
     state
         .db()
@@ -110,8 +111,8 @@ pub async fn submit(
 }
 
 /// GET /api/jobs/{id}: the owner's job with per-item progress and results.
-pub async fn view(state: &AppState, user_id: &str, id: &str) -> AppResult<Job> {
-    let (uid, jid) = (user_id.to_string(), id.to_string());
+pub async fn view(state: &AppState, user_id: &UserId, id: &JobId) -> AppResult<Job> {
+    let (uid, jid) = (user_id.clone(), id.clone());
     let (job, items) = state
         .db()
         .run(move |c| {
@@ -165,7 +166,7 @@ pub async fn resume(state: &AppState) -> AppResult<usize> {
     Ok(jobs.len())
 }
 
-fn spawn(state: AppState, job_id: String) {
+fn spawn(state: AppState, job_id: JobId) {
     tokio::spawn(async move {
         if let Err(e) = run(&state, &job_id).await {
             // The job stays running in the database: the next start resumes it.
@@ -174,35 +175,15 @@ fn spawn(state: AppState, job_id: String) {
     });
 }
 
-async fn run(state: &AppState, job_id: &str) -> AppResult<()> {
+async fn run(state: &AppState, job_id: &JobId) -> AppResult<()> {
     let runner = state.jobs();
     let mut stop = runner.stop.subscribe();
     if *stop.borrow() {
         return Ok(());
     }
-    let job = {
-        let id = job_id.to_string();
-        state
-            .db()
-            .run(move |c| {
-                Ok(c.query_row(
-                    "SELECT user_id, action FROM jobs WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-                ))
-            })
-            .await?
-    };
-    let Ok((user_id, action)) = job else {
+    let id = job_id.clone();
+    let Some(job) = state.db().run(move |c| repo::find(c, &id)).await? else {
         return Ok(()); // deleted with its account
-    };
-    let job = JobRow {
-        id: job_id.to_string(),
-        user_id,
-        action,
-        state: "running".into(),
-        created_at: 0,
-        finished_at: None,
     };
     let mut tasks = JoinSet::new();
     loop {
@@ -249,8 +230,12 @@ async fn run(state: &AppState, job_id: &str) -> AppResult<()> {
     Ok(())
 }
 
-async fn find_media(state: &AppState, user_id: &str, id: &str) -> AppResult<Option<MediaRow>> {
-    let (uid, mid) = (user_id.to_string(), id.to_string());
+async fn find_media(
+    state: &AppState,
+    user_id: &UserId,
+    id: &MediaId,
+) -> AppResult<Option<MediaRow>> {
+    let (uid, mid) = (user_id.clone(), id.clone());
     Ok(state
         .db()
         .run(move |c| media_repo::find_for_user(c, &uid, &mid))
@@ -259,7 +244,7 @@ async fn find_media(state: &AppState, user_id: &str, id: &str) -> AppResult<Opti
 }
 
 /// One item: Ok(result text) or Err(why it failed, shown to the user).
-async fn process(state: &AppState, job: &JobRow, media_id: &str) -> Result<String, String> {
+async fn process(state: &AppState, job: &JobRow, media_id: &MediaId) -> Result<String, String> {
     let m = match find_media(state, &job.user_id, media_id).await {
         Ok(Some(m)) => m,
         Ok(None) => return Err("the media no longer exists".into()),
@@ -276,7 +261,7 @@ async fn process(state: &AppState, job: &JobRow, media_id: &str) -> Result<Strin
 
 /// Sends the image to the default (vision) model; stores the description.
 /// Not charged to the user (docs/media.md).
-async fn describe(state: &AppState, job_id: &str, m: &MediaRow) -> Result<String, String> {
+async fn describe(state: &AppState, job_id: &JobId, m: &MediaRow) -> Result<String, String> {
     let route = state.llm().resolve(None).map_err(|e| e.message)?;
     if !route.vision() {
         return Err("the default model does not accept images".into());

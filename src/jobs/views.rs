@@ -3,10 +3,12 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::ids::{JobId, MediaId};
+
 /// A batch job and its per-file progress.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     /// `extract_text` or `describe`
     pub action: String,
     pub state: String,
@@ -31,7 +33,7 @@ pub struct JobProgress {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobItem {
-    pub media_id: String,
+    pub media_id: MediaId,
     pub state: String,
     /// The extracted text or the description, once done
     pub result: Option<String>,

@@ -14,6 +14,7 @@ use crate::db::location::{self as repo, ListFilter};
 use crate::error::{AppError, AppResult};
 use crate::http::pagination::{cursor, page, PageQuery};
 use crate::http::AppState;
+use crate::ids::UserId;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -44,10 +45,10 @@ fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, AppError> {
 }
 
 /// POST /api/location/report: one point or a batch, all or nothing.
-pub async fn report(state: &AppState, user_id: &str, body: &Value) -> AppResult<Accepted> {
+pub async fn report(state: &AppState, user_id: &UserId, body: &Value) -> AppResult<Accepted> {
     let now = to_ms(state.now());
     let points = parse_report(body, now)?;
-    let uid = user_id.to_string();
+    let uid = user_id.clone();
     let accepted = state
         .db()
         .write(move |tx| repo::insert_all(tx, &uid, &points, now))
@@ -56,7 +57,7 @@ pub async fn report(state: &AppState, user_id: &str, body: &Value) -> AppResult<
 }
 
 /// GET /api/location: the user's points, newest first.
-pub async fn list(state: &AppState, user_id: &str, q: ListQuery) -> AppResult<LocationPage> {
+pub async fn list(state: &AppState, user_id: &UserId, q: ListQuery) -> AppResult<LocationPage> {
     let pq = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
@@ -76,7 +77,7 @@ pub async fn list(state: &AppState, user_id: &str, q: ListQuery) -> AppResult<Lo
         after,
         limit: limit + 1,
     };
-    let uid = user_id.to_string();
+    let uid = user_id.clone();
     let rows = state
         .db()
         .run(move |c| repo::list(c, &uid, &filter))
@@ -102,8 +103,8 @@ pub async fn list(state: &AppState, user_id: &str, q: ListQuery) -> AppResult<Lo
 }
 
 /// DELETE /api/location: every point of the user.
-pub async fn erase(state: &AppState, user_id: &str) -> AppResult<()> {
-    let uid = user_id.to_string();
+pub async fn erase(state: &AppState, user_id: &UserId) -> AppResult<()> {
+    let uid = user_id.clone();
     let n = state
         .db()
         .write(move |tx| repo::delete_all(tx, &uid))

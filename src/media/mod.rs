@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::db::media::{self as repo, MediaRow};
 use crate::error::{AppError, AppResult};
 use crate::http::AppState;
+use crate::ids::{MediaId, UserId};
 use crate::llm::{Image, Route};
 
 /// Anthropic's per-image limit, and a sane bound for OpenAI's too.
@@ -68,7 +69,7 @@ pub async fn pdf_text(state: &AppState, m: &MediaRow) -> AppResult<Result<String
 /// `messages.attachments`), so later turns can mention it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AttachmentRef {
-    pub id: String,
+    pub id: MediaId,
     pub content_type: String,
     pub filename: String,
 }
@@ -87,8 +88,8 @@ pub struct Prepared {
 /// is reserved, so every refusal is free.
 pub async fn prepare(
     state: &AppState,
-    user_id: &str,
-    ids: &[String],
+    user_id: &UserId,
+    ids: &[MediaId],
     route: &Route,
 ) -> AppResult<Prepared> {
     let mut out = Prepared::default();
@@ -110,7 +111,7 @@ pub async fn prepare(
                 "listed twice",
             ));
         }
-        let (uid, mid) = (user_id.to_string(), id.clone());
+        let (uid, mid) = (user_id.clone(), id.clone());
         let m = state
             .db()
             .run(move |c| repo::find_for_user(c, &uid, &mid))

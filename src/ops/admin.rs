@@ -9,6 +9,7 @@ use crate::billing::{self, budget, ledger, At};
 use crate::clock::{rfc3339, to_ms};
 use crate::config::Config;
 use crate::db::{self, billing as repo};
+use crate::ids::UserId;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -25,7 +26,7 @@ pub enum AdminCommand {
     /// Credit (or, with a negative amount, debit) a user's balance.
     Grant {
         #[arg(long, value_name = "USER_ID")]
-        user: String,
+        user: UserId,
         #[arg(long, value_name = "FEN", allow_negative_numbers = true)]
         fen: i64,
         #[arg(long, value_name = "TEXT", default_value = "admin grant")]
@@ -89,7 +90,7 @@ pub enum UserCommand {
     /// Quota, balance and the last ledger rows of a user.
     Show {
         #[arg(value_name = "USER_ID")]
-        user: String,
+        user: UserId,
     },
 }
 

@@ -17,6 +17,7 @@ use crate::clock::{rfc3339, to_ms};
 use crate::db::payments::{self as repo, PaymentRow};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::AppState;
+use crate::ids::UserId;
 
 /// `M` + UTC yyyymmddHHMMSS + 12 random characters: 27 of [A-Za-z0-9],
 /// inside WeChat Pay's 6-32, sortable by time when reading logs.
@@ -53,7 +54,7 @@ fn upstream(e: &PayError) -> AppError {
 pub async fn checkout(
     state: &AppState,
     pay: &Payments,
-    user_id: String,
+    user_id: UserId,
     amount_fen: i64,
 ) -> AppResult<CheckoutResponse> {
     if !pay.topup_amounts_fen.contains(&amount_fen) {
@@ -153,7 +154,7 @@ impl From<PaymentRow> for OrderStatus {
 pub async fn order(
     state: &AppState,
     pay: &Payments,
-    user_id: String,
+    user_id: UserId,
     out_trade_no: String,
 ) -> AppResult<OrderStatus> {
     let find = |state: &AppState| {
@@ -190,7 +191,7 @@ pub async fn order(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Marked paid and credited, just now.
-    Credited { user_id: String, amount_fen: i64 },
+    Credited { user_id: UserId, amount_fen: i64 },
     /// Already paid and credited before (a repeated notification).
     AlreadyPaid,
     /// A pending order moved to closed or failed.

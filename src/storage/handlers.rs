@@ -25,6 +25,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::openapi::ErrorBody;
 use crate::http::ApiJson;
 use crate::http::AppState;
+use crate::ids::MediaId;
 
 /// Bearer routes; mounted under the rate-limited router.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -57,7 +58,7 @@ struct PresignBody {
 /// Where and how to PUT the file.
 #[derive(Serialize, ToSchema)]
 pub struct PresignResponse {
-    upload_id: String,
+    upload_id: MediaId,
     /// Always `PUT`
     method: &'static str,
     url: String,
@@ -111,7 +112,7 @@ async fn presign(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommitBody {
-    upload_id: String,
+    upload_id: MediaId,
 }
 
 #[utoipa::path(post, path = "/api/upload/commit", tag = "uploads", security(("bearer" = [])),
@@ -138,7 +139,7 @@ async fn commit(
 async fn media(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    Path(id): Path<MediaId>,
 ) -> AppResult<Json<MediaResponse>> {
     Ok(Json(service::get(&state, &user, &id).await?))
 }

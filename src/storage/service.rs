@@ -12,6 +12,7 @@ use crate::clock::to_ms;
 use crate::db::media::{self as repo, MediaRow, NewMedia};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::AppState;
+use crate::ids::{MediaId, UserId};
 
 /// A pending upload older than this is abandoned: refused at commit and
 /// swept with its object.
@@ -27,7 +28,7 @@ pub struct PresignRequest {
 }
 
 pub struct Presigned {
-    pub upload_id: String,
+    pub upload_id: MediaId,
     pub upload: SignedUrl,
 }
 
@@ -51,7 +52,12 @@ fn extension(content_type: &str) -> &'static str {
     }
 }
 
-pub fn object_key(user_id: &str, media_id: &str, content_type: &str, now: DateTime<Utc>) -> String {
+pub fn object_key(
+    user_id: &UserId,
+    media_id: &MediaId,
+    content_type: &str,
+    now: DateTime<Utc>,
+) -> String {
     format!(
         "u/{user_id}/{:04}/{:02}/{media_id}.{}",
         now.year(),
@@ -116,7 +122,7 @@ pub async fn presign(
 ) -> AppResult<Presigned> {
     let (filename, content_type, size) = validate(&req, state)?;
     let now = state.now();
-    let id = crate::ids::new_id("med", to_ms(now));
+    let id = MediaId::new(to_ms(now));
     let key = object_key(&user.id, &id, &content_type, now);
     // Signing is local computation; do it before the row exists so a
     // failure leaves nothing behind.
@@ -148,8 +154,8 @@ pub async fn presign(
     })
 }
 
-async fn find(state: &AppState, user: &AuthUser, id: &str) -> AppResult<Option<MediaRow>> {
-    let (uid, id) = (user.id.clone(), id.to_string());
+async fn find(state: &AppState, user: &AuthUser, id: &MediaId) -> AppResult<Option<MediaRow>> {
+    let (uid, id) = (user.id.clone(), id.clone());
     state
         .db()
         .run(move |c| repo::find_for_user(c, &uid, &id))
@@ -179,7 +185,7 @@ pub async fn media_view(state: &AppState, m: &MediaRow) -> AppResult<MediaRespon
 pub async fn commit(
     state: &AppState,
     user: &AuthUser,
-    upload_id: &str,
+    upload_id: &MediaId,
 ) -> AppResult<MediaResponse> {
     let not_found = || AppError::not_found("upload");
     let m = find(state, user, upload_id).await?.ok_or_else(not_found)?;
@@ -240,7 +246,7 @@ pub async fn commit(
 }
 
 /// The caller's committed media record; pending or foreign ones are 404.
-pub async fn get(state: &AppState, user: &AuthUser, id: &str) -> AppResult<MediaResponse> {
+pub async fn get(state: &AppState, user: &AuthUser, id: &MediaId) -> AppResult<MediaResponse> {
     match find(state, user, id).await? {
         Some(m) if m.committed => media_view(state, &m).await,
         _ => Err(AppError::not_found("media")),
@@ -263,7 +269,7 @@ pub async fn sweep_pending(state: &AppState) -> AppResult<usize> {
         let full_batch = rows.len() as u32 == SWEEP_BATCH;
         let keys: Vec<String> = rows.iter().map(|r| r.object_key.clone()).collect();
         let failed = state.storage().delete_all(&keys).await;
-        let ids: Vec<String> = rows
+        let ids: Vec<MediaId> = rows
             .into_iter()
             .filter(|r| !failed.contains(&r.object_key))
             .map(|r| r.id)

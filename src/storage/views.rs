@@ -3,10 +3,12 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::ids::MediaId;
+
 /// A committed file; `url` needs no bearer token.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MediaView {
-    pub id: String,
+    pub id: MediaId,
     pub content_type: String,
     pub size: i64,
     /// A short-lived signed URL that needs no bearer token

@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::error::AppResult;
 use crate::http::ApiJson;
 use crate::http::AppState;
+use crate::ids::MediaId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -22,7 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TranscribeBody {
-    media_id: String,
+    media_id: MediaId,
 }
 
 #[utoipa::path(post, path = "/api/voice/transcribe", tag = "voice", security(("bearer" = [])),

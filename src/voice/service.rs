@@ -19,12 +19,13 @@ use crate::config::VoiceConfig;
 use crate::db::media::{self as media_repo, MediaRow, NewMedia};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::AppState;
+use crate::ids::{MediaId, UserId};
 use crate::storage::views::MediaResponse;
 
 /// The transcript, stored with the media.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Transcript {
-    pub media_id: String,
+    pub media_id: MediaId,
     pub text: String,
     /// The caller's quota after the call
     pub quota: ReplyQuota,
@@ -75,8 +76,8 @@ fn stt_config(state: &AppState) -> AppResult<&VoiceConfig> {
 }
 
 /// Holds `voice.cost_messages` messages' worth for operation `op_id`.
-async fn reserve(state: &AppState, user_id: &str, op_id: &str, n: u32) -> AppResult<Hold> {
-    let (uid, at, keys) = (user_id.to_string(), state.at(), Hold::keys(op_id, n));
+async fn reserve(state: &AppState, user_id: &UserId, op_id: &str, n: u32) -> AppResult<Hold> {
+    let (uid, at, keys) = (user_id.clone(), state.at(), Hold::keys(op_id, n));
     let st = state.clone();
     state
         .db()
@@ -126,8 +127,8 @@ async fn send(v: &VoiceConfig, req: reqwest::RequestBuilder, what: &str) -> AppR
     }
 }
 
-async fn find_audio(state: &AppState, user: &AuthUser, media_id: &str) -> AppResult<MediaRow> {
-    let (uid, id) = (user.id.clone(), media_id.to_string());
+async fn find_audio(state: &AppState, user: &AuthUser, media_id: &MediaId) -> AppResult<MediaRow> {
+    let (uid, id) = (user.id.clone(), media_id.clone());
     let m = state
         .db()
         .run(move |c| media_repo::find_for_user(c, &uid, &id))
@@ -148,7 +149,7 @@ async fn find_audio(state: &AppState, user: &AuthUser, media_id: &str) -> AppRes
 pub async fn transcribe(
     state: &AppState,
     user: &AuthUser,
-    media_id: &str,
+    media_id: &MediaId,
 ) -> AppResult<Transcript> {
     let v = stt_config(state)?;
     let m = find_audio(state, user, media_id).await?;
@@ -278,7 +279,7 @@ pub async fn speech(
         ));
     }
     let now = state.now();
-    let media_id = crate::ids::new_id("med", to_ms(now));
+    let media_id = MediaId::new(to_ms(now));
     let hold = reserve(state, &user.id, &media_id, v.cost_messages).await?;
     let url = format!("{}/audio/speech", v.base_url.trim_end_matches('/'));
     let req = client(v).post(url).bearer_auth(&v.api_key).json(&json!({
@@ -290,7 +291,7 @@ pub async fn speech(
     let started = std::time::Instant::now();
     let subject = Subject {
         user_id: user.id.clone(),
-        reference: media_id.clone(),
+        reference: media_id.to_string(),
         model: v.tts_model.clone(),
     };
     let audio = match send(v, req, "speech synthesis").await {
@@ -405,13 +406,13 @@ async fn assemblyai(v: &VoiceConfig, bytes: Bytes) -> AppResult<String> {
 /// latency and outcome, and no cost.
 async fn charge<T: Send + 'static>(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     hold: Hold,
     call: CallRecord,
     store: impl FnOnce(&rusqlite::Transaction<'_>) -> AppResult<T> + Send + 'static,
 ) -> AppResult<(T, ReplyQuota)> {
     calls::count(state.metrics(), std::slice::from_ref(&call));
-    let (uid, at) = (user_id.to_string(), state.at());
+    let (uid, at) = (user_id.clone(), state.at());
     state
         .db()
         .write(move |tx| {

@@ -104,7 +104,7 @@ pub async fn me(app: &TestApp, token: &str) -> Value {
 }
 
 pub async fn texts(app: &TestApp, id: &str) -> mvp28::db::media::MediaTexts {
-    let id = id.to_string();
+    let id = mvp28::ids::MediaId::from(id);
     app.state()
         .db()
         .run(move |c| mvp28::db::media::texts(c, &id))
