@@ -139,4 +139,19 @@ mod tests {
         assert!(a.starts_with("usr_") && a.len() == 30);
         assert!(a < b);
     }
+
+    #[test]
+    fn typed_ids_read_and_write_as_their_text() {
+        let id = super::UserId::new(1_000);
+        assert!(id.starts_with("usr_"));
+        let json = serde_json::to_value(&id).unwrap();
+        assert_eq!(json, serde_json::json!(id.as_str()));
+        let back: super::SessionId = serde_json::from_value(serde_json::json!("ses_x")).unwrap();
+        assert_eq!(back.as_str(), "ses_x");
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let read: super::MediaId = c
+            .query_row("SELECT ?1", [&super::MediaId::from("med_y")], |r| r.get(0))
+            .unwrap();
+        assert_eq!(read.as_str(), "med_y");
+    }
 }

@@ -27,3 +27,23 @@ sql_enum!(
         Timeout = "timeout",
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_back_exactly_and_refuse_unknown_text() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for k in ReservationKind::ALL {
+            let back: ReservationKind = c.query_row("SELECT ?1", [k], |r| r.get(0)).unwrap();
+            assert_eq!(back, *k);
+        }
+        let unknown: rusqlite::Result<CallOutcome> = c.query_row("SELECT 'okay'", [], |r| r.get(0));
+        assert!(
+            unknown.is_err(),
+            "an unknown outcome must not read as a default"
+        );
+        assert_eq!(serde_json::to_value(LedgerKind::Topup).unwrap(), "topup");
+    }
+}
