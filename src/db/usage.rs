@@ -116,11 +116,7 @@ pub fn report(
         ))?;
         let mut q = stmt.query([since_ms])?;
         while let Some(r) = q.next()? {
-            let key: String = r.get(0)?;
-            let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
-                key,
-                ..Default::default()
-            });
+            let row = row_for(&mut rows, r.get(0)?);
             row.calls = r.get(1)?;
             row.failures = r.get(2)?;
             row.prompt_tokens = r.get(3)?;
@@ -161,6 +157,13 @@ pub fn report(
     Ok(rows.into_values().collect())
 }
 
+fn row_for(rows: &mut std::collections::BTreeMap<String, UsageRow>, key: String) -> &mut UsageRow {
+    rows.entry(key.clone()).or_insert_with(|| UsageRow {
+        key,
+        ..Default::default()
+    })
+}
+
 fn add_income(
     conn: &Connection,
     sql: &str,
@@ -171,12 +174,7 @@ fn add_income(
     let mut stmt = conn.prepare_cached(sql)?;
     let mut q = stmt.query([since_ms])?;
     while let Some(r) = q.next()? {
-        let key: String = r.get(0)?;
-        let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
-            key,
-            ..Default::default()
-        });
-        set(row, r.get(1)?);
+        set(row_for(rows, r.get(0)?), r.get(1)?);
     }
     Ok(())
 }

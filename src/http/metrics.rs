@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -188,15 +187,7 @@ fn authorize(state: &AppState, req: &Request) -> Result<(), AppError> {
             Err(AppError::unauthorized("metrics need the metrics token"))
         };
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let xff = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+    let (peer, xff) = crate::http::ratelimit::peer_and_forwarded(req);
     // Behind a local reverse proxy every peer is loopback: judge the client.
     let client = state.limits().client_ip(peer, xff);
     if client.is_loopback() && (xff.is_none() || client != peer) {

@@ -103,9 +103,9 @@ fn limited(wait: Duration) -> Response {
     .into_response()
 }
 
-/// Middleware for `/api/*` except health and the payment webhook.
-pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let limits = state.limits();
+/// The connection's peer address and the request's X-Forwarded-For, from
+/// which [`RateLimits::client_ip`] judges the client.
+pub fn peer_and_forwarded(req: &Request) -> (IpAddr, Option<&str>) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,6 +115,13 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
+    (peer, xff)
+}
+
+/// Middleware for `/api/*` except health and the payment webhook.
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let limits = state.limits();
+    let (peer, xff) = peer_and_forwarded(&req);
     let ip = limits.client_ip(peer, xff);
     let path = req.uri().path();
     let bucket = if path.starts_with("/api/auth/") && req.method() == Method::POST {
