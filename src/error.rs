@@ -33,6 +33,8 @@ crate::str_enum!(
         BudgetExhausted = "budget_exhausted",
         PaymentsDisabled = "payments_disabled",
         VoiceDisabled = "voice_disabled",
+        ContentBlocked = "content_blocked",
+        ModerationUnavailable = "moderation_unavailable",
         Unavailable = "unavailable",
         Internal = "internal",
     }

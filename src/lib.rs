@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod llm;
 pub mod location;
 pub mod media;
+pub mod moderation;
 pub mod ops;
 pub mod pay;
 pub mod storage;

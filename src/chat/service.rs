@@ -87,6 +87,8 @@ pub async fn start(state: &AppState, user_id: &UserId, input: ChatInput) -> AppR
     let route = state.llm().resolve(input.model.as_deref())?;
     // Every attachment refusal (404/422) comes before anything is held.
     let prepared = crate::media::prepare(state, user_id, &input.attachments, &route).await?;
+    // Content security: refused here, nothing is held or sent upstream.
+    let screen = crate::moderation::screen_input(state, user_id, &message, &prepared.text).await?;
     let refs = (!prepared.refs.is_empty())
         .then(|| serde_json::to_string(&prepared.refs).expect("refs serialize"));
     let turn = match begin(state, user_id, &message, route.model(), refs, input).await? {
@@ -114,6 +116,7 @@ pub async fn start(state: &AppState, user_id: &UserId, input: ChatInput) -> AppR
             route,
             (message, prepared),
             &task_gen,
+            screen,
         )
         .await;
         task_state.live().retire(&task_gen.message_id);
@@ -151,6 +154,7 @@ async fn generate(
     route: Route,
     (message, prepared): (String, crate::media::Prepared),
     gen: &Generation,
+    screen: Option<crate::moderation::Screen>,
 ) {
     let mut messages = Vec::with_capacity(turn.context.len() + 2);
     let system = &state.config().llm.system_prompt;
@@ -181,12 +185,25 @@ async fn generate(
         reference: turn.reply_id.to_string(),
         model: route.model().to_string(),
     };
-    let metered = state
-        .meter()
-        .call(&route, messages, &subject, |t| gen.push(t))
-        .await;
+    // With content security on, text reaches `gen` one checked segment at a time.
+    let (sink, released) = crate::moderation::screen_output(state, screen.as_ref(), gen);
+    let meter = state.meter();
+    let call = meter.call(&route, messages, &subject, sink);
+    let (metered, released) = tokio::join!(call, released);
     calls::count(state.metrics(), &metered.calls);
-    let failed = match metered.end {
+    let end = match released {
+        Ok(()) => metered.end,
+        Err(e) if e.code == ErrorCode::ContentBlocked => {
+            if let Err(db) = end_blocked(state, &turn, metered.calls).await {
+                tracing::error!(error = %db, "could not release a blocked turn");
+            }
+            gen.finish(Finished::failed(&e));
+            return;
+        }
+        // could not be checked (fail_open off): like a cut, what passed is kept
+        Err(e) => End::Cut(e),
+    };
+    let failed = match end {
         End::Complete => {
             let text = gen.text();
             let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);
@@ -257,6 +274,21 @@ async fn end_without_reply(
             } else {
                 repo::store_failed(tx, &reply_id, &partial)
             }
+        })
+        .await
+}
+
+/// A reply content security withheld: stored as a fixed notice with status
+/// `blocked`, the hold released; the upstream calls are still spend.
+async fn end_blocked(state: &AppState, turn: &Turn, calls: Vec<CallRecord>) -> AppResult<()> {
+    let at = state.at();
+    let reply_id = turn.reply_id.clone();
+    state
+        .db()
+        .write(move |tx| {
+            Hold::of(reply_id.clone()).release(tx, at.ms)?;
+            calls::record(tx, &at, &calls)?;
+            repo::store_blocked(tx, &reply_id, crate::moderation::BLOCKED_NOTICE)
         })
         .await
 }

@@ -8,7 +8,13 @@ sql_enum!(
 );
 
 sql_enum!(
-    /// A reply is `generating` until it is stored `complete` (and charged)
-    /// or `failed` (partial output kept, nothing charged).
-    pub MessageStatus { Complete = "complete", Generating = "generating", Failed = "failed" }
+    /// A reply is `generating` until it is stored `complete` (and charged),
+    /// `failed` (partial output kept, nothing charged) or `blocked` (content
+    /// security withheld it: a fixed notice stored, nothing charged).
+    pub MessageStatus {
+        Complete = "complete",
+        Generating = "generating",
+        Failed = "failed",
+        Blocked = "blocked",
+    }
 );

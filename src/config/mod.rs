@@ -18,6 +18,7 @@ mod llm;
 mod location;
 mod log;
 mod metrics;
+mod moderation;
 mod quota;
 mod rate_limit;
 mod render;
@@ -36,6 +37,7 @@ pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;
 pub use log::LogConfig;
 pub use metrics::MetricsConfig;
+pub use moderation::ModerationConfig;
 pub use quota::{parse_offset, QuotaConfig};
 pub use rate_limit::RateLimitConfig;
 pub use server::ServerConfig;
@@ -61,6 +63,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
     pub voice: VoiceConfig,
+    pub moderation: ModerationConfig,
 }
 
 /// A config problem, always naming the key at fault.
@@ -133,6 +136,13 @@ impl Config {
         self.wechat_pay.validate()?;
         self.validate_pay_fallbacks()?;
         self.voice.validate()?;
+        self.moderation.validate()?;
+        if self.moderation.enabled && self.wechat.app_id.is_empty() {
+            return Err(bad(
+                "moderation.enabled",
+                "needs wechat.app_id and wechat.app_secret (msgSecCheck uses the app's access token)",
+            ));
+        }
         Ok(())
     }
 

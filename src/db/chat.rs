@@ -229,6 +229,13 @@ pub fn store_failed(tx: &Transaction<'_>, reply_id: &MessageId, partial: &str) -
     release_client_msg_id(tx, reply_id)
 }
 
+/// A reply withheld by content security: only `notice` is kept.
+pub fn store_blocked(tx: &Transaction<'_>, reply_id: &MessageId, notice: &str) -> AppResult<()> {
+    tx.prepare_cached("UPDATE messages SET content = ?2, status = 'blocked' WHERE id = ?1")?
+        .execute(params![reply_id, notice])?;
+    Ok(())
+}
+
 fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)")?.execute(
         [reply_id],

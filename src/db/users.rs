@@ -58,6 +58,15 @@ pub fn find_active(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option
         .optional()?)
 }
 
+/// A live user's openid (what WeChat's per-user APIs take).
+pub fn openid(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT openid FROM users WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
 /// Any user, deleted or not (admin).
 pub fn exists(conn: &rusqlite::Connection, id: &UserId) -> AppResult<bool> {
     Ok(conn

@@ -45,6 +45,10 @@ struct Inner {
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
     jobs: crate::jobs::service::Runner,
+    /// The app's WeChat access token, when `wechat.app_id` is set.
+    wechat_tokens: Option<Arc<crate::moderation::AccessTokens>>,
+    /// Content security, when `moderation.enabled`.
+    moderation: Option<crate::moderation::Moderation>,
 }
 
 impl AppState {
@@ -57,6 +61,16 @@ impl AppState {
         payments: Option<Payments>,
     ) -> (AppState, Vec<String>) {
         let (llm, warnings) = Llm::from_config(&config.llm);
+        let wechat_tokens = (!config.wechat.app_id.is_empty())
+            .then(|| Arc::new(crate::moderation::AccessTokens::new(&config.wechat)));
+        let moderation = match &wechat_tokens {
+            Some(t) if config.moderation.enabled => Some(crate::moderation::Moderation::new(
+                &config.moderation,
+                &config.wechat,
+                t.clone(),
+            )),
+            _ => None,
+        };
         let state = AppState {
             inner: Arc::new(Inner {
                 jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs),
@@ -69,6 +83,8 @@ impl AppState {
                 known_users: Default::default(),
                 payments,
                 jobs: Default::default(),
+                wechat_tokens,
+                moderation,
                 llm,
                 storage,
                 db,
@@ -131,6 +147,14 @@ impl AppState {
     }
     pub fn jobs(&self) -> &crate::jobs::service::Runner {
         &self.inner.jobs
+    }
+    /// The app's WeChat access token (server APIs), when configured.
+    pub fn wechat_tokens(&self) -> Option<&Arc<crate::moderation::AccessTokens>> {
+        self.inner.wechat_tokens.as_ref()
+    }
+    /// Content security, when enabled.
+    pub fn moderation(&self) -> Option<&crate::moderation::Moderation> {
+        self.inner.moderation.as_ref()
     }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage

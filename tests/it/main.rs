@@ -9,6 +9,7 @@ mod crash;
 mod foundation;
 mod location;
 mod media;
+mod moderation;
 mod openapi;
 mod ops;
 mod pay;

@@ -32,6 +32,8 @@ pub enum Behavior {
     Gated,
     /// Echo without the usage chunk (some gateways never send one).
     NoUsage,
+    /// Stream exactly these text chunks, 40 ms apart.
+    Script(Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -185,7 +187,10 @@ async fn completions(
         .into_response();
     }
     let model = body["model"].clone();
-    let words: Vec<String> = text.split_inclusive(' ').map(String::from).collect();
+    let words: Vec<String> = match &behavior {
+        Behavior::Script(chunks) => chunks.clone(),
+        _ => text.split_inclusive(' ').map(String::from).collect(),
+    };
     let mut frames: Vec<Bytes> = vec![chunk(
         &model,
         json!({"role": "assistant", "content": ""}),
@@ -220,6 +225,9 @@ async fn completions(
                         Err(std::io::Error::other("upstream died")),
                         (frames, usize::MAX, behavior, gate),
                     ));
+                }
+                Behavior::Script(_) if i >= 2 => {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
                 }
                 Behavior::Gated if i == 2 => {
                     while !*gate.borrow_and_update() {
