@@ -197,6 +197,11 @@ async fn resume(
         })
         .await?;
     let msg = &stored.message;
+    if msg.status == MessageStatus::Blocked {
+        // withheld by content security: the stored notice is not the reply
+        let e = Finished::failed(&crate::moderation::withheld());
+        return Ok((msg.id.clone(), stream::iter([Event::Error(e)]).boxed()));
+    }
     let rest: String = msg.content.chars().skip(offset).collect();
     let last = if msg.status == MessageStatus::Complete {
         Event::Done(Arc::new(stored.clone()))

@@ -39,10 +39,7 @@ impl ModerationConfig {
             return Err(bad("moderation.scene", "must be 1, 2, 3 or 4"));
         }
         if !matches!(self.on_review.as_str(), "pass" | "block") {
-            return Err(bad(
-                "moderation.on_review",
-                "must be \"pass\" or \"block\"",
-            ));
+            return Err(bad("moderation.on_review", "must be \"pass\" or \"block\""));
         }
         if self.segment_chars == 0 || self.segment_chars > 2500 {
             return Err(bad("moderation.segment_chars", "must be 1-2500"));

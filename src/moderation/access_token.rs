@@ -80,7 +80,10 @@ impl AccessTokens {
                 .timeout(Duration::from_secs(cfg.timeout_secs))
                 .build()
                 .expect("reqwest client"),
-            url: format!("{}/cgi-bin/stable_token", cfg.api_base.trim_end_matches('/')),
+            url: format!(
+                "{}/cgi-bin/stable_token",
+                cfg.api_base.trim_end_matches('/')
+            ),
             app_id: cfg.app_id.clone(),
             app_secret: cfg.app_secret.clone(),
             current: Mutex::new(None),
@@ -138,7 +141,8 @@ impl AccessTokens {
             .bytes()
             .await
             .map_err(|e| TokenError::Unreachable(kind(&e)))?;
-        let parsed: StableToken = serde_json::from_slice(&bytes).map_err(|_| TokenError::Unusable)?;
+        let parsed: StableToken =
+            serde_json::from_slice(&bytes).map_err(|_| TokenError::Unusable)?;
         match (parsed.errcode.unwrap_or(0), parsed.access_token) {
             (0, Some(t)) if !t.is_empty() => {
                 let ttl = Duration::from_secs(parsed.expires_in.unwrap_or(7200));

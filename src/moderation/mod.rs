@@ -33,7 +33,8 @@ use crate::http::AppState;
 use crate::ids::UserId;
 
 /// What a blocked reply is stored as (status `blocked`).
-pub const BLOCKED_NOTICE: &str = "该回复因内容安全原因未予显示。(This reply was withheld for content security reasons.)";
+pub const BLOCKED_NOTICE: &str =
+    "该回复因内容安全原因未予显示。(This reply was withheld for content security reasons.)";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -273,10 +274,7 @@ impl Moderation {
                     };
                     Err(Failure::new(
                         reason,
-                        format!(
-                            "errcode {code}: {}",
-                            answer.errmsg.unwrap_or_default()
-                        ),
+                        format!("errcode {code}: {}", answer.errmsg.unwrap_or_default()),
                     ))
                 }
             };
@@ -332,6 +330,15 @@ fn blocked(direction: Direction, label: i64) -> AppError {
         ),
     )
     .with("label", json!(label))
+}
+
+/// A reply stored as `blocked`, asked for again (a resume).
+pub fn withheld() -> AppError {
+    AppError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::ContentBlocked,
+        "the reply was blocked by WeChat content security; nothing was charged",
+    )
 }
 
 /// Who a turn's text is checked for (msgSecCheck wants the user's openid).

@@ -97,7 +97,10 @@ mod tests {
         assert_eq!(ready("Hello there", 200, false), None);
         assert_eq!(ready("Hello. Wor", 200, false), Some(6));
         assert_eq!(ready("3.14 is", 200, false), None);
-        assert_eq!(ready("你好。世界！再", 200, false), Some("你好。世界！".len()));
+        assert_eq!(
+            ready("你好。世界！再", 200, false),
+            Some("你好。世界！".len())
+        );
         assert_eq!(ready("abcdef", 4, false), Some(4));
         assert_eq!(ready("ab", 4, true), Some(2));
         assert_eq!(ready("", 4, true), None);

@@ -114,7 +114,11 @@ async fn token_is_fetched_once_for_many_checks_and_refreshed_once_on_40001() {
     for i in 0..3 {
         let (st, body) = s
             .app
-            .post("/api/chat", Some(&token), json!({"message": format!("hello {i}")}))
+            .post(
+                "/api/chat",
+                Some(&token),
+                json!({"message": format!("hello {i}")}),
+            )
             .await;
         assert_eq!(st, StatusCode::OK, "{body}");
     }
@@ -140,8 +144,11 @@ async fn token_is_fetched_once_for_many_checks_and_refreshed_once_on_40001() {
     s.wechat.expire_token();
     let before = s.wechat.checks().len();
     let turns = (0..5).map(|i| {
-        s.app
-            .post("/api/chat", Some(&token), json!({"message": format!("again {i}")}))
+        s.app.post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": format!("again {i}")}),
+        )
     });
     for (st, body) in futures_util::future::join_all(turns).await {
         assert_eq!(st, StatusCode::OK, "{body}");
@@ -224,7 +231,10 @@ fn assert_blocked_and_uncharged(app: &TestApp, reply: &Value) {
     assert_eq!(reply["status"], "blocked", "{reply}");
     assert!(!reply["content"].as_str().unwrap().contains("RISKY"));
     assert_eq!(reply["content"], mvp28::moderation::BLOCKED_NOTICE);
-    assert_eq!(count(app, "SELECT count(*) FROM ledger WHERE kind = 'charge'"), 0);
+    assert_eq!(
+        count(app, "SELECT count(*) FROM ledger WHERE kind = 'charge'"),
+        0
+    );
     // what the model produced is still spend
     assert_eq!(count(app, "SELECT count(*) FROM llm_calls"), 1);
     assert_audit_clean(app);
@@ -246,7 +256,10 @@ async fn a_reply_turning_risky_is_cut_before_the_risky_segment_reaches_an_sse_cl
         "First sentence is fine. Second is fine too. ".starts_with(&text),
         "only checked text was sent: {text:?}"
     );
-    assert!(!text.is_empty(), "the safe sentences were released: {events:?}");
+    assert!(
+        !text.is_empty(),
+        "the safe sentences were released: {events:?}"
+    );
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "error", "{events:?}");
     assert_eq!(data["error"]["code"], "content_blocked");
@@ -274,7 +287,11 @@ async fn a_reply_turning_risky_is_refused_to_a_plain_client_and_stored_blocked()
     s.llm.set(risky_script());
     let (st, body) = s
         .app
-        .post("/api/chat", Some(&token), json!({"message": "tell me", "client_msg_id": "p1"}))
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "tell me", "client_msg_id": "p1"}),
+        )
         .await;
     let err = assert_error(st, &body, 422, "content_blocked");
     assert!(!body.to_string().contains("RISKY"), "{err}");
@@ -284,7 +301,11 @@ async fn a_reply_turning_risky_is_refused_to_a_plain_client_and_stored_blocked()
     // a retry is answered from the stored (blocked) reply, free
     let (st, again) = s
         .app
-        .post("/api/chat", Some(&token), json!({"message": "tell me", "client_msg_id": "p1"}))
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "tell me", "client_msg_id": "p1"}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{again}");
     assert_eq!(again["message"]["status"], "blocked");
@@ -331,8 +352,14 @@ async fn wechat_down_refuses_with_fail_open_off() {
     assert_eq!(balance(&s.app, &token).await, 300);
     assert_eq!(count(&s.app, "SELECT count(*) FROM messages"), 0);
     let m = metrics(&s.app).await;
-    assert!(m.contains("moderation_failures_total{direction=\"input\",reason=\"busy\"} 1"), "{m}");
-    assert!(m.contains("moderation_failures_total{direction=\"input\",reason=\"unusable\"} 1"), "{m}");
+    assert!(
+        m.contains("moderation_failures_total{direction=\"input\",reason=\"busy\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_failures_total{direction=\"input\",reason=\"unusable\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -360,7 +387,10 @@ async fn wechat_down_lets_text_through_with_fail_open_on() {
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let m = metrics(&s.app).await;
-    assert!(m.contains("moderation_failures_total{direction=\"input\",reason=\"token\"} 1"), "{m}");
+    assert!(
+        m.contains("moderation_failures_total{direction=\"input\",reason=\"token\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -482,7 +512,11 @@ fn the_blocked_status_migration_keeps_rows_indexes_and_the_sequence() {
         .unwrap();
     assert_eq!(
         indexes,
-        ["messages_by_session", "messages_client_msg_id", "messages_reply_to"]
+        [
+            "messages_by_session",
+            "messages_client_msg_id",
+            "messages_reply_to"
+        ]
     );
     // still unique per user and client_msg_id; still cascades
     assert!(conn
@@ -492,10 +526,66 @@ fn the_blocked_status_migration_keeps_rows_indexes_and_the_sequence() {
             [],
         )
         .is_err());
-    conn.execute("DELETE FROM sessions WHERE id = 's1'", []).unwrap();
+    conn.execute("DELETE FROM sessions WHERE id = 's1'", [])
+        .unwrap();
     let left: i64 = conn
         .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
     conn.execute_batch("PRAGMA foreign_key_check;").unwrap();
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_until_end(ws: &mut Ws) -> (String, Value) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut text = String::new();
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("frame in time")
+            .unwrap()
+            .unwrap();
+        let Message::Text(t) = msg else { continue };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        if f["type"] == "delta" {
+            text.push_str(f["text"].as_str().unwrap());
+        } else {
+            return (text, f);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_sees_only_checked_text_and_a_blocked_reply_resumes_as_blocked() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = setup(|_| {}).await;
+    let token = paying_user(&s.app, "ivan", 300).await;
+    s.llm.set(risky_script());
+    let url = format!(
+        "{}?token={token}",
+        s.app.url("/api/chat/ws").replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let chat = json!({"type": "chat", "message": "tell me"}).to_string();
+    ws.send(Message::Text(chat.into())).await.unwrap();
+    let (text, last) = ws_until_end(&mut ws).await;
+    assert!(!text.contains("RISKY"), "{text}");
+    assert_eq!(last["type"], "error", "{last}");
+    assert_eq!(last["error"]["code"], "content_blocked");
+    let reply = stored_reply(&s.app, &token).await;
+    assert_eq!(reply["status"], "blocked");
+    // resuming the stored reply gives neither its text nor the notice's tail
+    let offset = text.encode_utf16().count();
+    let resume = json!({"type": "resume", "message_id": reply["id"], "offset": offset});
+    ws.send(Message::Text(resume.to_string().into()))
+        .await
+        .unwrap();
+    let (rest, last) = ws_until_end(&mut ws).await;
+    assert_eq!(rest, "");
+    assert_eq!(last["error"]["code"], "content_blocked", "{last}");
+    assert_eq!(balance(&s.app, &token).await, 300);
 }

@@ -222,7 +222,7 @@ async fn msg_sec_check(
         || content.is_empty()
         || content.chars().count() > 2500
         || !b["scene"].as_i64().is_some_and(|s| (1..=4).contains(&s))
-        || !b["openid"].as_str().is_some_and(|o| !o.is_empty())
+        || b["openid"].as_str().is_none_or(|o| o.is_empty())
     {
         (47001, None)
     } else {
@@ -233,12 +233,15 @@ async fn msg_sec_check(
         } else {
             ("pass", 100)
         };
-        (0, Some(json!({
-            "errcode": 0, "errmsg": "ok",
-            "result": {"suggest": suggest, "label": label},
-            "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest, "label": label, "prob": 90}],
-            "trace_id": "fake-trace",
-        })))
+        (
+            0,
+            Some(json!({
+                "errcode": 0, "errmsg": "ok",
+                "result": {"suggest": suggest, "label": label},
+                "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest, "label": label, "prob": 90}],
+                "trace_id": "fake-trace",
+            })),
+        )
     };
     sec.checks.push(Check {
         access_token: token,
@@ -255,7 +258,10 @@ async fn msg_sec_check(
         )
             .into_response(),
         (-1, _) => err(-1, "system error"),
-        (40001, _) => err(40001, "invalid credential, access_token is invalid or not latest"),
+        (40001, _) => err(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        ),
         _ => err(47001, "data format error"),
     }
 }
