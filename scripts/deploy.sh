@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build, install and (re)start mvp28 as a systemd service on this machine.
 #
-# Usage: scripts/deploy.sh [--dry-run] [--skip-build]
+# Usage: scripts/deploy.sh [--dry-run] [--skip-build] [--no-doctor]
 #
 #   --dry-run     print the steps without changing anything
 #   --skip-build  install the existing target/release/mvp28 (no cargo build)
+#   --no-doctor   do not run `mvp28 doctor` before (re)starting
 #
 # Environment:
 #   PREFIX    install prefix for the binary (default /usr/local -> /usr/local/bin/mvp28)
@@ -13,17 +14,22 @@
 #             used only when /etc/mvp28/config.toml does not exist yet
 #             (passed to scripts/setup-env.sh)
 #
+# /etc/mvp28/mvp28.env (the original deployment's variables, optional; see
+# scripts/setup-env.sh --env-file) is read by the unit and by every step here.
+#
 # Run as root, or as a user with sudo (root-only steps are run through sudo).
 # Idempotent: an existing config and existing credentials are left alone.
 set -euo pipefail
 
 dry_run=0
 skip_build=0
+doctor=1
 for arg in "$@"; do
     case "$arg" in
         --dry-run|-n) dry_run=1 ;;
         --skip-build) skip_build=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-doctor) doctor=0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "deploy: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -35,6 +41,8 @@ svc_user=mvp28
 state_dir=/var/lib/mvp28
 conf_dir=/etc/mvp28
 config="$conf_dir/config.toml"
+env_file="$conf_dir/mvp28.env"
+doc_dir="$prefix/share/doc/mvp28"
 cred_dir="$conf_dir/credentials"
 unit_src="$repo/systemd/mvp28.service"
 unit_dst=/etc/systemd/system/mvp28.service
@@ -98,6 +106,9 @@ as_root install -d -m 0755 "$prefix/bin"
 # Install next to the target and rename, so a running binary is replaced atomically.
 as_root install -m 0755 "$built" "$bin.new"
 as_root mv -f "$bin.new" "$bin"
+# The unit's Documentation= points here.
+as_root install -d -m 0755 "$doc_dir"
+as_root install -m 0644 "$repo/README.md" "$doc_dir/README.md"
 
 # ---------------------------------------------------------------- service user
 step "service user $svc_user"
@@ -130,7 +141,8 @@ else
     # The unit names /usr/local/bin/mvp28; point it at the binary actually installed.
     unit_tmp=$(mktemp)
     trap 'rm -f -- "$unit_tmp"' EXIT
-    sed "s#/usr/local/bin/mvp28#$bin#g" "$unit_src" >"$unit_tmp"
+    sed -e "s#/usr/local/bin/mvp28#$bin#g" -e "s#/usr/local/share/doc/mvp28#$doc_dir#g" \
+        "$unit_src" >"$unit_tmp"
     as_root install -m 0644 "$unit_tmp" "$unit_dst"
 fi
 
@@ -246,10 +258,15 @@ else
 fi
 
 # ---------------------------------------------------------------- check + migrate
+# The unit's EnvironmentFile=, for the steps below too.
+env_args=()
+if root_cmd test -f "$env_file" 2>/dev/null; then
+    env_args=(--env-file "$env_file")
+fi
 step "config check"
 if [[ $dry_run -eq 1 ]]; then
-    as_service "$bin" --config "$config" config check
-elif ! check_out=$(as_service "$bin" --config "$config" config check 2>&1); then
+    as_service "$bin" --config "$config" "${env_args[@]}" config check
+elif ! check_out=$(as_service "$bin" --config "$config" "${env_args[@]}" config check 2>&1); then
     printf '%s\n' "$check_out" >&2
     die "config check failed (output above, secrets redacted)"
 else
@@ -257,7 +274,14 @@ else
 fi
 
 step "migrate"
-as_service "$bin" --config "$config" migrate
+as_service "$bin" --config "$config" "${env_args[@]}" migrate
+
+if [[ $doctor -eq 1 ]]; then
+    step "doctor (skip with --no-doctor)"
+    if ! as_service "$bin" --config "$config" "${env_args[@]}" doctor; then
+        [[ $dry_run -eq 1 ]] || die "doctor found a problem (the fail lines above name the key to fix)"
+    fi
+fi
 
 # ---------------------------------------------------------------- (re)start
 step "systemd (re)start"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Write a ready-to-run mvp28 config from config.toml.example, with a freshly
-# generated JWT secret.
+# generated JWT secret; or, with --env-file, the environment file the
+# systemd unit reads (EnvironmentFile=-/etc/mvp28/mvp28.env).
 #
 # Usage: scripts/setup-env.sh [--force] [OUTPUT]      (OUTPUT defaults to config.toml)
+#        scripts/setup-env.sh --env-file [--from FILE] [--force] [OUTPUT]
+#                                                     (OUTPUT defaults to /etc/mvp28/mvp28.env)
 #
 # Optional environment overrides (substituted when set and non-empty):
 #   WECHAT_APPID    -> [wechat] app_id = ""
@@ -11,20 +14,34 @@
 #   APP_BASE_URL    -> [server] public_url = "…"
 #   MVP28_CONFIG_EXAMPLE  path of the template (default: <repo>/config.toml.example)
 #
-# The output is written with mode 0600 and an existing file is never
-# overwritten unless --force is given. Secrets are never printed.
+# --env-file: keeps the variables mvp28 reads (the original deployment's
+# names, MVP28_*, and their *_FILE forms) from FILE (e.g. the Next.js
+# deployment's .env; default: the current environment), generates
+# JWT_SECRET when it is missing or shorter than 32 bytes, comments out a
+# PostgreSQL DATABASE_URL (mvp28 keeps its data in SQLite), and lists the
+# names of the variables it left out (never their values).
+#
+# The output is written with mode 0600 (0640 group mvp28 when that group
+# exists and this runs as root) and an existing file is never overwritten
+# unless --force is given. Secrets are never printed.
 set -euo pipefail
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 force=0
 output=""
+env_mode=0
+from=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -f|--force) force=1 ;;
         -h|--help) usage; exit 0 ;;
+        --env-file) env_mode=1 ;;
+        --from)
+            [[ $# -ge 2 ]] || { echo "setup-env: --from needs a FILE" >&2; exit 2; }
+            from=$2; shift ;;
         --) shift; [[ $# -gt 0 ]] && output=$1; break ;;
         -*) echo "setup-env: unknown option: $1" >&2; usage >&2; exit 2 ;;
         *)
@@ -35,7 +52,14 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-output=${output:-config.toml}
+if [[ -n "$from" && $env_mode -ne 1 ]]; then
+    echo "setup-env: --from goes with --env-file" >&2; exit 2
+fi
+if [[ $env_mode -eq 1 ]]; then
+    output=${output:-/etc/mvp28/mvp28.env}
+else
+    output=${output:-config.toml}
+fi
 
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 example=${MVP28_CONFIG_EXAMPLE:-$script_dir/../config.toml.example}
@@ -74,6 +98,107 @@ gen_secret() {
 
 umask 077
 out_dir=$(dirname -- "$output")
+if [[ $env_mode -eq 1 ]]; then
+    if [[ -n "$from" && ! -f "$from" ]]; then
+        echo "setup-env: $from not found" >&2; exit 1
+    fi
+    if [[ ! -d "$out_dir" ]]; then
+        echo "setup-env: directory does not exist: $out_dir" >&2; exit 1
+    fi
+    tmp=$(mktemp "$out_dir/.mvp28-env.XXXXXX")
+    trap 'rm -f -- "$tmp"' EXIT
+    summary=$(_MVP28_JWT_SECRET="$(gen_secret)" python3 - "$from" "$tmp" <<'PY'
+import os
+import re
+import sys
+from datetime import datetime, timezone
+
+src, dst = sys.argv[1], sys.argv[2]
+KNOWN = {
+    "DATABASE_URL", "JWT_SECRET", "OPENAI_API_KEY", "APP_BASE_URL",
+    "WECHAT_APPID", "WECHAT_SECRET",
+    "WECHAT_PAY_MCHID", "WECHAT_PAY_V3KEY", "WECHAT_PAY_SERIAL_NO",
+    "SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_S3_ACCESS_KEY_ID", "SUPABASE_S3_SECRET_ACCESS_KEY",
+    "RUST_LOG",
+}
+
+def parse_dotenv(path):
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[7:].lstrip()
+            m = re.match(r'^([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)$', line)
+            if not m:
+                continue
+            key, val = m.group(1), m.group(2)
+            if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+                val = val[1:-1]
+            else:
+                val = re.sub(r'\s+#.*$', '', val)
+            out[key] = val
+    return out
+
+vars_ = parse_dotenv(src) if src else dict(os.environ)
+def wanted(k):
+    base = k[:-5] if k.endswith("_FILE") else k
+    return base in KNOWN or k.startswith("MVP28_")
+keep = {k: v for k, v in vars_.items() if wanted(k) and v != "" and not k.startswith("_MVP28_")}
+left_out = sorted(k for k in vars_ if not wanted(k)) if src else []
+
+SAFE = re.compile(r'^[A-Za-z0-9_./:@+=,%-]*$')
+def quote(k, v):
+    if SAFE.match(v):
+        return v
+    if "'" not in v and "\n" not in v:
+        return "'" + v + "'"
+    sys.stderr.write("setup-env: %s has a value that cannot be written safely (quote or newline); left out\n" % k)
+    return None
+
+notes = []
+lines = []
+db = keep.get("DATABASE_URL", "")
+if re.match(r'^(postgres|postgresql|mysql):', db, re.I):
+    del keep["DATABASE_URL"]
+    notes.append("DATABASE_URL (PostgreSQL) left out: mvp28 keeps its data in SQLite at database.path")
+secret = keep.get("JWT_SECRET", "")
+if "JWT_SECRET_FILE" not in keep and "MVP28_AUTH__JWT_SECRET" not in keep and "MVP28_AUTH__JWT_SECRET_FILE" not in keep:
+    if len(secret.encode()) < 32:
+        keep["JWT_SECRET"] = os.environ["_MVP28_JWT_SECRET"]
+        notes.append("JWT_SECRET generated (it was %s); users log in again once"
+                     % ("missing" if not secret else "shorter than 32 bytes"))
+
+for k in sorted(keep):
+    q = quote(k, keep[k])
+    if q is not None:
+        lines.append("%s=%s" % (k, q))
+
+with open(dst, "w", encoding="utf-8") as f:
+    f.write("# mvp28 environment (dotenv syntax), written by scripts/setup-env.sh %s\n"
+            % datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    f.write("# Read by the systemd unit (EnvironmentFile=) and by `mvp28 --env-file PATH`.\n")
+    for n in notes:
+        f.write("# %s\n" % n)
+    if left_out:
+        f.write("# not read by mvp28, left out: %s\n" % ", ".join(left_out))
+    f.write("\n".join(lines) + "\n")
+print("%d variables%s" % (len(lines), "".join("; " + n for n in notes)))
+PY
+)
+    if [[ $EUID -eq 0 ]] && getent group mvp28 >/dev/null 2>&1; then
+        chgrp mvp28 "$tmp" && chmod 0640 "$tmp"
+    else
+        chmod 0600 "$tmp"
+    fi
+    mv -f -- "$tmp" "$output"
+    trap - EXIT
+    echo "wrote $output: $summary"
+    exit 0
+fi
 if [[ ! -d "$out_dir" ]]; then
     echo "setup-env: directory does not exist: $out_dir" >&2
     exit 1

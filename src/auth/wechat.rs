@@ -61,6 +61,20 @@ impl LoginProviders {
         self.dev
     }
 
+    /// jscode2session with a code WeChat cannot know (for `mvp28 doctor`):
+    /// WeChat's (errcode, errmsg). 40029 means the app id and secret were
+    /// accepted and only the code was refused; 40013 / 40125 mean they are
+    /// wrong. None when no WeChat app is configured.
+    pub async fn probe_wechat(&self) -> Option<Result<(i64, String), AppError>> {
+        let w = self.wechat.as_ref()?;
+        let code = format!("mvp28-doctor-{}", crate::ids::random_hex(8));
+        Some(
+            w.fetch(&code)
+                .await
+                .map(|p| (p.errcode.unwrap_or(0), p.errmsg.unwrap_or_default())),
+        )
+    }
+
     pub async fn identify(&self, code: &str) -> Result<Identity, AppError> {
         if let Some(name) = code.strip_prefix("dev:") {
             if self.dev {
@@ -99,7 +113,8 @@ fn dev_identity(name: &str) -> Result<Identity, AppError> {
 }
 
 impl WechatLogin {
-    async fn code2session(&self, code: &str) -> Result<Identity, AppError> {
+    /// One jscode2session call, its body parsed.
+    async fn fetch(&self, code: &str) -> Result<Code2Session, AppError> {
         let res = self
             .client
             .get(&self.url)
@@ -114,7 +129,7 @@ impl WechatLogin {
             .map_err(|e| wechat_unreachable(&e))?;
         let status = res.status();
         let body = res.bytes().await.map_err(|e| wechat_unreachable(&e))?;
-        let parsed: Code2Session = serde_json::from_slice(&body).map_err(|_| {
+        serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(
                 http_status = status.as_u16(),
                 "jscode2session answered non-JSON"
@@ -124,7 +139,11 @@ impl WechatLogin {
                 ErrorCode::UpstreamError,
                 "WeChat login answered an unreadable body",
             )
-        })?;
+        })
+    }
+
+    async fn code2session(&self, code: &str) -> Result<Identity, AppError> {
+        let parsed = self.fetch(code).await?;
         match parsed.errcode.unwrap_or(0) {
             0 => match parsed.openid.filter(|o| !o.is_empty()) {
                 Some(openid) => Ok(Identity {

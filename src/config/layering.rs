@@ -9,20 +9,35 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 
 use super::secrets::SECRETS;
+use super::unknown_vars::{unknown_vars, Unknown, RESERVED};
 use super::{bad, Config, ConfigError, ProviderConfig, Source};
 
-/// Every layer merged, not yet validated.
-pub(super) fn layered(src: &Source<'_>) -> Result<Config, ConfigError> {
+/// Every layer merged, not yet validated. An `MVP28_*` variable that names
+/// no key is an error when `strict`, else it is left out and described in
+/// the returned warnings (a stray variable in a shell must not stop a
+/// server; `config check` still reports it as the mistake it is).
+pub(super) fn layered(
+    src: &Source<'_>,
+    strict: bool,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let unknown = unknown_vars(src.env);
+    if strict {
+        if let Some(u) = unknown.first() {
+            return Err(bad(&u.key(), u.describe()));
+        }
+    }
+    let warnings = unknown.iter().map(Unknown::describe).collect();
+    let skip: Vec<&str> = unknown.iter().map(|u| u.name.as_str()).collect();
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(file) = src.file {
         fig = fig.merge(Toml::file_exact(file));
     }
     fig = fig.merge(Serialized::defaults(legacy_env(src.env)?));
-    fig = fig.merge(EnvFromMap::new(src.env));
+    fig = fig.merge(EnvFromMap::new(src.env, &skip));
     let mut cfg: Config = fig.extract().map_err(figment_error)?;
     cfg.apply_openai_key(src.env);
     cfg.apply_secret_files(src.env)?;
-    Ok(cfg)
+    Ok((cfg, warnings))
 }
 
 impl Config {
@@ -101,15 +116,11 @@ fn legacy_env(env: &HashMap<String, String>) -> Result<serde_json::Value, Config
     if let Some(v) = get("APP_BASE_URL") {
         set("server", "public_url", json!(v.trim_end_matches('/')));
     }
-    if let Some(v) = get("SUPABASE_URL") {
-        let endpoint = format!("{}/storage/v1/s3", v.trim_end_matches('/'));
-        set("storage.s3", "endpoint", json!(endpoint));
-    }
-    if let Some(v) = get("SUPABASE_S3_ACCESS_KEY_ID") {
-        set("storage.s3", "access_key_id", json!(v));
-    }
-    if let Some(v) = get("SUPABASE_S3_SECRET_ACCESS_KEY") {
-        set("storage.s3", "secret_access_key", json!(v));
+    for (key, value) in super::supabase::storage_settings(env) {
+        match key.rsplit_once('.') {
+            Some((section, k)) => set(&format!("storage.{section}"), k, value),
+            None => set("storage", key, value),
+        }
     }
     Ok(Value::Object(root))
 }
@@ -123,7 +134,8 @@ pub fn database_path(url: &str) -> Result<String, ConfigError> {
     {
         return Err(bad(
             "database.path (DATABASE_URL)",
-            "this binary stores data in SQLite; give a sqlite: URL or a file path, not a server URL",
+            "this binary keeps its data in SQLite, not in a database server: remove DATABASE_URL \
+             or set it to a sqlite: URL or file path (README: Moving from the Next.js deployment)",
         ));
     }
     let path = url
@@ -162,7 +174,8 @@ struct EnvFromMap {
 }
 
 impl EnvFromMap {
-    fn new(vars: &HashMap<String, String>) -> Self {
+    /// `skip`: unknown variables, already reported.
+    fn new(vars: &HashMap<String, String>, skip: &[&str]) -> Self {
         use figment::value::{Dict, Value};
         let defaults = Value::serialize(Config::default()).expect("config serializes");
         let mut dict = Dict::new();
@@ -170,6 +183,9 @@ impl EnvFromMap {
             let Some(rest) = k.strip_prefix("MVP28_") else {
                 continue;
             };
+            if skip.contains(&k.as_str()) || RESERVED.contains(&k.as_str()) {
+                continue;
+            }
             if rest.to_ascii_lowercase().ends_with("_file") {
                 continue;
             }

@@ -17,6 +17,9 @@ pub struct LlmConfig {
     /// How long a provider stays out (or longer, when it sent Retry-After).
     pub breaker_cooldown_secs: u64,
     pub providers: Vec<ProviderConfig>,
+    /// The echo model may answer (no provider with a key, or a provider of
+    /// kind echo). Unset: only in a local setup (see `Config::mode`).
+    pub allow_echo: Option<bool>,
     /// Explicit failover order per model; entries are "provider" or
     /// "provider:its-model-id".
     pub routes: Vec<RouteConfig>,
@@ -61,6 +64,7 @@ impl Default for LlmConfig {
             breaker_failures: 3,
             breaker_cooldown_secs: 30,
             providers: vec![ProviderConfig::default()],
+            allow_echo: None,
             routes: vec![],
             daily_budget: 0.0,
             monthly_budget: 0.0,

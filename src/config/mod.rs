@@ -12,12 +12,15 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backup;
+mod cidr;
 mod database;
+pub mod dotenv;
 mod layering;
 mod llm;
 mod location;
 mod log;
 mod metrics;
+mod mode;
 mod moderation;
 mod quota;
 mod rate_limit;
@@ -25,18 +28,22 @@ mod render;
 mod secrets;
 mod server;
 mod storage;
+mod supabase;
+mod unknown_vars;
 mod voice;
 mod wechat;
 mod wechat_pay;
 
 pub use auth::AuthConfig;
 pub use backup::BackupConfig;
+pub use cidr::Cidr;
 pub use database::DatabaseConfig;
 pub use layering::database_path;
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;
 pub use log::LogConfig;
 pub use metrics::MetricsConfig;
+pub use mode::Mode;
 pub use moderation::ModerationConfig;
 pub use quota::{parse_offset, QuotaConfig};
 pub use rate_limit::RateLimitConfig;
@@ -97,25 +104,41 @@ pub struct Source<'a> {
 }
 
 impl Config {
-    /// Loads from `--config PATH` (which must exist), else ./config.toml when
-    /// present, plus the process environment.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
+    /// Loads from `--config PATH` (which must exist), else `MVP28_CONFIG`,
+    /// else ./config.toml when present, plus `env` (the process environment
+    /// over the dotenv file). Not `strict`: unknown `MVP28_*` variables are
+    /// left out and returned as warnings.
+    pub fn load(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+        strict: bool,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
         let default_path = Path::new("config.toml");
-        let file = match path {
-            Some(p) => {
+        let from_env = env
+            .get(dotenv::CONFIG_VAR)
+            .filter(|v| !v.is_empty())
+            .map(Path::new);
+        let file = match path
+            .map(|p| ("--config", p))
+            .or(from_env.map(|p| (dotenv::CONFIG_VAR, p)))
+        {
+            Some((key, p)) => {
                 if !p.exists() {
-                    return Err(bad("--config", format!("{} does not exist", p.display())));
+                    return Err(bad(key, format!("{} does not exist", p.display())));
                 }
                 Some(p)
             }
             None => default_path.exists().then_some(default_path),
         };
-        Self::from_source(Source { file, env: &env })
+        let src = Source { file, env };
+        let (cfg, warnings) = layering::layered(&src, strict)?;
+        cfg.validate()?;
+        Ok((cfg, warnings))
     }
 
+    /// Strict: an unknown `MVP28_*` variable is an error.
     pub fn from_source(src: Source<'_>) -> Result<Config, ConfigError> {
-        let cfg = layering::layered(&src)?;
+        let (cfg, _) = layering::layered(&src, true)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -166,12 +189,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// Dev login is on when set explicitly, else exactly while no WeChat app
-    /// is configured.
-    pub fn dev_login_enabled(&self) -> bool {
-        self.auth.dev_login.unwrap_or(self.wechat.app_id.is_empty())
     }
 
     /// Directory holding the database; generated files (jwt.secret) live here.

@@ -26,6 +26,11 @@ pub(super) const SECRETS: &[(&str, &str, Option<&str>)] = &[
         "MVP28_STORAGE__S3__ACCESS_KEY_ID",
         Some("SUPABASE_S3_ACCESS_KEY_ID"),
     ),
+    (
+        "storage.s3.session_token",
+        "MVP28_STORAGE__S3__SESSION_TOKEN",
+        Some("SUPABASE_SERVICE_KEY"),
+    ),
     ("metrics.token", "MVP28_METRICS__TOKEN", None),
     ("voice.api_key", "MVP28_VOICE__API_KEY", None),
     (
@@ -48,6 +53,7 @@ impl Config {
             "wechat_pay.api_v3_key" => &mut self.wechat_pay.api_v3_key,
             "storage.s3.access_key_id" => &mut self.storage.s3.access_key_id,
             "storage.s3.secret_access_key" => &mut self.storage.s3.secret_access_key,
+            "storage.s3.session_token" => &mut self.storage.s3.session_token,
             "metrics.token" => &mut self.metrics.token,
             "voice.api_key" => &mut self.voice.api_key,
             "voice.assemblyai_api_key" => &mut self.voice.assemblyai_api_key,

@@ -1,4 +1,4 @@
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +9,7 @@ use super::{bad, ConfigError};
 pub struct ServerConfig {
     pub bind: String,
     pub public_url: String,
-    /// Peers whose X-Forwarded-For is believed (exact IP addresses).
+    /// Peers whose X-Forwarded-For is believed: addresses or CIDR ranges.
     pub trusted_proxies: Vec<String>,
     pub request_timeout_secs: u64,
     pub max_body_bytes: usize,
@@ -39,10 +39,10 @@ impl ServerConfig {
             )
         })?;
         for p in &self.trusted_proxies {
-            p.parse::<IpAddr>().map_err(|_| {
+            super::Cidr::parse(p).ok_or_else(|| {
                 bad(
                     "server.trusted_proxies",
-                    format!("{p:?} is not an IP address"),
+                    format!("{p:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8)"),
                 )
             })?;
         }

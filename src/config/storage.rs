@@ -45,6 +45,10 @@ pub struct S3Config {
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Temporary credentials: sent as `X-Amz-Security-Token` and signed.
+    /// Supabase's session-token mode (access key id = project ref, secret
+    /// = anon key, token = a JWT such as the service key) uses it.
+    pub session_token: String,
 }
 
 impl StorageConfig {
@@ -106,7 +110,14 @@ fn validate_s3(s3: &S3Config) -> Result<(), ConfigError> {
         ("storage.s3.secret_access_key", &s3.secret_access_key),
     ] {
         if value.trim().is_empty() {
-            return Err(bad(key, "required when storage.kind = \"s3\""));
+            let env = format!("MVP28_{}", key.replace('.', "__").to_ascii_uppercase());
+            return Err(bad(
+                key,
+                format!(
+                    "required when storage.kind = \"s3\" (SUPABASE_URL selects it); set it in \
+                     config.toml or as {env}"
+                ),
+            ));
         }
     }
     // Path-style addressing puts the bucket in the path: keep it one segment.

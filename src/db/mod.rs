@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod chat;
+pub mod inspect;
 pub mod jobs;
 pub mod location;
 pub mod media;

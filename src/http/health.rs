@@ -21,6 +21,11 @@ pub struct Health {
     db: &'static str,
     /// `ok` or `error`
     storage: &'static str,
+    /// `dev` while the dev login or the echo model is on (never silently:
+    /// a deployment gets there only by `auth.dev_login` / `llm.allow_echo`),
+    /// else `prod`.
+    #[schema(example = "prod")]
+    mode: &'static str,
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -54,6 +59,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         version: env!("CARGO_PKG_VERSION"),
         db: if db_ok { "ok" } else { "error" },
         storage: if storage_ok { "ok" } else { "error" },
+        mode: state.config().mode_name(),
     };
     (status, Json(body))
 }

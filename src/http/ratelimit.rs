@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::RateLimitConfig;
+use crate::config::{Cidr, RateLimitConfig};
 use crate::error::{AppError, ErrorCode};
 use crate::http::AppState;
 use crate::ids::UserId;
@@ -25,7 +25,7 @@ pub struct RateLimits {
     per_user: Keyed<UserId>,
     login_per_ip: Keyed<IpAddr>,
     location_per_user: Keyed<UserId>,
-    trusted: Vec<IpAddr>,
+    trusted: Vec<Cidr>,
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Keyed<K> {
@@ -48,7 +48,7 @@ impl RateLimits {
             location_per_user: limiter(cfg.location_per_user_per_minute),
             trusted: trusted_proxies
                 .iter()
-                .filter_map(|p| p.parse().ok())
+                .filter_map(|p| Cidr::parse(p))
                 .collect(),
         }
     }
@@ -56,14 +56,18 @@ impl RateLimits {
     /// The client's address: the peer, unless the peer is a trusted proxy,
     /// in which case the right-most untrusted X-Forwarded-For entry.
     pub fn client_ip(&self, peer: IpAddr, xff: Option<&str>) -> IpAddr {
-        if !self.trusted.contains(&peer) {
+        if !self.is_trusted(peer) {
             return peer;
         }
         xff.into_iter()
             .flat_map(|h| h.rsplit(','))
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .find(|ip| !self.trusted.contains(ip))
+            .find(|ip| !self.is_trusted(*ip))
             .unwrap_or(peer)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
     }
 
     /// Drops idle keys so the maps do not grow without bound.

@@ -314,6 +314,27 @@ impl Route {
     }
 }
 
+/// The provider a config entry describes; None when it has no api_key
+/// (disabled).
+pub fn provider_from_config(p: &crate::config::ProviderConfig) -> Option<Arc<dyn Provider>> {
+    Some(match p.kind.as_str() {
+        "echo" => Arc::new(EchoProvider::new(&p.name)),
+        _ if p.api_key.is_empty() => return None,
+        "anthropic" => Arc::new(AnthropicProvider::new(p)),
+        _ => Arc::new(OpenAiProvider::new(p)),
+    })
+}
+
+/// A tiny real completion of `model` (for `mvp28 doctor`): Ok once the
+/// first token arrives; the rest of the reply is not waited for.
+pub async fn probe(provider: &dyn Provider, model: &str) -> Result<(), LlmError> {
+    let req = LlmRequest {
+        model: model.to_string(),
+        messages: vec![ChatMessage::text("user", "Reply with the word: ok".into())],
+    };
+    first_token(provider.stream(req).await).await.map(drop)
+}
+
 /// Waits for the first text (or the end of the stream) and gives back a
 /// stream that replays what was read, then continues.
 async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStream, LlmError> {
@@ -359,17 +380,12 @@ impl Llm {
             })
         };
         for p in &cfg.providers {
-            let provider: Arc<dyn Provider> = match p.kind.as_str() {
-                "echo" => Arc::new(EchoProvider::new(&p.name)),
-                _ if p.api_key.is_empty() => {
-                    warnings.push(format!(
-                        "LLM provider {:?} has no api_key and is disabled",
-                        p.name
-                    ));
-                    continue;
-                }
-                "anthropic" => Arc::new(AnthropicProvider::new(p)),
-                _ => Arc::new(OpenAiProvider::new(p)),
+            let Some(provider) = provider_from_config(p) else {
+                warnings.push(format!(
+                    "LLM provider {:?} has no api_key and is disabled",
+                    p.name
+                ));
+                continue;
             };
             slots.push((
                 p.name.clone(),

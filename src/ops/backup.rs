@@ -139,7 +139,11 @@ pub async fn upload(
         );
     }
     let endpoint = s3.endpoint.trim_end_matches('/');
-    let store = AmazonS3Builder::new()
+    let mut builder = AmazonS3Builder::new();
+    if !s3.session_token.is_empty() {
+        builder = builder.with_token(&s3.session_token);
+    }
+    let store = builder
         .with_endpoint(endpoint)
         .with_region(if s3.region.is_empty() {
             "us-east-1"

@@ -1,10 +1,11 @@
-//! Command line: serve | migrate | config check | admin …
+//! Command line: serve | migrate | config check | doctor | admin …
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::dotenv::Environment;
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
@@ -19,6 +20,11 @@ pub struct Cli {
     /// (DATABASE_URL, JWT_SECRET, WECHAT_APPID, …) override it.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Environment file in dotenv syntax (default: ./.env when present, or
+    /// MVP28_ENV_FILE). Variables already in the environment win over it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +45,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Pre-flight checks before going live: config and mode, database,
+    /// storage, each model, WeChat login and Pay credentials, public URL,
+    /// clock. One line each; exit 0 when nothing failed, 1 otherwise.
+    Doctor {
+        /// Machine-readable output (one JSON document on stdout)
+        #[arg(long)]
+        json: bool,
+    },
     /// Operator commands; they take effect live while `serve` runs.
     Admin {
         #[command(subcommand)]
@@ -48,13 +62,28 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Print the effective config (secrets redacted); exit 2 when invalid.
+    /// Print the effective config (secrets redacted) and the mode (dev or
+    /// prod); exit 2 when invalid, when `serve` would refuse it, or on an
+    /// unknown MVP28_* variable.
     Check,
 }
 
 /// Exit codes: 0 ok, 1 failure (or audit mismatch), 2 invalid config/usage.
 pub fn run(cli: Cli) -> ExitCode {
-    let config = match Config::load(cli.config.as_deref()) {
+    let env = match Environment::load(cli.env_file.as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Doctor { json } = cli.command {
+        return crate::ops::doctor::run(cli.config.as_deref(), &env, json);
+    }
+    // `config check` is where a stray MVP28_* variable is a mistake to fix;
+    // everywhere else it is only warned about.
+    let strict = matches!(cli.command, Command::Config { .. });
+    let (config, warnings) = match Config::load(cli.config.as_deref(), &env.vars, strict) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -63,7 +92,23 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => {
-            crate::ops::logging::init(&config.log);
+            let mode = match config.mode() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            crate::ops::logging::init(&config.log, &env.vars);
+            if let Some(file) = &env.file {
+                tracing::info!(file = %file.display(), "environment file read");
+            }
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            if mode.explicit_dev {
+                warn_dev_mode(&mode);
+            }
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -71,7 +116,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 .and_then(|rt| rt.block_on(crate::ops::serve::serve(config)))
                 .map(|_| ExitCode::SUCCESS)
         }
-        Command::Migrate { status } => migrate(&config, status),
+        Command::Migrate { status } => {
+            print_warnings(&warnings);
+            migrate(&config, status)
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -81,11 +129,25 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: invalid config: {e:#}");
                 return ExitCode::from(2);
             }
+            // What `serve` would refuse, refused here the same way.
+            let mode = match config.mode() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             print!("{}", config.redacted_toml());
-            eprintln!("config ok");
+            eprintln!("config ok: {} mode ({})", mode.name(), mode.why);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin { command } => crate::ops::admin::run(&config, command),
+        Command::Admin { command } => {
+            print_warnings(&warnings);
+            crate::ops::admin::run(&config, command)
+        }
+        // Returned above, before the config is loaded (doctor reports a
+        // config that does not load as one of its checks).
+        Command::Doctor { json } => Ok(crate::ops::doctor::run(cli.config.as_deref(), &env, json)),
     };
     match result {
         Ok(code) => code,
@@ -93,6 +155,27 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The loud line a deployment running dev features on purpose gets.
+fn warn_dev_mode(mode: &crate::config::Mode) {
+    let what = match (mode.dev_login, mode.echo) {
+        (true, true) => {
+            "anyone can log in with code \"dev:<name>\" and replies come from the echo model"
+        }
+        (true, false) => "anyone can log in with code \"dev:<name>\"",
+        _ => "replies come from the echo model",
+    };
+    tracing::warn!(
+        "DEV MODE ON A DEPLOYMENT ({}): {what}; /api/health says \"mode\":\"dev\"",
+        mode.why
+    );
+}
+
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
 }
 

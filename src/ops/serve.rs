@@ -25,6 +25,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The accept loop is still running.
+    pub fn is_serving(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
     /// Stops accepting, waits for in-flight requests, checkpoints the WAL.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -196,7 +201,12 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
 /// `mvp28 serve` until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = start(config, Arc::new(SystemClock)).await?;
-    shutdown_signal().await;
+    crate::ops::systemd::ready(&format!("listening on {}", server.addr));
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = crate::ops::systemd::watchdog(&server) => {}
+    }
+    crate::ops::systemd::stopping();
     tracing::info!("shutting down: finishing in-flight requests");
     server.stop().await?;
     tracing::info!("stopped cleanly (WAL checkpointed)");

@@ -144,6 +144,37 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// An answer as received.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    /// `{code, message}` of an error answer (UNKNOWN when unreadable).
+    fn error_code(&self) -> (String, String) {
+        let e: ErrorBody = serde_json::from_slice(&self.body).unwrap_or(ErrorBody {
+            code: None,
+            message: None,
+        });
+        (
+            e.code.unwrap_or_else(|| "UNKNOWN".into()),
+            e.message.unwrap_or_default().chars().take(200).collect(),
+        )
+    }
+}
+
+/// What a query of a made-up order came back with.
+#[derive(Debug)]
+pub struct Probe {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    /// Whether the answer carried a valid platform signature.
+    pub signature: Result<(), SignedError>,
+}
+
 impl PayClient {
     pub fn new(
         base: &str,
@@ -205,6 +236,35 @@ impl PayClient {
         body: Option<&Value>,
         now: DateTime<Utc>,
     ) -> Result<(u16, Bytes), PayError> {
+        let answer = self.send(method, path_and_query, body, now).await?;
+        if !(200..300).contains(&answer.status) {
+            // Error answers are only used for their status and code, never
+            // to move money, so they are not required to be signed.
+            let (code, message) = answer.error_code();
+            return Err(PayError::Refused {
+                status: answer.status,
+                code,
+                message,
+            });
+        }
+        verify_signed(
+            &self.platform,
+            &answer.headers,
+            &answer.body,
+            now.timestamp(),
+        )
+        .map_err(|e| PayError::Untrusted(e.to_string()))?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// One signed request, its answer as received (nothing verified).
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Answer, PayError> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let ts = now.timestamp();
         let nonce = nonce_str(32);
@@ -221,28 +281,42 @@ impl PayClient {
             .send()
             .await
             .map_err(|e| PayError::Unreachable(without_url(&e)))?;
-        let status = res.status();
+        let status = res.status().as_u16();
         let headers = res.headers().clone();
-        let bytes = res
+        let body = res
             .bytes()
             .await
             .map_err(|e| PayError::Unreachable(without_url(&e)))?;
-        if !status.is_success() {
-            // Error answers are only used for their status and code, never
-            // to move money, so they are not required to be signed.
-            let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
-                code: None,
-                message: None,
-            });
-            return Err(PayError::Refused {
-                status: status.as_u16(),
-                code: e.code.unwrap_or_else(|| "UNKNOWN".into()),
-                message: e.message.unwrap_or_default().chars().take(200).collect(),
-            });
-        }
-        verify_signed(&self.platform, &headers, &bytes, ts)
-            .map_err(|e| PayError::Untrusted(e.to_string()))?;
-        Ok((status.as_u16(), bytes))
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Queries an order that cannot exist (for `mvp28 doctor`). WeChat Pay
+    /// answers `ORDER_NOT_EXIST` only to a request signed by the merchant
+    /// key it knows for `mch_id` and `serial_no`, and signs that answer with
+    /// its platform key: so the answer checks every key but the APIv3 one.
+    pub async fn probe(&self, now: DateTime<Utc>) -> Result<Probe, PayError> {
+        let no = format!("MVP28DOCTOR{}", nonce_str(16));
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{no}?mchid={}",
+            self.mch_id
+        );
+        let answer = self.send(Method::GET, &path, None, now).await?;
+        let (code, message) = answer.error_code();
+        Ok(Probe {
+            status: answer.status,
+            code,
+            message,
+            signature: verify_signed(
+                &self.platform,
+                &answer.headers,
+                &answer.body,
+                now.timestamp(),
+            ),
+        })
     }
 
     /// POST /v3/pay/transactions/jsapi; returns the prepay_id.

@@ -100,12 +100,18 @@ impl Storage {
                     retry_timeout: Duration::from_secs(10),
                     ..RetryConfig::default()
                 };
-                let store = AmazonS3Builder::new()
+                let mut builder = AmazonS3Builder::new()
                     .with_endpoint(&endpoint)
                     .with_region(&s3.region)
                     .with_bucket_name(&s3.bucket)
                     .with_access_key_id(&s3.access_key_id)
-                    .with_secret_access_key(&s3.secret_access_key)
+                    .with_secret_access_key(&s3.secret_access_key);
+                let session_token =
+                    (!s3.session_token.is_empty()).then(|| s3.session_token.clone());
+                if let Some(token) = &session_token {
+                    builder = builder.with_token(token);
+                }
+                let store = builder
                     // Path-style: Supabase (and most S3-compatibles) do not
                     // serve buckets as subdomains.
                     .with_virtual_hosted_style_request(false)
@@ -122,6 +128,7 @@ impl Storage {
                             access_key_id: s3.access_key_id.clone(),
                             secret_access_key: s3.secret_access_key.clone(),
                             region: s3.region.clone(),
+                            session_token,
                         },
                         bucket_url: format!("{endpoint}/{}", s3.bucket),
                     },

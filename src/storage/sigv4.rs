@@ -22,6 +22,9 @@ pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub region: String,
+    /// Temporary credentials' token (Supabase: a JWT), signed into the URL
+    /// as `X-Amz-Security-Token`.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -60,7 +63,7 @@ pub fn presign(
         .collect::<Vec<_>>()
         .join(";");
 
-    let mut query = [
+    let mut query = vec![
         ("X-Amz-Algorithm".to_string(), ALGORITHM.to_string()),
         (
             "X-Amz-Credential".to_string(),
@@ -70,6 +73,11 @@ pub fn presign(
         ("X-Amz-Expires".to_string(), expires_secs.to_string()),
         ("X-Amz-SignedHeaders".to_string(), signed_names.clone()),
     ];
+    // With temporary credentials the token is part of the signed query
+    // (AWS: "Authenticating Requests: Using Query Parameters").
+    if let Some(token) = &creds.session_token {
+        query.push(("X-Amz-Security-Token".to_string(), token.clone()));
+    }
     query.sort();
     let canonical_query = query
         .iter()
@@ -151,6 +159,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             region: "us-east-1".into(),
+            session_token: None,
         };
         let url = Url::parse("https://examplebucket.s3.amazonaws.com/test.txt").unwrap();
         let now = Utc.with_ymd_and_hms(2013, 5, 24, 0, 0, 0).unwrap();
@@ -173,6 +182,7 @@ mod tests {
             access_key_id: "k".into(),
             secret_access_key: "s".into(),
             region: "r".into(),
+            session_token: None,
         };
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let with_prefix = Url::parse("https://p.example/storage/v1/s3/b/key.png").unwrap();

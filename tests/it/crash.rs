@@ -43,7 +43,7 @@ fn config_toml(port: u16, wx: &FakeWechatPay, ai: &FakeOpenAi, keys: &std::path:
     let p = &c.wechat_pay;
     format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         [auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
+         [auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\ndev_login = true\n\
          [rate_limit]\nper_user_per_minute = 0\nper_ip_per_minute = 0\n\
          login_per_ip_per_minute = 0\nlocation_per_user_per_minute = 0\n\
          [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\n\

@@ -1092,6 +1092,8 @@ fn config_check_exit_codes_and_precedence_through_the_binary() {
             ("APP_BASE_URL", "https://legacy.example"),
             ("MVP28_SERVER__PUBLIC_URL", "https://mvp28.example"),
             ("JWT_SECRET_FILE", &secret_s),
+            // a WeChat app id makes this a deployment: real replies needed
+            ("OPENAI_API_KEY", "sk-precedence-test"),
         ],
     );
     let so = stdout(&out);
@@ -1173,6 +1175,7 @@ format = "json"
 dev_login = true
 token_ttl_secs = 3600
 [llm]
+allow_echo = true
 system_prompt = "You are \"helpful\".\nBe brief."
 [[llm.providers]]
 name = "local"
@@ -1232,6 +1235,7 @@ platform_public_key_id = "PUB_KEY_ID_01"
     assert_eq!(b.llm.providers.len(), 2);
     assert_eq!(b.llm.system_prompt, "You are \"helpful\".\nBe brief.");
     assert_eq!(b.auth.dev_login, Some(true));
+    assert_eq!(b.llm.allow_echo, Some(true));
     assert_eq!(b.server.max_body_bytes, 65536);
 }
 

@@ -6,6 +6,7 @@ mod fakes;
 mod auth;
 mod chat;
 mod crash;
+mod field;
 mod foundation;
 mod location;
 mod media;

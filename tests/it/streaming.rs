@@ -584,9 +584,10 @@ async fn sigterm_with_an_open_stream_exits_after_the_grace_period() {
         dir.path().join("config.toml"),
         format!(
             "[server]\nbind = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n[auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n\
-             [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"k\"\n\
+             [[llm.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key = \"{}\"\n\
              models = [\"gpt-4o-mini\"]\ntimeout_secs = 60\n",
-            fake.base_url
+            fake.base_url,
+            crate::fakes::openai::API_KEY
         ),
     )
     .unwrap();

@@ -801,6 +801,7 @@ async fn s3_path_prefixed_endpoint_is_signed_over_the_full_path() {
         access_key_id: ACCESS_KEY.into(),
         secret_access_key: SECRET_KEY.into(),
         region: REGION.into(),
+        session_token: None,
     };
     let mut bare = u2.clone();
     bare.set_query(None);
@@ -838,6 +839,7 @@ fn s3_config_is_validated() {
             bucket: "media".into(),
             access_key_id: "k".into(),
             secret_access_key: "s".into(),
+            session_token: String::new(),
         };
         f(&mut c);
         c.validate().map_err(|e| e.key)

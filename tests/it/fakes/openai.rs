@@ -1,5 +1,6 @@
 //! A fake OpenAI-compatible /v1/chat/completions that records what it was
-//! sent and answers as told: JSON, or SSE chunks when asked to stream.
+//! sent and answers as told: JSON, or SSE chunks when asked to stream. A
+//! request without `Authorization: Bearer API_KEY` gets OpenAI's 401.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -161,6 +162,16 @@ async fn completions(
         });
         g.behavior.clone()
     };
+    // Like OpenAI: a wrong key is 401 before anything else.
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(format!("Bearer {API_KEY}").as_str())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "Incorrect API key provided: sk-wr***ey.", "type": "invalid_request_error", "code": "invalid_api_key"}})),
+        )
+            .into_response();
+    }
     let error_body = json!({"error": {"message": format!("Incorrect API key provided: {API_KEY}"), "type": "invalid_request_error"}});
     match behavior {
         Behavior::Status(code) => {

@@ -494,7 +494,14 @@ async fn handle(
                 return error(400, "PARAM_ERROR", "mchid");
             }
             return match g.orders.get(rest) {
-                None => error(404, "ORDER_NOT_EXIST", "订单不存在"),
+                // An authenticated error answer is signed too, as WeChat
+                // Pay does (what `mvp28 doctor` relies on).
+                None => signed(
+                    &g,
+                    &ts,
+                    StatusCode::NOT_FOUND,
+                    json!({"code": "ORDER_NOT_EXIST", "message": "订单不存在"}).to_string(),
+                ),
                 Some(o) => {
                     let t = transaction_json(o).to_string();
                     signed(&g, &ts, StatusCode::OK, t)
