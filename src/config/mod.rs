@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backup;
+mod chat;
 mod database;
 mod layering;
 mod llm;
@@ -30,6 +31,7 @@ mod wechat_pay;
 
 pub use auth::AuthConfig;
 pub use backup::BackupConfig;
+pub use chat::ChatConfig;
 pub use database::DatabaseConfig;
 pub use layering::database_path;
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
@@ -53,6 +55,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub wechat: WechatConfig,
     pub llm: LlmConfig,
+    pub chat: ChatConfig,
     pub quota: QuotaConfig,
     pub storage: StorageConfig,
     pub wechat_pay: WechatPayConfig,
@@ -126,6 +129,7 @@ impl Config {
         self.auth.validate()?;
         self.wechat.validate()?;
         self.llm.validate()?;
+        self.chat.validate()?;
         self.quota.validate()?;
         self.storage.validate()?;
         self.backup.validate()?;

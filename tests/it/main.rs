@@ -9,6 +9,7 @@ mod crash;
 mod foundation;
 mod location;
 mod media;
+mod miniprogram;
 mod openapi;
 mod ops;
 mod pay;
