@@ -102,9 +102,20 @@ async fn upload(
         }
         let filename = field.file_name().unwrap_or("upload").to_string();
         let content_type = service::part_content_type(field.content_type(), &filename);
-        return Ok(Json(
-            service::upload_stream(&state, &user, &filename, &content_type, field).await?,
-        ));
+        let mut field = field;
+        let stored =
+            service::upload_stream(&state, &user, &filename, &content_type, &mut field).await;
+        if stored.is_err() {
+            // Read what is left (bounded by the body limit) before answering:
+            // a client still sending when the answer comes (wx.uploadFile,
+            // fetch) sees a broken connection instead of our error.
+            while let Ok(Some(_)) = field.chunk().await {}
+            drop(field);
+            while let Ok(Some(mut rest)) = form.next_field().await {
+                while let Ok(Some(_)) = rest.chunk().await {}
+            }
+        }
+        return Ok(Json(stored?));
     }
 }
 

@@ -13,6 +13,7 @@ mod miniprogram;
 mod openapi;
 mod ops;
 mod pay;
+mod sdk;
 mod streaming;
 mod uploads;
 mod usage;

@@ -32,6 +32,8 @@ pub enum Behavior {
     Gated,
     /// Echo without the usage chunk (some gateways never send one).
     NoUsage,
+    /// Echo with this pause before each text chunk (a model thinking).
+    Paced(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +223,7 @@ async fn completions(
                         (frames, usize::MAX, behavior, gate),
                     ));
                 }
+                Behavior::Paced(d) if i >= 1 => tokio::time::sleep(*d).await,
                 Behavior::Gated if i == 2 => {
                     while !*gate.borrow_and_update() {
                         if gate.changed().await.is_err() {
