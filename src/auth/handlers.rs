@@ -29,6 +29,38 @@ struct LoginRequest {
     /// The `wx.login` code (`dev:<name>` with the dev login on).
     #[schema(min_length = 1, max_length = 256, example = "dev:alice")]
     code: String,
+    // What WeChat's login and profile flows (wx.getUserProfile,
+    // wx.getUserInfo, open-data) put beside the code. Accepted so a
+    // mini-program may post them as it got them; ignored: the identity is
+    // the code's openid alone.
+    /// Ignored (wx.getUserProfile's `userInfo`)
+    #[serde(rename = "userInfo")]
+    #[schema(value_type = Object, nullable = false)]
+    #[allow(dead_code)]
+    user_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Ignored
+    #[serde(rename = "encryptedData")]
+    #[schema(nullable = false)]
+    #[allow(dead_code)]
+    encrypted_data: Option<String>,
+    /// Ignored
+    #[schema(nullable = false)]
+    #[allow(dead_code)]
+    iv: Option<String>,
+    /// Ignored
+    #[schema(nullable = false)]
+    #[allow(dead_code)]
+    signature: Option<String>,
+    /// Ignored
+    #[serde(rename = "rawData")]
+    #[schema(nullable = false)]
+    #[allow(dead_code)]
+    raw_data: Option<String>,
+    /// Ignored
+    #[serde(rename = "cloudID")]
+    #[schema(nullable = false)]
+    #[allow(dead_code)]
+    cloud_id: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/auth/wechat", tag = "auth",

@@ -53,9 +53,61 @@ impl Finished {
 /// What a listener receives.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Delta(String),
+    /// `text` starts at `offset` in the reply, counted in UTF-16 code units
+    /// (JavaScript's `string.length`), the unit clients resume with.
+    Delta {
+        offset: usize,
+        text: String,
+    },
     Done(Arc<ChatReply>),
     Error(Finished),
+}
+
+/// The byte position in `text` of UTF-16 offset `offset`: what a client
+/// that has received `offset` code units (`text.length` in JavaScript) has
+/// seen. Inside a surrogate pair or past the end is a 422 naming `offset`.
+pub fn utf16_to_byte(text: &str, offset: usize) -> Result<usize, AppError> {
+    let mut units = 0;
+    for (i, c) in text.char_indices() {
+        if units == offset {
+            return Ok(i);
+        }
+        units += c.len_utf16();
+        if units > offset {
+            return Err(AppError::validation(
+                "offset",
+                "falls inside a character (a UTF-16 surrogate pair); offsets count UTF-16 code units",
+            ));
+        }
+    }
+    if units == offset {
+        Ok(text.len())
+    } else {
+        Err(AppError::validation(
+            "offset",
+            format!("is past the end of the reply ({units} UTF-16 code units so far)"),
+        ))
+    }
+}
+
+/// The length of `text` in UTF-16 code units.
+pub fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// The events that replay a stored reply from UTF-16 `offset`, ending with
+/// `last`.
+pub fn replay_events(content: &str, offset: usize, last: Event) -> Result<Vec<Event>, AppError> {
+    let pos = utf16_to_byte(content, offset)?;
+    let mut events = vec![];
+    if pos < content.len() {
+        events.push(Event::Delta {
+            offset,
+            text: content[pos..].to_string(),
+        });
+    }
+    events.push(last);
+    Ok(events)
 }
 
 #[derive(Default)]
@@ -91,25 +143,35 @@ impl Generation {
         self.progress.lock().expect("progress lock").text.clone()
     }
 
-    /// Everything from `offset` (in Unicode scalar values) on, as it comes,
-    /// then the final event.
-    pub fn listen(self: &Arc<Self>, offset: usize) -> impl Stream<Item = Event> + Send + 'static {
+    /// Everything from `offset` (UTF-16 code units) on, as it comes, then
+    /// the final event. An offset inside a character or past what has been
+    /// generated is refused (422 `validation`).
+    pub fn listen(
+        self: &Arc<Self>,
+        offset: usize,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static, AppError> {
         struct L {
             gen: Arc<Generation>,
             rx: watch::Receiver<u64>,
-            /// byte position in the text; None until the char offset is resolved
-            pos: Option<usize>,
-            offset_chars: usize,
+            /// byte position in the text
+            pos: usize,
+            /// the same position in UTF-16 code units
+            units: usize,
             ended: bool,
         }
+        let rx = self.tick.subscribe();
+        let pos = {
+            let p = self.progress.lock().expect("progress lock");
+            utf16_to_byte(&p.text, offset)?
+        };
         let l = L {
-            rx: self.tick.subscribe(),
+            rx,
             gen: self.clone(),
-            pos: None,
-            offset_chars: offset,
+            pos,
+            units: offset,
             ended: false,
         };
-        stream::unfold(l, |mut l| async move {
+        Ok(stream::unfold(l, |mut l| async move {
             if l.ended {
                 return None;
             }
@@ -117,20 +179,22 @@ impl Generation {
                 l.rx.borrow_and_update();
                 let (chunk, finished) = {
                     let p = l.gen.progress.lock().expect("progress lock");
-                    let pos = *l.pos.get_or_insert_with(|| {
-                        p.text
-                            .char_indices()
-                            .nth(l.offset_chars)
-                            .map_or(p.text.len(), |(i, _)| i)
-                    });
                     (
-                        p.text[pos.min(p.text.len())..].to_string(),
+                        p.text[l.pos.min(p.text.len())..].to_string(),
                         p.finished.clone(),
                     )
                 };
                 if !chunk.is_empty() {
-                    l.pos = l.pos.map(|p| p + chunk.len());
-                    return Some((Event::Delta(chunk), l));
+                    let offset = l.units;
+                    l.pos += chunk.len();
+                    l.units += utf16_len(&chunk);
+                    return Some((
+                        Event::Delta {
+                            offset,
+                            text: chunk,
+                        },
+                        l,
+                    ));
                 }
                 match finished {
                     Some(Finished::Done(v)) => {
@@ -149,7 +213,7 @@ impl Generation {
                     return None;
                 }
             }
-        })
+        }))
     }
 }
 
@@ -198,5 +262,26 @@ impl Live {
     /// finished replies in memory would only cost RAM under load.
     pub fn retire(&self, message_id: &MessageId) {
         self.map.lock().expect("live lock").remove(message_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_count_utf16_code_units() {
+        // "a" 1 unit, "é" 1, "中" 1, "😀" 2 (a surrogate pair), "b" 1
+        let text = "aé中😀b";
+        assert_eq!(utf16_len(text), 6);
+        assert_eq!(utf16_to_byte(text, 0).unwrap(), 0);
+        assert_eq!(utf16_to_byte(text, 1).unwrap(), 1);
+        assert_eq!(utf16_to_byte(text, 2).unwrap(), 3);
+        assert_eq!(utf16_to_byte(text, 3).unwrap(), 6);
+        assert_eq!(utf16_to_byte(text, 5).unwrap(), 10);
+        assert_eq!(utf16_to_byte(text, 6).unwrap(), text.len());
+        let inside = utf16_to_byte(text, 4).unwrap_err();
+        assert_eq!(inside.code, ErrorCode::Validation);
+        assert!(utf16_to_byte(text, 7).is_err());
     }
 }

@@ -26,8 +26,14 @@ pub struct ChatInput {
     pub message: String,
     /// One of the configured models; default `llm.default_model`.
     pub model: Option<String>,
-    /// Continue this session (the caller's); omit to start one.
+    /// Continue this session (the caller's). Omitted: the caller's latest
+    /// conversation continues when its last message is younger than
+    /// `chat.continue_within_minutes`, else a new one starts; the reply's
+    /// `session_id` says which.
     pub session_id: Option<SessionId>,
+    /// Always start a new conversation (with `session_id`: 422).
+    #[serde(default)]
+    pub new_session: bool,
     /// Idempotency key: a retry is answered from the stored reply.
     #[schema(min_length = 1, max_length = 128)]
     pub client_msg_id: Option<String>,
@@ -74,6 +80,12 @@ pub async fn start(state: &AppState, user_id: &UserId, input: ChatInput) -> AppR
         return Err(AppError::validation(
             "message",
             format!("longer than {max} characters"),
+        ));
+    }
+    if input.new_session && input.session_id.is_some() {
+        return Err(AppError::validation(
+            "new_session",
+            "cannot be true together with session_id",
         ));
     }
     if let Some(c) = &input.client_msg_id {
@@ -130,10 +142,10 @@ pub async fn chat(state: &AppState, user_id: &UserId, input: ChatInput) -> AppRe
         Started::Replayed(reply) => return Ok(reply),
         Started::Live(gen) => gen,
     };
-    let mut events = std::pin::pin!(gen.listen(0));
+    let mut events = std::pin::pin!(gen.listen(0)?);
     while let Some(ev) = events.next().await {
         match ev {
-            Event::Delta(_) => {}
+            Event::Delta { .. } => {}
             Event::Done(v) => return Ok(Arc::unwrap_or_clone(v)),
             Event::Error(f) => {
                 return Err(f
@@ -307,6 +319,7 @@ async fn begin(
     let message = message.to_string();
     let model = model.to_string();
     let context_len = state.config().llm.context_messages;
+    let continue_within_ms = i64::from(state.config().chat.continue_within_minutes) * 60_000;
     let warn_state = state.clone();
     state
         .db()
@@ -325,12 +338,22 @@ async fn begin(
             warn_state
                 .budget_guard()
                 .warn_if_near(config.llm.budget_warn_ratio, &standing, &at);
-            let session_id = match &input.session_id {
-                Some(id) => {
+            let existing = match &input.session_id {
+                Some(id) => Some(
                     repo::find_session(tx, &uid, id)?
                         .ok_or_else(|| AppError::not_found("session"))?
-                        .id
+                        .id,
+                ),
+                // The original client never sends a session id: continue
+                // its conversation while it is fresh.
+                None if !input.new_session && continue_within_ms > 0 => {
+                    repo::latest_session_active_since(tx, &uid, now - continue_within_ms)?
                 }
+                None => None,
+            };
+            let continued = existing.is_some();
+            let session_id = match existing {
+                Some(id) => id,
                 None => {
                     let id = SessionId::new(now);
                     repo::create_session(tx, &id, &uid, &title_of(&message), now)?;
@@ -374,7 +397,7 @@ async fn begin(
                 repo::set_attachments(tx, &user_msg_id, a)?;
             }
             // a session created by this turn has nothing before it
-            let context = if input.session_id.is_some() {
+            let context = if continued {
                 repo::context(tx, &session_id, seq, context_len)?
             } else {
                 vec![]

@@ -1,13 +1,16 @@
 //! POST /api/chat/stream: the reply as Server-Sent Events — `delta`
-//! {message_id, text} events, then one `done` (the stored reply) or `error`.
-//! Refusals (401/402/4xx) come before the stream, as plain JSON errors.
+//! {message_id, offset, text} events (offset in UTF-16 code units), then one
+//! `done` (the stored reply) or `error`. Refusals (401/402/4xx) come before
+//! the stream, as plain JSON errors. Unbuffered for `wx.request({enableChunked})`
+//! behind proxies (`Cache-Control: no-cache`, `X-Accel-Buffering: no`).
+//! GET /api/chat/stream with an Upgrade is the WebSocket (`ws.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -15,7 +18,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::live::{Event, Finished};
+use super::live::{replay_events, Event, Finished};
 use super::service::{self, ChatInput, Started};
 use crate::auth::AuthUser;
 use crate::error::{AppResult, ErrorCode};
@@ -25,14 +28,17 @@ use crate::http::AppState;
 use crate::ids::MessageId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(chat_stream))
+    // One path, two methods: POST is this stream, GET (an Upgrade) the
+    // WebSocket, as a `wx.connectSocket` to this path expects.
+    OpenApiRouter::new().routes(routes!(chat_stream, super::ws::upgrade_at_stream))
 }
 
 /// One Server-Sent Event.
 #[derive(utoipa::ToSchema)]
 pub struct ChatEvent {
     event: ChatEventKind,
-    /// JSON: `{message_id, text}` for `delta`, a `ChatReply` for `done`,
+    /// JSON: `{message_id, offset, text}` for `delta` (`offset`: where `text`
+    /// starts in the reply, in UTF-16 code units), a `ChatReply` for `done`,
     /// an `ErrorBody` for `error`.
     data: String,
 }
@@ -57,19 +63,14 @@ impl From<ChatEvent> for SseEvent {
 }
 
 /// The events of a started turn, whichever way it started.
-pub fn events_of(started: Started, offset: usize) -> (MessageId, BoxStream<'static, Event>) {
+pub fn events_of(started: Started) -> AppResult<(MessageId, BoxStream<'static, Event>)> {
     match started {
-        Started::Live(gen) => (gen.message_id.clone(), gen.listen(offset).boxed()),
+        Started::Live(gen) => Ok((gen.message_id.clone(), gen.listen(0)?.boxed())),
         Started::Replayed(outcome) => {
-            let rest: String = outcome.message.content.chars().skip(offset).collect();
             let message_id = outcome.message.id.clone();
-            let done = Event::Done(Arc::new(outcome));
-            let events = if rest.is_empty() {
-                vec![done]
-            } else {
-                vec![Event::Delta(rest), done]
-            };
-            (message_id, stream::iter(events).boxed())
+            let content = outcome.message.content.clone();
+            let events = replay_events(&content, 0, Event::Done(Arc::new(outcome)))?;
+            Ok((message_id, stream::iter(events).boxed()))
         }
     }
 }
@@ -93,7 +94,7 @@ pub fn error_body(f: &Finished, request_id: &str) -> ErrorBody {
 
 #[utoipa::path(post, path = "/api/chat/stream", tag = "chat", security(("bearer" = [])),
     request_body = ChatInput,
-    description = "Server-Sent Events: `delta` events with data `{message_id, text}`, then one `done` \
+    description = "Server-Sent Events: `delta` events with data `{message_id, offset, text}` (`offset` in UTF-16 code units), then one `done` \
         (data: a `ChatReply`) or `error` (data: an `ErrorBody`). Refusals come before the stream, as JSON errors.",
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = ChatEvent),
@@ -113,12 +114,12 @@ async fn chat_stream(
         .unwrap_or("")
         .to_string();
     let started = service::start(&state, &user.id, input).await?;
-    let (message_id, events) = events_of(started, 0);
+    let (message_id, events) = events_of(started)?;
     let sse = events.map(move |ev| {
         let (event, data) = match ev {
-            Event::Delta(text) => (
+            Event::Delta { offset, text } => (
                 ChatEventKind::Delta,
-                json!({"message_id": message_id, "text": text}).to_string(),
+                json!({"message_id": message_id, "offset": offset, "text": text}).to_string(),
             ),
             Event::Done(reply) => (ChatEventKind::Done, json!(*reply).to_string()),
             Event::Error(f) => (
@@ -128,7 +129,12 @@ async fn chat_stream(
         };
         Ok::<_, Infallible>(SseEvent::from(ChatEvent { event, data }))
     });
-    Ok(Sse::new(sse)
+    let mut res = Sse::new(sse)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response();
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx and similar proxies: pass each event on at once
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
 }

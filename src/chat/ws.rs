@@ -1,11 +1,14 @@
-//! GET /api/chat/ws: the chat exchange as JSON frames, with resume.
+//! GET /api/chat/ws (and GET /api/chat/stream with an Upgrade, the path a
+//! `wx.connectSocket` of the original client names): the chat exchange as
+//! JSON frames, with resume.
 //!
 //! Client: `{"type":"chat","message",…}`, `{"type":"resume","message_id","offset"}`,
-//! `{"type":"ping"}`. Server: `{"type":"delta","message_id","text"}`…, then
+//! `{"type":"ping"}`. Server: `{"type":"delta","message_id","offset","text"}`…, then
 //! `{"type":"done", …reply}` or `{"type":"error","error":{…}}`; `{"type":"pong"}`.
 //! Each request is answered by its own task writing into the socket's
 //! outbox, so pings are answered while a reply streams, and a closed socket
-//! never stops a generation.
+//! never stops a generation. Offsets count UTF-16 code units (JavaScript's
+//! `string.length`): a client resumes with the length of what it holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::live::{Event, Finished};
+use super::live::{replay_events, Event, Finished};
 use super::service::{self, ChatInput};
 use super::stream::{error_body, events_of};
 use super::types::{MessageStatus, Role};
@@ -37,8 +40,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/chat/ws", tag = "chat", security(("bearer" = [])),
-    description = "WebSocket of JSON text frames. Client: `{\"type\":\"chat\",message,session_id?,model?,client_msg_id?}`, \
-        `{\"type\":\"resume\",message_id,offset}`, `{\"type\":\"ping\"}`. Server: `{\"type\":\"delta\",message_id,text}`…, \
+    description = "WebSocket of JSON text frames. Client: `{\"type\":\"chat\",message,session_id?,new_session?,model?,client_msg_id?}`, \
+        `{\"type\":\"resume\",message_id,offset}` (offset in UTF-16 code units), `{\"type\":\"ping\"}`. \
+        Server: `{\"type\":\"delta\",message_id,offset,text}`…, \
         then `{\"type\":\"done\",…ChatReply}` or `{\"type\":\"error\",error}`; `{\"type\":\"pong\"}`.",
     params(("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers")),
     responses((status = 101, description = "Switched to the WebSocket protocol")))]
@@ -46,6 +50,32 @@ async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> AppResult<Response> {
+    accept(state, headers, query, ws).await
+}
+
+/// The same socket at the stream's path: `wx.connectSocket` to
+/// `/api/chat/stream` (the original client's plan) works. POST there stays
+/// Server-Sent Events.
+#[utoipa::path(get, path = "/api/chat/stream", tag = "chat", security(("bearer" = [])),
+    operation_id = "chat_stream_websocket",
+    description = "With `Upgrade: websocket`: the WebSocket of GET /api/chat/ws, frame for frame.",
+    params(("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers")),
+    responses((status = 101, description = "Switched to the WebSocket protocol")))]
+pub(super) async fn upgrade_at_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> AppResult<Response> {
+    accept(state, headers, query, ws).await
+}
+
+async fn accept(
+    state: AppState,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
     ws: WebSocketUpgrade,
 ) -> AppResult<Response> {
     // wx.connectSocket clients often cannot set headers: accept ?token= too.
@@ -62,6 +92,8 @@ enum ClientFrame {
     Chat {
         message: String,
         session_id: Option<SessionId>,
+        #[serde(default)]
+        new_session: bool,
         model: Option<String>,
         client_msg_id: Option<String>,
         #[serde(default)]
@@ -122,6 +154,7 @@ fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Va
             ClientFrame::Chat {
                 message,
                 session_id,
+                new_session,
                 model,
                 client_msg_id,
                 attachments,
@@ -130,12 +163,14 @@ fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Va
                     message,
                     model,
                     session_id,
+                    new_session,
                     client_msg_id,
                     attachments,
                 };
-                service::start(&state, &user_id, input)
-                    .await
-                    .map(|s| events_of(s, 0))
+                match service::start(&state, &user_id, input).await {
+                    Ok(s) => events_of(s),
+                    Err(e) => Err(e),
+                }
             }
             ClientFrame::Resume { message_id, offset } => {
                 resume(&state, &user_id, &message_id, offset).await
@@ -157,7 +192,9 @@ async fn forward(
 ) {
     while let Some(ev) = events.next().await {
         let frame = match ev {
-            Event::Delta(text) => json!({"type": "delta", "message_id": message_id, "text": text}),
+            Event::Delta { offset, text } => {
+                json!({"type": "delta", "message_id": message_id, "offset": offset, "text": text})
+            }
             Event::Done(reply) => {
                 let mut frame = json!(*reply);
                 frame["type"] = json!("done");
@@ -174,8 +211,9 @@ async fn forward(
     }
 }
 
-/// The rest of a reply from `offset`: live from memory while it is being
-/// generated (or just was), else from the stored message.
+/// The rest of a reply from `offset` (UTF-16 code units): live from memory
+/// while it is being generated (or just was), else from the stored message.
+/// An offset inside a character or past the end is an `error` frame.
 async fn resume(
     state: &AppState,
     user_id: &UserId,
@@ -183,7 +221,7 @@ async fn resume(
     offset: usize,
 ) -> AppResult<(MessageId, BoxStream<'static, Event>)> {
     if let Some(gen) = state.live().get(user_id, message_id) {
-        return Ok((gen.message_id.clone(), gen.listen(offset).boxed()));
+        return Ok((gen.message_id.clone(), gen.listen(offset)?.boxed()));
     }
     let (uid, mid) = (user_id.clone(), message_id.clone());
     let day = state.at().day;
@@ -202,7 +240,6 @@ async fn resume(
         let e = Finished::failed(&crate::moderation::withheld());
         return Ok((msg.id.clone(), stream::iter([Event::Error(e)]).boxed()));
     }
-    let rest: String = msg.content.chars().skip(offset).collect();
     let last = if msg.status == MessageStatus::Complete {
         Event::Done(Arc::new(stored.clone()))
     } else {
@@ -212,10 +249,6 @@ async fn resume(
             message: "this reply was cut short by an upstream failure; nothing was charged".into(),
         })
     };
-    let mut events = vec![];
-    if !rest.is_empty() {
-        events.push(Event::Delta(rest));
-    }
-    events.push(last);
+    let events = replay_events(&msg.content, offset, last)?;
     Ok((stored.message.id.clone(), stream::iter(events).boxed()))
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backup;
+mod chat;
 mod cidr;
 mod database;
 pub mod dotenv;
@@ -36,6 +37,7 @@ mod wechat_pay;
 
 pub use auth::AuthConfig;
 pub use backup::BackupConfig;
+pub use chat::ChatConfig;
 pub use cidr::Cidr;
 pub use database::DatabaseConfig;
 pub use layering::database_path;
@@ -62,6 +64,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub wechat: WechatConfig,
     pub llm: LlmConfig,
+    pub chat: ChatConfig,
     pub quota: QuotaConfig,
     pub storage: StorageConfig,
     pub wechat_pay: WechatPayConfig,
@@ -152,6 +155,7 @@ impl Config {
         self.auth.validate()?;
         self.wechat.validate()?;
         self.llm.validate()?;
+        self.chat.validate()?;
         self.quota.validate()?;
         self.storage.validate()?;
         self.backup.validate()?;

@@ -67,6 +67,23 @@ pub fn find_session(
         .optional()?)
 }
 
+/// The user's most recently active session, if its last message was written
+/// at or after `since` (unix ms).
+pub fn latest_session_active_since(
+    conn: &Connection,
+    user_id: &UserId,
+    since: i64,
+) -> AppResult<Option<SessionId>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT s.id FROM (SELECT id FROM sessions WHERE user_id = ?1
+                               ORDER BY updated_at DESC, id DESC LIMIT 1) s
+             WHERE (SELECT MAX(created_at) FROM messages WHERE session_id = s.id) >= ?2",
+        )?
+        .query_row(params![user_id, since], |r| r.get(0))
+        .optional()?)
+}
+
 pub fn create_session(
     tx: &Transaction<'_>,
     id: &SessionId,

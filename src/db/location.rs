@@ -12,6 +12,12 @@ pub struct Point {
     pub accuracy: Option<f64>,
     pub coord_type: &'static str,
     pub recorded_at: i64,
+    /// m/s, as wx.getLocation reports it
+    pub speed: Option<f64>,
+    /// metres
+    pub altitude: Option<f64>,
+    pub vertical_accuracy: Option<f64>,
+    pub horizontal_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,8 +34,9 @@ pub fn insert_all(
     now: i64,
 ) -> AppResult<usize> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO location_logs (user_id, latitude, longitude, accuracy, coord_type, recorded_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO location_logs (user_id, latitude, longitude, accuracy, coord_type, recorded_at,
+                                    created_at, speed, altitude, vertical_accuracy, horizontal_accuracy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for p in points {
         stmt.execute(params![
@@ -39,7 +46,11 @@ pub fn insert_all(
             p.accuracy,
             p.coord_type,
             p.recorded_at,
-            now
+            now,
+            p.speed,
+            p.altitude,
+            p.vertical_accuracy,
+            p.horizontal_accuracy
         ])?;
     }
     Ok(points.len())
@@ -57,7 +68,8 @@ pub struct ListFilter {
 pub fn list(conn: &Connection, user_id: &UserId, f: &ListFilter) -> AppResult<Vec<PointRow>> {
     let (ts, id) = f.after.unwrap_or((i64::MAX, i64::MAX));
     let mut stmt = conn.prepare_cached(
-        "SELECT id, latitude, longitude, accuracy, coord_type, recorded_at, created_at FROM location_logs
+        "SELECT id, latitude, longitude, accuracy, coord_type, recorded_at, created_at,
+                speed, altitude, vertical_accuracy, horizontal_accuracy FROM location_logs
          WHERE user_id = ?1 AND recorded_at >= ?2 AND recorded_at <= ?3
            AND (recorded_at < ?4 OR (recorded_at = ?4 AND id < ?5))
          ORDER BY recorded_at DESC, id DESC LIMIT ?6",
@@ -81,6 +93,10 @@ pub fn list(conn: &Connection, user_id: &UserId, f: &ListFilter) -> AppResult<Ve
                     accuracy: r.get(3)?,
                     coord_type: if coord == "wgs84" { "wgs84" } else { "gcj02" },
                     recorded_at: r.get(5)?,
+                    speed: r.get(7)?,
+                    altitude: r.get(8)?,
+                    vertical_accuracy: r.get(9)?,
+                    horizontal_accuracy: r.get(10)?,
                 },
                 created_at: r.get(6)?,
             })

@@ -52,10 +52,10 @@ pub struct Routes {
     pub open: OpenApiRouter<AppState>,
     /// The API, under the per-IP and per-user rate limits.
     pub limited: OpenApiRouter<AppState>,
-    /// The local backend's token routes: they carry file bodies, so they
-    /// get `storage.max_upload_bytes` as their body limit instead of the
-    /// JSON API's `server.max_body_bytes`; rate limited like every `/api/*`
-    /// call.
+    /// The routes that carry file bodies (`POST /api/upload`, the local
+    /// backend's token routes): their body limit is `storage.max_upload_bytes`
+    /// (plus room for a multipart form's framing) instead of the JSON API's
+    /// `server.max_body_bytes`; rate limited like every `/api/*` call.
     pub files: OpenApiRouter<AppState>,
 }
 
@@ -92,7 +92,12 @@ pub fn router(state: AppState) -> Router {
         files,
     } = Routes::new(state.payments().is_some());
     let rate_limit = middleware::from_fn_with_state(state.clone(), ratelimit::limit);
-    let upload_limit = usize::try_from(cfg.storage.max_upload_bytes).unwrap_or(usize::MAX);
+    let upload_limit = usize::try_from(
+        cfg.storage
+            .max_upload_bytes
+            .saturating_add(crate::storage::handlers::MULTIPART_OVERHEAD),
+    )
+    .unwrap_or(usize::MAX);
     let (router, doc) = OpenApiRouter::with_openapi(crate::http::openapi::root())
         .merge(open)
         .merge(limited.route_layer(rate_limit.clone()))
@@ -107,6 +112,9 @@ pub fn router(state: AppState) -> Router {
         .merge(
             files
                 .layer(RequestBodyLimitLayer::new(upload_limit))
+                // the Multipart extractor's own 2 MB default would cut
+                // uploads short of storage.max_upload_bytes
+                .layer(axum::extract::DefaultBodyLimit::disable())
                 .route_layer(rate_limit)
                 .with_state(state.clone()),
         )

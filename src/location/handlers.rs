@@ -24,7 +24,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 // The report body is parsed by `validate::parse_report` (to name the
 // index at fault); these types document it.
 
-/// One point. Unknown fields are refused.
+/// One point: ours, or `wx.getLocation`'s success object as it is (its
+/// `speed`, `altitude`, `verticalAccuracy`, `horizontalAccuracy` are stored,
+/// `errMsg` ignored). Any other field is refused.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documentation only
 pub struct PointIn {
@@ -35,12 +37,30 @@ pub struct PointIn {
     /// Metres, >= 0
     #[schema(nullable = false, minimum = 0)]
     accuracy: Option<f64>,
-    /// `gcj02` (default) or `wgs84`
+    /// `wgs84` (default, what `wx.getLocation` returns unless asked) or `gcj02`
     #[schema(nullable = false)]
     coord_type: Option<String>,
     /// RFC 3339 or unix milliseconds; default: now
     #[schema(value_type = Object, nullable = false)]
     recorded_at: Option<Value>,
+    /// m/s (wx.getLocation); negative means unknown
+    #[schema(nullable = false)]
+    speed: Option<f64>,
+    /// metres (wx.getLocation)
+    #[schema(nullable = false)]
+    altitude: Option<f64>,
+    /// metres (wx.getLocation); negative means unknown
+    #[schema(nullable = false)]
+    #[serde(rename = "verticalAccuracy")]
+    vertical_accuracy: Option<f64>,
+    /// metres (wx.getLocation); negative means unknown
+    #[schema(nullable = false)]
+    #[serde(rename = "horizontalAccuracy")]
+    horizontal_accuracy: Option<f64>,
+    /// wx.getLocation's status text; ignored
+    #[schema(nullable = false)]
+    #[serde(rename = "errMsg")]
+    err_msg: Option<String>,
 }
 
 /// 1-100 points, stored all or nothing.

@@ -96,6 +96,10 @@ pub async fn list(state: &AppState, user_id: &UserId, q: ListQuery) -> AppResult
                 coord_type: r.point.coord_type,
                 recorded_at: rfc3339(r.point.recorded_at),
                 created_at: rfc3339(r.created_at),
+                speed: r.point.speed,
+                altitude: r.point.altitude,
+                vertical_accuracy: r.point.vertical_accuracy,
+                horizontal_accuracy: r.point.horizontal_accuracy,
             })
             .collect(),
         next_cursor,

@@ -16,6 +16,13 @@ const POINT_FIELDS: &[&str] = &[
     "accuracy",
     "coord_type",
     "recorded_at",
+    // wx.getLocation's success object, posted as it is: stored…
+    "speed",
+    "altitude",
+    "verticalAccuracy",
+    "horizontalAccuracy",
+    // …and ignored
+    "errMsg",
 ];
 
 /// One point, or `{points: [...]}` (1..=100 of them).
@@ -92,8 +99,17 @@ fn parse_point(o: &Map<String, Value>, prefix: &str, now: i64) -> Result<Point, 
     if accuracy.is_some_and(|a| a < 0.0) {
         return Err(AppError::validation(&field("accuracy"), "must be >= 0"));
     }
+    // WeChat reports -1 (or another negative value) when a device cannot
+    // measure these: unknown, stored as NULL.
+    let measured =
+        |name: &str| -> Result<Option<f64>, AppError> { Ok(number(name)?.filter(|v| *v >= 0.0)) };
+    let speed = measured("speed")?;
+    let altitude = number("altitude")?;
+    let vertical_accuracy = measured("verticalAccuracy")?;
+    let horizontal_accuracy = measured("horizontalAccuracy")?;
+    // wx.getLocation answers wgs84 unless asked for gcj02.
     let coord_type = match o.get("coord_type") {
-        None | Some(Value::Null) => "gcj02",
+        None | Some(Value::Null) => "wgs84",
         Some(Value::String(s)) if s == "gcj02" => "gcj02",
         Some(Value::String(s)) if s == "wgs84" => "wgs84",
         Some(_) => {
@@ -124,6 +140,10 @@ fn parse_point(o: &Map<String, Value>, prefix: &str, now: i64) -> Result<Point, 
         accuracy,
         coord_type,
         recorded_at,
+        speed,
+        altitude,
+        vertical_accuracy,
+        horizontal_accuracy,
     })
 }
 

@@ -18,6 +18,12 @@ pub struct PointOut {
     pub coord_type: &'static str,
     pub recorded_at: String,
     pub created_at: String,
+    /// m/s, when the device reported it
+    pub speed: Option<f64>,
+    /// metres, when the device reported it
+    pub altitude: Option<f64>,
+    pub vertical_accuracy: Option<f64>,
+    pub horizontal_accuracy: Option<f64>,
 }
 
 /// Newest first.

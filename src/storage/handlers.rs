@@ -4,7 +4,8 @@
 //! the signed token is the authorization).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -39,8 +40,95 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// mounts them outside the JSON API's body limit, with their own.
 pub fn file_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(upload))
         .routes(routes!(local_put))
         .routes(routes!(local_get))
+}
+
+/// Room for a multipart form's framing and small fields beyond the file
+/// itself, in the file routes' body limit.
+pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// `wx.uploadFile`'s form, for the document.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct UploadForm {
+    /// The file (`wx.uploadFile`'s `name`, default `file`)
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(post, path = "/api/upload", tag = "uploads", security(("bearer" = [])),
+    description = "multipart/form-data as `wx.uploadFile` sends it: the file in the part named `file` \
+        (its Content-Type, or the file name's extension when that is missing or `application/octet-stream`); \
+        other form fields are allowed and ignored. Streamed to storage, checked like a presign, committed in one step.",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored media", body = MediaResponse),
+        (status = 413, description = "`payload_too_large`: over `storage.max_upload_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not multipart, or a type not allowed", body = ErrorBody),
+        (status = 422, description = "`validation`: no `file` part, or an empty one", body = ErrorBody),
+    ))]
+async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    form: Result<Multipart, MultipartRejection>,
+) -> AppResult<Json<MediaResponse>> {
+    let mut form = form.map_err(|e| {
+        AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "expected multipart/form-data with a `file` part: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(AppError::validation(
+                    "file",
+                    "is required (a form part named `file`)",
+                ))
+            }
+            Err(e) => return Err(multipart_error(e)),
+        };
+        // wx.uploadFile's formData fields come as parts without a file
+        // name; they are allowed and not needed.
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().unwrap_or("upload").to_string();
+        let content_type = service::part_content_type(field.content_type(), &filename);
+        let mut field = field;
+        let stored =
+            service::upload_stream(&state, &user, &filename, &content_type, &mut field).await;
+        if stored.is_err() {
+            // Read what is left (bounded by the body limit) before answering:
+            // a client still sending when the answer comes (wx.uploadFile,
+            // fetch) sees a broken connection instead of our error.
+            while let Ok(Some(_)) = field.chunk().await {}
+            drop(field);
+            while let Ok(Some(mut rest)) = form.next_field().await {
+                while let Ok(Some(_)) = rest.chunk().await {}
+            }
+        }
+        return Ok(Json(stored?));
+    }
+}
+
+fn multipart_error(e: MultipartError) -> AppError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            "the upload is larger than allowed",
+        )
+    } else {
+        AppError::invalid_request(format!("malformed multipart body: {}", e.body_text()))
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -237,7 +325,7 @@ async fn local_put(
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
+pub(super) fn is_length_limit(e: &axum::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if s.is::<http_body_util::LengthLimitError>() {

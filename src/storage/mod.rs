@@ -37,6 +37,8 @@ pub use object_store::Error as StoreError;
 /// Local writes go to disk in blocks of this size: memory stays bounded
 /// without a blocking write per small network chunk.
 const WRITE_BLOCK: usize = 256 * 1024;
+/// S3 multipart parts must be at least 5 MiB (all but the last).
+const S3_PART: usize = 5 * 1024 * 1024;
 
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
@@ -338,23 +340,43 @@ impl Storage {
     /// and renamed into place only when complete, so a reader never sees a
     /// partial object; more than `limit` bytes aborts and stores nothing.
     pub async fn write_stream(&self, key: &str, limit: u64, body: Body) -> Result<u64, WriteError> {
+        self.write_chunks(key, limit, body.into_data_stream()).await
+    }
+
+    /// [`write_stream`](Self::write_stream) from any stream of chunks (a
+    /// multipart form's file part): local disk or S3 multipart upload, a
+    /// block at a time, never the whole object in memory.
+    pub async fn write_chunks<S, E>(
+        &self,
+        key: &str,
+        limit: u64,
+        stream: S,
+    ) -> Result<u64, WriteError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<axum::BoxError>,
+    {
         let mut upload = self
             .store
             .put_multipart(&ObjectPath::from(key))
             .await
             .map_err(WriteError::Store)?;
-        let mut stream = body.into_data_stream();
+        let block_size = match self.backend {
+            Backend::Local { .. } => WRITE_BLOCK,
+            Backend::S3 { .. } => S3_PART,
+        };
+        let mut stream = std::pin::pin!(stream);
         let mut block = PutPayloadMut::new();
         let mut total: u64 = 0;
         let result = async {
             while let Some(chunk) = stream.next().await {
-                let chunk: Bytes = chunk.map_err(WriteError::Body)?;
+                let chunk: Bytes = chunk.map_err(|e| WriteError::Body(axum::Error::new(e)))?;
                 total += chunk.len() as u64;
                 if total > limit {
                     return Err(WriteError::TooLarge);
                 }
                 block.push(chunk);
-                if block.content_length() >= WRITE_BLOCK {
+                if block.content_length() >= block_size {
                     let full = std::mem::take(&mut block).freeze();
                     upload.put_part(full).await.map_err(WriteError::Store)?;
                 }

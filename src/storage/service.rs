@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde_json::json;
 
 use super::views::{MediaResponse, MediaView};
-use super::{SignedUrl, StoreError};
+use super::{SignedUrl, StoreError, WriteError};
 use crate::auth::AuthUser;
 use crate::clock::to_ms;
 use crate::db::media::{self as repo, MediaRow, NewMedia};
@@ -77,7 +77,35 @@ pub(crate) fn storage_error(e: StoreError) -> AppError {
 }
 
 fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String, u64)> {
-    let filename = req.filename.trim();
+    let (filename, content_type) = validate_file(&req.filename, &req.content_type, state)?;
+    if req.size <= 0 {
+        return Err(AppError::validation("size", "must be > 0"));
+    }
+    let size = req.size as u64;
+    let cfg = &state.config().storage;
+    if size > cfg.max_upload_bytes {
+        return Err(too_large(cfg.max_upload_bytes));
+    }
+    Ok((filename, content_type, size))
+}
+
+fn too_large(max: u64) -> AppError {
+    AppError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!("size exceeds the limit of {max} bytes"),
+    )
+    .with("max_upload_bytes", json!(max))
+}
+
+/// The checks every upload passes, whichever way it arrives: a file name
+/// and an allowlisted type. Returns them normalised.
+fn validate_file(
+    filename: &str,
+    content_type: &str,
+    state: &AppState,
+) -> AppResult<(String, String)> {
+    let filename = filename.trim();
     if filename.is_empty() || filename.chars().count() > 255 {
         return Err(AppError::validation(
             "filename",
@@ -90,7 +118,7 @@ fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String
             "must not contain control characters",
         ));
     }
-    let content_type = req.content_type.trim().to_ascii_lowercase();
+    let content_type = content_type.trim().to_ascii_lowercase();
     let cfg = &state.config().storage;
     if !cfg.allowed_content_types.contains(&content_type) {
         return Err(AppError::new(
@@ -100,19 +128,7 @@ fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String
         )
         .with("allowed_content_types", json!(cfg.allowed_content_types)));
     }
-    if req.size <= 0 {
-        return Err(AppError::validation("size", "must be > 0"));
-    }
-    let size = req.size as u64;
-    if size > cfg.max_upload_bytes {
-        return Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            format!("size exceeds the limit of {} bytes", cfg.max_upload_bytes),
-        )
-        .with("max_upload_bytes", json!(cfg.max_upload_bytes)));
-    }
-    Ok((filename.to_string(), content_type, size))
+    Ok((filename.to_string(), content_type))
 }
 
 pub async fn presign(
@@ -152,6 +168,111 @@ pub async fn presign(
         upload_id: id,
         upload,
     })
+}
+
+/// The type of a file part: as sent, unless missing or generic (some
+/// devices send `application/octet-stream` from `wx.uploadFile`), then from
+/// the file name's extension.
+pub fn part_content_type(sent: Option<&str>, filename: &str) -> String {
+    let sent = sent
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty() && t != "application/octet-stream");
+    if let Some(t) = sent {
+        return t;
+    }
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "heic" => "image/heic",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
+    .to_string()
+}
+
+/// POST /api/upload: one file part streamed to storage and committed in
+/// one step. Checked like a presign (name, type, `storage.max_upload_bytes`,
+/// cut off while streaming); answered like a commit.
+pub async fn upload_stream<S, E>(
+    state: &AppState,
+    user: &AuthUser,
+    filename: &str,
+    content_type: &str,
+    body: S,
+) -> AppResult<MediaResponse>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send,
+    E: Into<axum::BoxError>,
+{
+    let (filename, content_type) = validate_file(filename, content_type, state)?;
+    let max = state.config().storage.max_upload_bytes;
+    let now = state.now();
+    let id = MediaId::new(to_ms(now));
+    let key = object_key(&user.id, &id, &content_type, now);
+    let size = match state.storage().write_chunks(&key, max, body).await {
+        Ok(n) => n,
+        Err(WriteError::TooLarge) => return Err(too_large(max)),
+        Err(WriteError::Body(e)) => {
+            return Err(if super::handlers::is_length_limit(&e) {
+                too_large(max)
+            } else {
+                AppError::invalid_request(format!("the upload body was unreadable: {e}"))
+            })
+        }
+        Err(WriteError::Store(e)) => return Err(storage_error(e)),
+    };
+    if size == 0 {
+        let _ = state.storage().delete(&key).await;
+        return Err(AppError::validation("file", "is empty"));
+    }
+    let (uid, mid, k) = (user.id.clone(), id.clone(), key.clone());
+    let stored = state
+        .db()
+        .write(move |tx| {
+            repo::insert_committed(
+                tx,
+                &NewMedia {
+                    id: &mid,
+                    user_id: &uid,
+                    object_key: &k,
+                    filename: &filename,
+                    content_type: &content_type,
+                    size: size as i64,
+                },
+                "upload",
+                to_ms(now),
+            )
+        })
+        .await;
+    if let Err(e) = stored {
+        // Never an object without its row.
+        let _ = state.storage().delete(&key).await;
+        return Err(e);
+    }
+    let m = find(state, user, &id)
+        .await?
+        .ok_or_else(|| AppError::not_found("upload"))?;
+    crate::media::on_commit(state, &m).await;
+    tracing::info!(media_id = %m.id, size = m.size, "upload stored (multipart)");
+    media_view(state, &m).await
 }
 
 async fn find(state: &AppState, user: &AuthUser, id: &MediaId) -> AppResult<Option<MediaRow>> {

@@ -516,7 +516,12 @@ async fn message_pages_run_newest_to_oldest() {
 
     // sessions: most recently active first
     app.clock.advance(chrono::Duration::seconds(1));
-    let (_, other) = chat(&app, &token, json!({"message": "another"})).await;
+    let (_, other) = chat(
+        &app,
+        &token,
+        json!({"message": "another", "new_session": true}),
+    )
+    .await;
     let (_, list) = app.get("/api/sessions?limit=1", Some(&token)).await;
     assert_eq!(list["items"][0]["id"], other["session_id"]);
     let c = list["next_cursor"].as_str().unwrap();

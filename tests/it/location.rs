@@ -184,7 +184,7 @@ async fn accuracy_zero_ok_negative_rejected() {
 }
 
 #[tokio::test]
-async fn coord_type_stored_as_given_default_gcj02() {
+async fn coord_type_stored_as_given_default_wgs84() {
     let app = TestApp::spawn().await;
     let (tok, _) = app.login("coord").await;
 
@@ -224,7 +224,8 @@ async fn coord_type_stored_as_given_default_gcj02() {
         |lat: f64| pts.iter().find(|p| f(&p["latitude"]) == lat).unwrap()["coord_type"].clone();
     assert_eq!(coord_of(1.0), "wgs84");
     assert_eq!(coord_of(2.0), "gcj02");
-    assert_eq!(coord_of(3.0), "gcj02");
+    // wx.getLocation answers wgs84 unless asked for gcj02
+    assert_eq!(coord_of(3.0), "wgs84");
 }
 
 #[tokio::test]
@@ -386,21 +387,24 @@ async fn unknown_fields_and_bad_bodies_are_400() {
     let (s, b) = report(
         &app,
         &tok,
-        json!({"latitude": 1, "longitude": 1, "altitude": 5}),
+        json!({"latitude": 1, "longitude": 1, "heading": 5}),
     )
     .await;
     let err = assert_error(s, &b, 400, "invalid_request");
-    assert!(err["message"].as_str().unwrap().contains("altitude"), "{b}");
+    assert!(err["message"].as_str().unwrap().contains("heading"), "{b}");
 
     let (s, b) = report(
         &app,
         &tok,
-        json!({"points": [point(1.0, 1.0), {"latitude": 1, "longitude": 1, "speed": 3}]}),
+        json!({"points": [point(1.0, 1.0), {"latitude": 1, "longitude": 1, "bearing": 3}]}),
     )
     .await;
     let err = assert_error(s, &b, 400, "invalid_request");
     assert!(
-        err["message"].as_str().unwrap().contains("points[1].speed"),
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("points[1].bearing"),
         "{b}"
     );
 

@@ -62,7 +62,7 @@ fn assert_audit_clean(app: &TestApp) {
 }
 
 /// Parses an SSE body into (event, data) pairs.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
             let mut event = None;
@@ -246,7 +246,7 @@ async fn an_upstream_failure_mid_stream_stores_the_partial_reply_as_failed_and_c
     assert_audit_clean(&app);
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_connect(app: &TestApp, token: &str, by_header: bool) -> Ws {
@@ -267,11 +267,11 @@ async fn ws_connect(app: &TestApp, token: &str, by_header: bool) -> Ws {
         .0
 }
 
-async fn ws_send(ws: &mut Ws, v: Value) {
+pub(crate) async fn ws_send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
-async fn ws_next(ws: &mut Ws) -> Value {
+pub(crate) async fn ws_next(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await

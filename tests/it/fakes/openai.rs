@@ -35,6 +35,8 @@ pub enum Behavior {
     NoUsage,
     /// Stream exactly these text chunks, 40 ms apart.
     Script(Vec<String>),
+    /// Echo with this pause before each text chunk (a model thinking).
+    Paced(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +242,7 @@ async fn completions(
                 Behavior::Script(_) if i >= 2 => {
                     tokio::time::sleep(Duration::from_millis(40)).await;
                 }
+                Behavior::Paced(d) if i >= 1 => tokio::time::sleep(*d).await,
                 Behavior::Gated if i == 2 => {
                     while !*gate.borrow_and_update() {
                         if gate.changed().await.is_err() {
