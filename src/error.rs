@@ -35,6 +35,10 @@ crate::str_enum!(
         VoiceDisabled = "voice_disabled",
         Unavailable = "unavailable",
         Internal = "internal",
+        /// Admin API: a session's state-changing request without its CSRF token.
+        CsrfFailed = "csrf_failed",
+        /// Admin API: a debit would take a balance below what is held.
+        InsufficientBalance = "insufficient_balance",
     }
 );
 

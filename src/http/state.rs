@@ -45,6 +45,8 @@ struct Inner {
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
     jobs: crate::jobs::service::Runner,
+    /// The operator console's login limits and start time.
+    console: crate::console::Console,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
                 known_users: Default::default(),
                 payments,
                 jobs: Default::default(),
+                console: Default::default(),
                 llm,
                 storage,
                 db,
@@ -131,6 +134,9 @@ impl AppState {
     }
     pub fn jobs(&self) -> &crate::jobs::service::Runner {
         &self.inner.jobs
+    }
+    pub fn console(&self) -> &crate::console::Console {
+        &self.inner.console
     }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
