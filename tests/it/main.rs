@@ -5,6 +5,7 @@ mod fakes;
 
 mod auth;
 mod chat;
+mod console;
 mod crash;
 mod foundation;
 mod location;
