@@ -4,6 +4,7 @@ mod common;
 mod fakes;
 
 mod auth;
+mod browser;
 mod chat;
 mod console;
 mod crash;
