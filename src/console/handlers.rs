@@ -43,6 +43,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(test_provider))
         .routes(routes!(system))
         .routes(routes!(audit_log))
+        .routes(routes!(list_backups, run_backup))
 }
 
 /// The client's address as the rate limits judge it.
@@ -302,4 +303,21 @@ async fn audit_log(
     Query(q): Query<LimitQuery>,
 ) -> AppResult<Json<AuditList>> {
     Ok(Json(service::audit_log(&state, q.limit).await?))
+}
+
+/// The database copies in `backup.dir`, newest first.
+#[utoipa::path(get, path = "/api/admin/backups", tag = "admin",
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = BackupList)))]
+async fn list_backups(State(state): State<AppState>, _admin: Admin) -> AppResult<Json<BackupList>> {
+    Ok(Json(service::backups(&state).await?))
+}
+
+/// Writes a consistent online copy of the database into `backup.dir` now.
+#[utoipa::path(post, path = "/api/admin/backups", tag = "admin",
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = BackupFile),
+        (status = 409, description = "`conflict`: a backup of this second exists", body = ErrorBody)))]
+async fn run_backup(State(state): State<AppState>, admin: Admin) -> AppResult<Json<BackupFile>> {
+    Ok(Json(service::backup_now(&state, &admin).await?))
 }

@@ -747,9 +747,10 @@ async fn system(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let (s, audit) = match tokio::try_join!(
+    let (s, audit, backups) = match tokio::try_join!(
         service::system(&state),
-        service::audit_log(&state, Some(100))
+        service::audit_log(&state, Some(100)),
+        service::backups(&state)
     ) {
         Ok(v) => v,
         Err(e) => return error_page(&admin, "System", e),
@@ -773,6 +774,23 @@ async fn system(State(state): State<AppState>, headers: HeaderMap) -> Response {
     for m in &s.ledger_audit_mismatches {
         let _ = write!(c, "<p class=\"error\">{}</p>", esc(m));
     }
+    let _ = write!(
+        c,
+        "<h2>Backups</h2><p class=\"muted\">In <code>{}</code>.</p>\
+         <button id=\"backup\" data-api=\"/api/admin/backups\" data-method=\"POST\" data-then=\"reload\">Back up now</button>\
+         <div class=\"scroll\"><table id=\"backups\"><tr><th>File</th><th>KiB</th><th>Written</th></tr>",
+        esc(&backups.dir)
+    );
+    for b in &backups.items {
+        let _ = write!(
+            c,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&b.name),
+            b.bytes / 1024,
+            esc(b.modified_at.as_deref().unwrap_or(""))
+        );
+    }
+    c.push_str("</table></div>");
     c.push_str("<h2>Audit trail</h2><div class=\"scroll\"><table id=\"audit\"><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Before</th><th>After</th></tr>");
     for a in &audit.items {
         let _ = write!(

@@ -901,3 +901,75 @@ pub async fn audit_log(state: &AppState, limit: Option<u32>) -> AppResult<AuditL
             .collect(),
     })
 }
+
+// ----------------------------------------------------------------- backups
+
+/// The database copies in `backup.dir` (scheduled and console ones).
+pub async fn backups(state: &AppState) -> AppResult<BackupList> {
+    let dir = state.config().backup.dir.clone();
+    let d = dir.clone();
+    let items = tokio::task::spawn_blocking(move || {
+        let mut items: Vec<BackupFile> = match std::fs::read_dir(&d) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".db")))
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some(BackupFile {
+                        name: e.file_name().to_string_lossy().into_owned(),
+                        bytes: m.len(),
+                        modified_at: m
+                            .modified()
+                            .ok()
+                            .map(|t| rfc3339(to_ms(DateTime::<Utc>::from(t)))),
+                    })
+                })
+                .collect(),
+            Err(_) => vec![],
+        };
+        items.sort_by(|a, b| b.name.cmp(&a.name));
+        items
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("listing backups: {e}")))?;
+    Ok(BackupList { dir, items })
+}
+
+/// `admin backup` into `backup.dir` now (a consistent online copy).
+pub async fn backup_now(state: &AppState, admin: &Admin) -> AppResult<BackupFile> {
+    let src = state.db().path().to_path_buf();
+    let name = crate::ops::backup::scheduled_name(state.now());
+    let dest = std::path::Path::new(&state.config().backup.dir).join(&name);
+    if dest.exists() {
+        return Err(AppError::conflict(
+            "a backup of this second exists; retry in a second",
+        ));
+    }
+    let bytes =
+        tokio::task::spawn_blocking(move || crate::ops::backup::backup_to(&src, &dest, |_, _| {}))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
+            .map_err(AppError::internal)?;
+    let now = to_ms(state.now());
+    let (actor, n) = (admin.name.clone(), name.clone());
+    state
+        .db()
+        .write(move |tx| {
+            audit(
+                tx,
+                &actor,
+                "backup.run",
+                &n,
+                None,
+                Some(json!({"bytes": bytes})),
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, bytes, "backup written from the console");
+    Ok(BackupFile {
+        name,
+        bytes,
+        modified_at: Some(rfc3339(now)),
+    })
+}

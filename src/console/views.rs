@@ -348,3 +348,18 @@ pub struct LimitQuery {
     /// 1–500, default 100
     pub limit: Option<u32>,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupFile {
+    pub name: String,
+    pub bytes: u64,
+    pub modified_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupList {
+    /// `backup.dir`
+    pub dir: String,
+    /// Newest first.
+    pub items: Vec<BackupFile>,
+}

@@ -747,3 +747,36 @@ async fn admin_api_is_in_the_openapi_document() {
     assert_eq!(schemes["admin_token"]["scheme"], "bearer");
     assert_eq!(schemes["admin_session"]["in"], "cookie");
 }
+
+#[tokio::test]
+async fn backup_from_the_console_is_listed_and_audited() {
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("b");
+    let d = dir.to_string_lossy().into_owned();
+    let app = TestApp::builder()
+        .config(|c| c.backup.dir = d)
+        .spawn()
+        .await;
+    create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let (s, b) = with_token(&app, &token, Method::GET, "/api/admin/backups", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["items"], json!([]));
+    let (s, b) = with_token(&app, &token, Method::POST, "/api/admin/backups", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let name = b["name"].as_str().unwrap().to_string();
+    assert!(b["bytes"].as_u64().unwrap() > 0);
+    // a restorable SQLite file with the schema
+    let copy = rusqlite::Connection::open(dir.join(&name)).unwrap();
+    let n: i64 = copy
+        .query_row("SELECT count(*) FROM admins", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    // the same second again: 409, nothing overwritten
+    let (s, b) = with_token(&app, &token, Method::POST, "/api/admin/backups", None).await;
+    assert_error(s, &b, 409, "conflict");
+    let (_, b) = with_token(&app, &token, Method::GET, "/api/admin/backups", None).await;
+    assert_eq!(b["items"][0]["name"], name.as_str());
+    let audit = audit_actions(&app, &token).await;
+    assert_eq!(audit[0]["action"], "backup.run");
+}
