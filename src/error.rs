@@ -37,6 +37,10 @@ crate::str_enum!(
         ModerationUnavailable = "moderation_unavailable",
         Unavailable = "unavailable",
         Internal = "internal",
+        /// Admin API: a session's state-changing request without its CSRF token.
+        CsrfFailed = "csrf_failed",
+        /// Admin API: a debit would take a balance below what is held.
+        InsufficientBalance = "insufficient_balance",
     }
 );
 

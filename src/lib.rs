@@ -5,6 +5,7 @@ pub mod billing;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod http;

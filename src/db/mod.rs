@@ -1,8 +1,10 @@
 //! SQLite: pool, pragmas, migrations, and the one helper that runs blocking
 //! DB work off the async threads. SQL lives in this module's children only.
 
+pub mod admins;
 pub mod billing;
 pub mod chat;
+pub mod console;
 pub mod inspect;
 pub mod jobs;
 pub mod location;

@@ -52,6 +52,17 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Metrics {
+    /// A counter's sum over all its labels.
+    pub fn total(&self, name: &str) -> u64 {
+        self.counters
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
     pub fn inc(&self, name: &'static str, labels: String, by: u64) {
         *self
             .counters

@@ -47,8 +47,9 @@ impl MakeRequestId for RandomRequestId {
 /// Adding a route: annotate the handler with `#[utoipa::path]` and register
 /// it with `routes!` in its module's `routes()`.
 pub struct Routes {
-    /// Outside the rate limits: health, the document, metrics, and the
-    /// payment webhook (WeChat Pay calling, authenticated by its signature).
+    /// Outside the rate limits: health, the document, metrics, the
+    /// payment webhook (WeChat Pay calling, authenticated by its signature),
+    /// and the operator console's HTML pages (`/admin/`).
     pub open: OpenApiRouter<AppState>,
     /// The API, under the per-IP and per-user rate limits.
     pub limited: OpenApiRouter<AppState>,
@@ -68,7 +69,8 @@ impl Routes {
                 .merge(crate::http::health::routes())
                 .merge(crate::http::openapi::routes())
                 .merge(crate::http::metrics::routes())
-                .merge(crate::pay::handlers::webhook_routes(payments)),
+                .merge(crate::pay::handlers::webhook_routes(payments))
+                .merge(crate::console::pages::routes()),
             limited: OpenApiRouter::new()
                 .merge(crate::auth::handlers::routes())
                 .merge(crate::chat::handlers::routes())
@@ -78,7 +80,8 @@ impl Routes {
                 .merge(crate::pay::handlers::routes(payments))
                 .merge(crate::storage::handlers::routes())
                 .merge(crate::voice::handlers::routes())
-                .merge(crate::jobs::handlers::routes()),
+                .merge(crate::jobs::handlers::routes())
+                .merge(crate::console::handlers::routes()),
             files: crate::storage::handlers::file_routes(),
         }
     }

@@ -145,6 +145,25 @@ impl Modify for Shared {
                     .build(),
             ),
         );
+        // The operator console's admin API (`crate::console`).
+        components.add_security_scheme(
+            crate::console::handlers::ADMIN_TOKEN,
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("mvp28adm_… (mvp28 admin create-token)")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            crate::console::handlers::ADMIN_SESSION,
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    crate::console::auth::COOKIE,
+                    "Admin session from POST /api/admin/login; state-changing requests also send X-CSRF-Token",
+                ),
+            )),
+        );
         let error = |description: &str| {
             ResponseBuilder::new()
                 .description(description)

@@ -49,6 +49,8 @@ struct Inner {
     wechat_tokens: Option<Arc<crate::moderation::AccessTokens>>,
     /// Content security, when `moderation.enabled`.
     moderation: Option<crate::moderation::Moderation>,
+    /// The operator console's login limits and start time.
+    console: crate::console::Console,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
                 jobs: Default::default(),
                 wechat_tokens,
                 moderation,
+                console: Default::default(),
                 llm,
                 storage,
                 db,
@@ -155,6 +158,9 @@ impl AppState {
     /// Content security, when enabled.
     pub fn moderation(&self) -> Option<&crate::moderation::Moderation> {
         self.inner.moderation.as_ref()
+    }
+    pub fn console(&self) -> &crate::console::Console {
+        &self.inner.console
     }
     pub fn storage(&self) -> &Storage {
         &self.inner.storage

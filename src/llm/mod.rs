@@ -3,7 +3,7 @@
 //! failover before the first token and a circuit breaker per provider.
 
 mod anthropic;
-mod breaker;
+pub mod breaker;
 mod echo;
 mod openai;
 pub mod sse;
@@ -495,6 +495,81 @@ impl Llm {
             }
         }
     }
+
+    /// Every provider in use, once, with the model ids it is asked for and
+    /// its circuit breaker's state (the operator console).
+    pub fn providers(&self) -> Vec<ProviderStatus> {
+        let mut out: Vec<(Arc<Slot>, Vec<String>)> = vec![];
+        for route in self.routes.values() {
+            for t in &route.targets {
+                match out.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &t.slot)) {
+                    Some((_, models)) if !models.contains(&t.model_id) => {
+                        models.push(t.model_id.clone())
+                    }
+                    Some(_) => {}
+                    None => out.push((t.slot.clone(), vec![t.model_id.clone()])),
+                }
+            }
+        }
+        let mut out: Vec<ProviderStatus> = out
+            .into_iter()
+            .map(|(slot, mut models)| {
+                models.sort();
+                ProviderStatus {
+                    name: slot.provider.name().to_string(),
+                    models,
+                    breaker: slot.breaker.lock().expect("breaker lock").state(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// One small request straight to the named provider, past its breaker
+    /// (which it does not feed): the first token's text, or why it failed.
+    /// None when no such provider is in use.
+    pub async fn probe(&self, provider: &str) -> Option<Result<String, String>> {
+        let target = self
+            .routes
+            .values()
+            .flat_map(|r| r.targets.iter())
+            .find(|t| t.slot.provider.name() == provider)?
+            .clone();
+        let req = LlmRequest {
+            model: target.model_id.clone(),
+            messages: vec![ChatMessage::text("user", "Reply with one word: ok".into())],
+        };
+        let call = async {
+            let mut events = first_token(target.slot.provider.stream(req).await).await?;
+            let mut text = String::new();
+            while let Some(ev) = events.next().await {
+                if let StreamEvent::Text(t) = ev? {
+                    text.push_str(&t);
+                    break;
+                }
+            }
+            Ok::<_, LlmError>(text)
+        };
+        Some(
+            match tokio::time::timeout(std::time::Duration::from_secs(30), call).await {
+                Ok(Ok(text)) => Ok(text),
+                Ok(Err(LlmError::Timeout)) | Err(_) => Err("timed out".into()),
+                Ok(Err(LlmError::Upstream { status, detail, .. })) => Err(match status {
+                    Some(s) => format!("HTTP {s}: {detail}"),
+                    None => detail,
+                }),
+            },
+        )
+    }
+}
+
+/// One provider as the operator console shows it.
+#[derive(Debug, Clone)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub models: Vec<String>,
+    pub breaker: breaker::State,
 }
 
 pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::Client {

@@ -68,6 +68,36 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create an operator console account; prints its one-time password.
+    CreateAdmin {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Give a console account a new one-time password (ends its sessions).
+    ResetAdmin {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List the console accounts.
+    ListAdmins,
+    /// Create an admin API token (Authorization: Bearer …) for NAME; printed once.
+    CreateToken {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// What the token is for
+        #[arg(long, value_name = "TEXT", default_value = "api")]
+        label: String,
+    },
+    /// Revoke an admin API token by its id (from create-token).
+    RevokeToken {
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+    /// The admin audit trail (console and CLI actions), newest first.
+    AuditLog {
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
+    },
     /// Query pending WeChat Pay orders at WeChat Pay: settle the paid ones
     /// (credit once), close the expired unpaid ones. Exit 1 on any error.
     Reconcile {
@@ -101,8 +131,16 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let conn = db.conn()?;
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
     let set = |key: &'static str, value: i64| {
-        db.write_blocking(move |tx| repo::set_setting(tx, key, value, now_ms))
-            .map_err(err)
+        db.write_blocking(move |tx| {
+            let before = repo::get_setting(tx, key)?;
+            repo::set_setting(tx, key, value, now_ms)?;
+            let (b, a) = (
+                serde_json::json!({ key: before }).to_string(),
+                serde_json::json!({ key: value }).to_string(),
+            );
+            db::admins::append_audit(tx, "cli", "settings.set", key, Some(&b), Some(&a), now_ms)
+        })
+        .map_err(err)
     };
     match cmd {
         AdminCommand::SetPrice { fen } => {
@@ -126,7 +164,26 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     if !db::users::exists(tx, &uid)? {
                         return Ok(None);
                     }
-                    ledger::grant(tx, &uid, fen, &why, now_ms).map(Some)
+                    let (before, _) = repo::balance(tx, &uid)?;
+                    let out = ledger::grant(tx, &uid, fen, &why, now_ms)?;
+                    if let Ok(after) = &out {
+                        let (b, a) = (
+                            serde_json::json!({ "balance_fen": before }).to_string(),
+                            serde_json::json!({ "balance_fen": after, "fen": fen, "reason": why })
+                                .to_string(),
+                        );
+                        let action = if fen > 0 { "user.grant" } else { "user.debit" };
+                        db::admins::append_audit(
+                            tx,
+                            "cli",
+                            action,
+                            &uid,
+                            Some(&b),
+                            Some(&a),
+                            now_ms,
+                        )?;
+                    }
+                    Ok(Some(out))
                 })
                 .map_err(err)?;
             match result {
@@ -253,6 +310,24 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        AdminCommand::CreateAdmin { name } => {
+            return crate::console::accounts::create(&db, &name, now_ms);
+        }
+        AdminCommand::ResetAdmin { name } => {
+            return crate::console::accounts::reset(&db, &name, now_ms);
+        }
+        AdminCommand::ListAdmins => {
+            return crate::console::accounts::list(&conn);
+        }
+        AdminCommand::CreateToken { name, label } => {
+            return crate::console::accounts::create_token(&db, &name, &label, now_ms);
+        }
+        AdminCommand::RevokeToken { id } => {
+            return crate::console::accounts::revoke_token(&db, id, now_ms);
+        }
+        AdminCommand::AuditLog { limit } => {
+            return crate::console::accounts::audit_log(&conn, limit);
         }
         AdminCommand::Reconcile { older_than_minutes } => {
             drop(conn);

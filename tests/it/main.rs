@@ -4,7 +4,9 @@ mod common;
 mod fakes;
 
 mod auth;
+mod browser;
 mod chat;
+mod console;
 mod crash;
 mod field;
 mod foundation;
