@@ -273,34 +273,45 @@ async fn end_without_reply(
     partial: String,
     calls: Vec<CallRecord>,
 ) -> AppResult<()> {
+    end_unpaid(state, turn, calls, move |tx, user_msg_id, reply_id| {
+        if partial.is_empty() {
+            repo::discard_turn(tx, user_msg_id, reply_id)
+        } else {
+            repo::store_failed(tx, reply_id, &partial)
+        }
+    })
+    .await
+}
+
+/// A reply content security withheld: stored as a fixed notice with status
+/// `blocked`, the hold released; the upstream calls are still spend.
+async fn end_blocked(state: &AppState, turn: &Turn, calls: Vec<CallRecord>) -> AppResult<()> {
+    end_unpaid(state, turn, calls, |tx, _, reply_id| {
+        repo::store_blocked(tx, reply_id, crate::moderation::BLOCKED_NOTICE)
+    })
+    .await
+}
+
+/// Ends a turn that is not charged, in one write: the hold released, the
+/// upstream calls recorded (they are spend all the same), and the reply
+/// stored as `store` says (given the user message's and the reply's ids).
+async fn end_unpaid(
+    state: &AppState,
+    turn: &Turn,
+    calls: Vec<CallRecord>,
+    store: impl FnOnce(&rusqlite::Transaction<'_>, &MessageId, &MessageId) -> AppResult<()>
+        + Send
+        + 'static,
+) -> AppResult<()> {
     let at = state.at();
     let user_msg_id = turn.user_msg_id.clone();
     let reply_id = turn.reply_id.clone();
     state
         .db()
         .write(move |tx| {
-            Hold::of(reply_id.clone()).release(tx, at.ms)?;
+            Hold::of(reply_id.to_string()).release(tx, at.ms)?;
             calls::record(tx, &at, &calls)?;
-            if partial.is_empty() {
-                repo::discard_turn(tx, &user_msg_id, &reply_id)
-            } else {
-                repo::store_failed(tx, &reply_id, &partial)
-            }
-        })
-        .await
-}
-
-/// A reply content security withheld: stored as a fixed notice with status
-/// `blocked`, the hold released; the upstream calls are still spend.
-async fn end_blocked(state: &AppState, turn: &Turn, calls: Vec<CallRecord>) -> AppResult<()> {
-    let at = state.at();
-    let reply_id = turn.reply_id.clone();
-    state
-        .db()
-        .write(move |tx| {
-            Hold::of(reply_id.clone()).release(tx, at.ms)?;
-            calls::record(tx, &at, &calls)?;
-            repo::store_blocked(tx, &reply_id, crate::moderation::BLOCKED_NOTICE)
+            store(tx, &user_msg_id, &reply_id)
         })
         .await
 }
