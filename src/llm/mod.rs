@@ -314,10 +314,13 @@ impl Route {
     }
 }
 
-/// Waits for the first text (or the end of the stream) and gives back a
-/// stream that replays what was read, then continues.
+/// Waits for the first text and gives back a stream that replays what was
+/// read, then continues. A stream that ends without any text is an empty
+/// reply: a failure (nothing to store or charge), like any other before the
+/// first token. The stream handed back is fused, so nothing downstream can
+/// poll an upstream adapter past its end.
 async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStream, LlmError> {
-    let mut events = opened?;
+    let mut events = opened?.fuse();
     let mut head = vec![];
     loop {
         match events.next().await {
@@ -329,7 +332,7 @@ async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStrea
                 }
             }
             Some(Err(e)) => return Err(e),
-            None => break,
+            None => return Err(LlmError::upstream(Some(200), "the reply had no text")),
         }
     }
     Ok(Box::pin(stream::iter(head).chain(events)))
@@ -549,62 +552,151 @@ fn upstream_events(
     key: String,
     parse: impl Fn(&sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> + Send + 'static,
 ) -> EventStream {
+    let body = res
+        .bytes_stream()
+        .map(move |r| r.map_err(|e| transport_error(e, &key)));
+    events_from_body(Box::pin(body), idle, parse)
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, LlmError>> + Send>>;
+
+/// [`upstream_events`] over any byte stream (transport errors already
+/// mapped). The result is fused: polling it after its end yields `None`.
+fn events_from_body(
+    body: BodyStream,
+    idle: std::time::Duration,
+    parse: impl Fn(&sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> + Send + 'static,
+) -> EventStream {
     struct St<P> {
-        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+        body: BodyStream,
         decoder: sse::SseDecoder,
         pending: std::collections::VecDeque<StreamEvent>,
         finished: bool,
         parse: P,
-        key: String,
         idle: std::time::Duration,
     }
     let st = St {
-        body: Box::pin(res.bytes_stream()),
+        body,
         decoder: sse::SseDecoder::default(),
         pending: Default::default(),
         finished: false,
         parse,
-        key,
         idle,
     };
-    Box::pin(stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(ev) = st.pending.pop_front() {
-                return Some((Ok(ev), st));
-            }
-            if st.finished {
-                return None;
-            }
-            let chunk = match tokio::time::timeout(st.idle, st.body.next()).await {
-                Err(_) => Err(LlmError::Timeout),
-                Ok(None) => Err(LlmError::upstream(
-                    None,
-                    "stream ended before its end marker",
-                )),
-                Ok(Some(Err(e))) => Err(transport_error(e, &st.key)),
-                Ok(Some(Ok(bytes))) => Ok(bytes),
-            };
-            let bytes = match chunk {
-                Ok(b) => b,
-                Err(e) => {
-                    st.finished = true;
-                    return Some((Err(e), st));
+    Box::pin(
+        stream::unfold(st, |mut st| async move {
+            loop {
+                if let Some(ev) = st.pending.pop_front() {
+                    return Some((Ok(ev), st));
                 }
-            };
-            for ev in st.decoder.push(&bytes) {
-                match (st.parse)(&ev) {
-                    Ok(Some(events)) => st.pending.extend(events),
-                    Ok(None) => {
-                        st.finished = true;
-                        break;
-                    }
+                if st.finished {
+                    return None;
+                }
+                let chunk = match tokio::time::timeout(st.idle, st.body.next()).await {
+                    Err(_) => Err(LlmError::Timeout),
+                    Ok(None) => Err(LlmError::upstream(
+                        None,
+                        "stream ended before its end marker",
+                    )),
+                    Ok(Some(r)) => r,
+                };
+                let bytes = match chunk {
+                    Ok(b) => b,
                     Err(e) => {
                         st.finished = true;
-                        st.pending.clear();
                         return Some((Err(e), st));
+                    }
+                };
+                for ev in st.decoder.push(&bytes) {
+                    match (st.parse)(&ev) {
+                        Ok(Some(events)) => st.pending.extend(events),
+                        Ok(None) => {
+                            st.finished = true;
+                            break;
+                        }
+                        Err(e) => {
+                            st.finished = true;
+                            st.pending.clear();
+                            return Some((Err(e), st));
+                        }
                     }
                 }
             }
+        })
+        .fuse(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wires an OpenAI-compatible upstream might send, good and bad.
+    fn wires() -> Vec<String> {
+        let role = r#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#;
+        let text = |t: &str| format!(r#"data: {{"choices":[{{"delta":{{"content":"{t}"}}}}]}}"#);
+        let stop = r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}"#;
+        let usage = r#"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let done = "data: [DONE]";
+        let full = [
+            role.to_string(),
+            text("a"),
+            text("b"),
+            stop.into(),
+            usage.into(),
+            done.into(),
+        ];
+        let mut out = vec![
+            String::new(),
+            "\n\n".into(),
+            format!("{role}\n\n{stop}\n\n{done}\n\n"),
+            format!("{done}\n\n{}\n\n", text("late")),
+            format!("{usage}\n\n{stop}\n\n{}\n\n{role}\n\n{done}\n\n", text("x")),
+            "data: {not json\n\n".into(),
+            "data: {\"error\":{\"message\":\"boom\"}}\n\n".into(),
+            ": keepalive\n\nevent: ping\n\n".into(),
+        ];
+        let whole: String = full.iter().map(|l| format!("{l}\n\n")).collect();
+        // every truncation of a good reply
+        for cut in 0..whole.len() {
+            out.push(whole[..cut].to_string());
         }
-    }))
+        out.push(whole);
+        out
+    }
+
+    async fn run(wire: String, split: usize) {
+        let bytes = wire.into_bytes();
+        let chunks: Vec<Result<bytes::Bytes, LlmError>> = bytes
+            .chunks(split.max(1))
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body: BodyStream = Box::pin(stream::iter(chunks));
+        let events = events_from_body(body, std::time::Duration::from_secs(5), openai::parse_chunk);
+        if let Ok(mut s) = first_token(Ok(events)).await {
+            while s.next().await.is_some() {}
+            // polled again after its end: no panic
+            assert!(s.next().await.is_none());
+            assert!(s.next().await.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn no_upstream_wire_panics_or_hangs_the_adapter() {
+        for wire in wires() {
+            for split in [1, 3, 7, 64, 4096] {
+                tokio::time::timeout(std::time::Duration::from_secs(5), run(wire.clone(), split))
+                    .await
+                    .expect("the adapter ends");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_text_is_an_error() {
+        let wire = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: [DONE]\n\n";
+        let body: BodyStream = Box::pin(stream::iter(vec![Ok(bytes::Bytes::from(wire))]));
+        let events = events_from_body(body, std::time::Duration::from_secs(5), openai::parse_chunk);
+        assert!(first_token(Ok(events)).await.is_err());
+    }
 }

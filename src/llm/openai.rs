@@ -86,40 +86,43 @@ impl OpenAiProvider {
             res,
             self.timeout,
             self.api_key.clone(),
-            |ev| {
-                if ev.data.trim() == "[DONE]" {
-                    return Ok(None);
-                }
-                let chunk: Chunk = serde_json::from_str(&ev.data).map_err(|e| {
-                    LlmError::upstream(Some(200), format!("unparseable chunk: {e}"))
-                })?;
-                if let Some(err) = chunk.error {
-                    return Err(LlmError::upstream(
-                        Some(200),
-                        format!("error in stream: {err}"),
-                    ));
-                }
-                let mut out = vec![];
-                if let Some(text) = chunk
-                    .choices
-                    .into_iter()
-                    .next()
-                    .and_then(|c| c.delta)
-                    .and_then(|d| d.content)
-                    .filter(|t| !t.is_empty())
-                {
-                    out.push(StreamEvent::Text(text));
-                }
-                if let Some(u) = chunk.usage {
-                    out.push(StreamEvent::Usage {
-                        prompt_tokens: u.prompt_tokens,
-                        completion_tokens: u.completion_tokens,
-                    });
-                }
-                Ok(Some(out))
-            },
+            parse_chunk,
         ))
     }
+}
+
+/// One SSE event of a streamed completion as our events; `Ok(None)` at
+/// `[DONE]`.
+pub(super) fn parse_chunk(ev: &super::sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> {
+    if ev.data.trim() == "[DONE]" {
+        return Ok(None);
+    }
+    let chunk: Chunk = serde_json::from_str(&ev.data)
+        .map_err(|e| LlmError::upstream(Some(200), format!("unparseable chunk: {e}")))?;
+    if let Some(err) = chunk.error {
+        return Err(LlmError::upstream(
+            Some(200),
+            format!("error in stream: {err}"),
+        ));
+    }
+    let mut out = vec![];
+    if let Some(text) = chunk
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|c| c.delta)
+        .and_then(|d| d.content)
+        .filter(|t| !t.is_empty())
+    {
+        out.push(StreamEvent::Text(text));
+    }
+    if let Some(u) = chunk.usage {
+        out.push(StreamEvent::Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        });
+    }
+    Ok(Some(out))
 }
 
 impl Provider for OpenAiProvider {

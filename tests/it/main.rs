@@ -7,6 +7,7 @@ mod auth;
 mod chat;
 mod crash;
 mod foundation;
+mod hardening;
 mod location;
 mod media;
 mod openapi;

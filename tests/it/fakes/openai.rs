@@ -32,6 +32,8 @@ pub enum Behavior {
     Gated,
     /// Echo without the usage chunk (some gateways never send one).
     NoUsage,
+    /// A role chunk, a `finish_reason: stop` chunk and `[DONE]`: no text.
+    Empty,
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +175,20 @@ async fn completions(
                 .into_response()
         }
         Behavior::Slow(d) => tokio::time::sleep(d).await,
+        Behavior::Empty => {
+            let model = body["model"].clone();
+            let mut stop = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            stop["choices"][0]["delta"] = json!({});
+            let wire = format!(
+                "{}data: {stop}\n\ndata: [DONE]\n\n",
+                String::from_utf8_lossy(&chunk(&model, json!({"role": "assistant"}), None))
+            );
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from(wire))
+                .unwrap();
+        }
         _ => {}
     }
     let text = reply_text(&body);
