@@ -143,3 +143,41 @@ async fn empty_upstream_reply_is_a_failure_never_a_panic_or_a_hang() {
     assert_eq!(balance(&app, &token).await, 200);
     assert_audit_clean(&app);
 }
+
+// ---- 16. a plain JSON completion to a streaming request ----
+
+#[tokio::test]
+async fn plain_json_completion_to_a_streaming_request_is_a_one_chunk_reply() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::PlainJson);
+    let app = app_with(vec![fake.provider(5)], |_| {}).await;
+    let (token, _) = paying_user(&app, "json", 300).await;
+    let (s, b) = app
+        .post("/api/chat", Some(&token), json!({"message": "plain"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["message"]["content"], "reply to: plain");
+    assert_eq!(b["quota"]["charged_fen"], 100);
+    let res = app
+        .client
+        .post(app.url("/api/chat/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "streamed"}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&res.text().await.unwrap());
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    assert_eq!(done["message"]["content"], "reply to: streamed");
+    // the usage the completion reported is stored
+    assert_eq!(
+        sql_i64(
+            &app,
+            "SELECT completion_tokens FROM messages WHERE content = 'reply to: plain'"
+        ),
+        7
+    );
+    assert_eq!(balance(&app, &token).await, 100);
+    assert_audit_clean(&app);
+}

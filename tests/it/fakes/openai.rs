@@ -34,6 +34,9 @@ pub enum Behavior {
     NoUsage,
     /// A role chunk, a `finish_reason: stop` chunk and `[DONE]`: no text.
     Empty,
+    /// Answer a streaming request with a plain JSON completion (gateways
+    /// that ignore `stream`).
+    PlainJson,
 }
 
 #[derive(Clone, Debug)]
@@ -192,7 +195,7 @@ async fn completions(
         _ => {}
     }
     let text = reply_text(&body);
-    if body["stream"] != json!(true) {
+    if body["stream"] != json!(true) || matches!(behavior, Behavior::PlainJson) {
         return Json(json!({
             "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
