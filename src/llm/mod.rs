@@ -107,6 +107,14 @@ impl LlmError {
         }
     }
 
+    /// A 4xx other than 408 and 429: content filtered, context too long,
+    /// a bad request. The request's fault, not the provider's: it neither
+    /// counts toward the breaker nor fails over.
+    pub fn is_request_fault(&self) -> bool {
+        matches!(self, LlmError::Upstream { status: Some(s), .. }
+            if (400..500).contains(s) && *s != 408 && *s != 429)
+    }
+
     pub fn to_app_error(&self, provider: &str) -> AppError {
         match self {
             LlmError::Timeout => {
@@ -247,15 +255,26 @@ impl Route {
         attempts: &mut Vec<Attempt>,
     ) -> Result<Opened, AppError> {
         let mut last: Option<(String, LlmError)> = None;
-        for t in &self.targets {
+        let mut resting: Option<u64> = None;
+        for (i, t) in self.targets.iter().enumerate() {
             let name = t.slot.provider.name().to_string();
-            if !t
-                .slot
-                .breaker
-                .lock()
-                .expect("breaker lock")
-                .try_acquire(now())
-            {
+            let admitted = {
+                let mut b = t.slot.breaker.lock().expect("breaker lock");
+                // The model's last remaining option (nothing before it could
+                // answer) is tried even through an open circuit: a breaker
+                // orders failover, it must not turn errors into an outage.
+                let is_last = i + 1 == self.targets.len();
+                let ok = if is_last {
+                    b.try_last(now())
+                } else {
+                    b.try_acquire(now())
+                };
+                if !ok {
+                    resting = b.resting_for(now()).or(resting);
+                }
+                ok
+            };
+            if !admitted {
                 tracing::info!(provider = %name, "circuit open: skipped");
                 continue;
             }
@@ -286,6 +305,13 @@ impl Route {
                             CallOutcome::Error
                         },
                     });
+                    if e.is_request_fault() {
+                        // The request's fault (filtered, too long, bad):
+                        // another provider would refuse it too, and it says
+                        // nothing about this one's health.
+                        t.slot.breaker.lock().expect("breaker lock").on_neutral();
+                        return Err(e.to_app_error(&name));
+                    }
                     let retry_after = match &e {
                         LlmError::Upstream {
                             retry_after_secs, ..
@@ -309,7 +335,7 @@ impl Route {
                 ErrorCode::UpstreamUnavailable,
                 "every provider for this model is cooling down after failures; retry shortly",
             )
-            .with_retry_after(5),
+            .with_retry_after(resting.unwrap_or(5)),
         })
     }
 }

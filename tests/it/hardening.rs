@@ -181,3 +181,96 @@ async fn plain_json_completion_to_a_streaming_request_is_a_one_chunk_reply() {
     assert_eq!(balance(&app, &token).await, 100);
     assert_audit_clean(&app);
 }
+
+// ---- 15. failover that does not cause outages ----
+
+#[tokio::test]
+async fn a_models_only_provider_is_tried_even_with_its_circuit_open() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Status(500));
+    let app = app_with(vec![fake.provider(5)], |c| {
+        c.llm.breaker_failures = 3;
+        c.llm.breaker_cooldown_secs = 30;
+    })
+    .await;
+    let (token, _) = app.login("only").await;
+    for _ in 0..3 {
+        let (s, b) = app
+            .post("/api/chat", Some(&token), json!({"message": "x"}))
+            .await;
+        assert_error(s, &b, 502, "upstream_error");
+    }
+    // the upstream recovers: the next user is served at once, no outage
+    fake.set(Behavior::Echo);
+    let (s, b) = app
+        .post("/api/chat", Some(&token), json!({"message": "y"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(fake.count(), 4);
+}
+
+async fn two_provider_app(a: &FakeOpenAi, b: &FakeOpenAi, failures: u32) -> TestApp {
+    let (pa, pb) = (a.named("primary", 2), b.named("backup", 2));
+    app_with(vec![pa, pb], |c| {
+        c.llm.breaker_failures = failures;
+        c.llm.breaker_cooldown_secs = 30;
+        c.llm.routes = vec![mvp28::config::RouteConfig {
+            model: "gpt-4o-mini".into(),
+            providers: vec!["primary".into(), "backup".into()],
+        }];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn request_faults_neither_trip_the_breaker_nor_fail_over() {
+    let (a, b) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let app = two_provider_app(&a, &b, 2).await;
+    let (token, _) = app.login("fault").await;
+    for code in [400, 413, 422, 400] {
+        a.set(Behavior::Status(code));
+        let (s, body) = app
+            .post("/api/chat", Some(&token), json!({"message": "x"}))
+            .await;
+        assert_error(s, &body, 502, "upstream_error");
+    }
+    assert_eq!(b.count(), 0, "a request fault does not fail over");
+    // the primary is still in rotation
+    a.set(Behavior::Echo);
+    let (s, _) = app
+        .post("/api/chat", Some(&token), json!({"message": "y"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((a.count(), b.count()), (5, 0));
+    // 408 and 429 are the provider's: they fail over
+    for behavior in [Behavior::Status(408), Behavior::Status(429)] {
+        a.set(behavior);
+        let (s, _) = app
+            .post("/api/chat", Some(&token), json!({"message": "z"}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(b.count(), 2);
+    assert_eq!(
+        app.get("/api/me", Some(&token)).await.1["quota"]["free_used_today"],
+        3,
+        "failed turns are not counted"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_exactly_not_the_cooldown() {
+    let (a, b) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    a.set(Behavior::RateLimited(1));
+    let app = two_provider_app(&a, &b, 1000).await;
+    let (token, _) = app.login("ra").await;
+    let chat = || app.post("/api/chat", Some(&token), json!({"message": "x"}));
+    assert_eq!(chat().await.0, StatusCode::OK);
+    assert_eq!((a.count(), b.count()), (1, 1));
+    a.set(Behavior::Echo);
+    assert_eq!(chat().await.0, StatusCode::OK);
+    assert_eq!(a.count(), 1, "resting for the second it asked");
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(chat().await.0, StatusCode::OK);
+    assert_eq!((a.count(), b.count()), (2, 2), "back after one second");
+}
