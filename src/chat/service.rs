@@ -127,8 +127,36 @@ pub async fn chat(state: &AppState, user_id: &UserId, input: ChatInput) -> AppRe
         Started::Replayed(reply) => return Ok(reply),
         Started::Live(gen) => gen,
     };
+    // The answer must come before the server's request timeout (408): a
+    // client told the turn failed is never charged for it, so at the
+    // deadline the turn is abandoned (released when it ends) unless it is
+    // already being settled.
+    let timeout = std::time::Duration::from_secs(state.config().server.request_timeout_secs);
+    let deadline = tokio::time::Instant::now()
+        + timeout.saturating_sub((timeout / 4).min(std::time::Duration::from_secs(1)));
     let mut events = std::pin::pin!(gen.listen(0));
-    while let Some(ev) = events.next().await {
+    let mut abandoned = false;
+    loop {
+        let ev = if abandoned {
+            events.next().await
+        } else {
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    if gen.abandon() {
+                        return Err(AppError::new(
+                            axum::http::StatusCode::GATEWAY_TIMEOUT,
+                            ErrorCode::UpstreamError,
+                            "the model did not answer in time; you were not charged",
+                        ));
+                    }
+                    // already settling: the reply is a write away
+                    abandoned = true;
+                    continue;
+                }
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Event::Delta(_) => {}
             Event::Done(v) => return Ok(Arc::unwrap_or_clone(v)),
@@ -187,6 +215,11 @@ async fn generate(
         .await;
     calls::count(state.metrics(), &metered.calls);
     let failed = match metered.end {
+        End::Complete if !gen.begin_settle() => AppError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamError,
+            "the reply came after the request's deadline; you were not charged",
+        ),
         End::Complete => {
             let text = gen.text();
             let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);

@@ -274,3 +274,45 @@ async fn retry_after_is_honoured_exactly_not_the_cooldown() {
     assert_eq!(chat().await.0, StatusCode::OK);
     assert_eq!((a.count(), b.count()), (2, 2), "back after one second");
 }
+
+// ---- 9. a client that gets an error is never charged ----
+
+#[tokio::test]
+async fn a_chat_slower_than_the_request_timeout_is_an_error_and_never_charged() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Slow(Duration::from_secs(3)));
+    let app = app_with(vec![fake.provider(10)], |c| {
+        c.server.request_timeout_secs = 2;
+    })
+    .await;
+    let (token, _) = paying_user(&app, "slow", 300).await;
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "take your time", "client_msg_id": "slow-1"}),
+        )
+        .await;
+    assert!(s.is_client_error() || s.is_server_error(), "{s}: {b}");
+    // the reply arrives after the client was told it failed
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(balance(&app, &token).await, 300, "not charged");
+    assert_eq!(
+        sql_i64(&app, "SELECT count(*) FROM ledger WHERE kind = 'charge'"),
+        0
+    );
+    assert_eq!(open_holds(&app), 0);
+    assert_audit_clean(&app);
+    // a fast retry under the same id is answered and charged once
+    fake.set(Behavior::Echo);
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "take your time", "client_msg_id": "slow-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(balance(&app, &token).await, 200);
+    assert_audit_clean(&app);
+}
