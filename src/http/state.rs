@@ -45,6 +45,8 @@ struct Inner {
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
     jobs: crate::jobs::service::Runner,
+    /// Voice operations in flight, one at a time per media.
+    voice_flights: crate::voice::service::Flights,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
                 known_users: Default::default(),
                 payments,
                 jobs: Default::default(),
+                voice_flights: Default::default(),
                 llm,
                 storage,
                 db,
@@ -128,6 +131,9 @@ impl AppState {
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
+    }
+    pub fn voice_flights(&self) -> &crate::voice::service::Flights {
+        &self.inner.voice_flights
     }
     pub fn jobs(&self) -> &crate::jobs::service::Runner {
         &self.inner.jobs

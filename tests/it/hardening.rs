@@ -316,3 +316,49 @@ async fn a_chat_slower_than_the_request_timeout_is_an_error_and_never_charged() 
     assert_eq!(balance(&app, &token).await, 200);
     assert_audit_clean(&app);
 }
+
+// ---- 7. voice: one charge per recording, no hold left by a hang-up ----
+
+const AUDIO: &[u8] = b"ID3\x04\x00-an-uploaded-recording";
+
+#[tokio::test]
+async fn concurrent_transcriptions_charge_once_and_a_hang_up_leaves_no_hold() {
+    use crate::fakes::voice::{FakeVoice, TRANSCRIPT};
+    use crate::media::{me, upload};
+    let fake = FakeVoice::start().await;
+    fake.set_delay(Duration::from_millis(500));
+    let v = fake.config();
+    let app = TestApp::builder().config(|c| c.voice = v).spawn().await;
+    let (token, _) = app.login("voice").await;
+    let id = upload(&app, &token, "memo.mp3", "audio/mpeg", AUDIO).await;
+    let ask = || {
+        app.post(
+            "/api/voice/transcribe",
+            Some(&token),
+            json!({"media_id": id}),
+        )
+    };
+    let ((s1, b1), (s2, b2)) = tokio::join!(ask(), ask());
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{b1} {b2}");
+    assert_eq!(b1["text"], TRANSCRIPT);
+    assert_eq!(b2["text"], TRANSCRIPT);
+    assert_eq!(fake.transcriptions().len(), 1, "one upstream call");
+    assert_eq!(me(&app, &token).await["free_used_today"], 1, "one charge");
+
+    // a client that hangs up after the reservation: the operation still
+    // ends settled, nothing stays held
+    let other = upload(&app, &token, "memo2.mp3", "audio/mpeg", AUDIO).await;
+    let hang_up = app
+        .client
+        .post(app.url("/api/voice/transcribe"))
+        .bearer_auth(&token)
+        .timeout(Duration::from_millis(150))
+        .json(&json!({"media_id": other}))
+        .send()
+        .await;
+    assert!(hang_up.is_err(), "the client gave up");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(open_holds(&app), 0, "no hold left behind");
+    assert_eq!(me(&app, &token).await["free_used_today"], 2);
+    assert_audit_clean(&app);
+}
