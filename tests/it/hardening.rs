@@ -362,3 +362,85 @@ async fn concurrent_transcriptions_charge_once_and_a_hang_up_leaves_no_hold() {
     assert_eq!(me(&app, &token).await["free_used_today"], 2);
     assert_audit_clean(&app);
 }
+
+// ---- 10. refunds ----
+
+async fn deliver(app: &TestApp, n: &crate::fakes::wechatpay::Notify) -> (StatusCode, String) {
+    let mut req = app
+        .client
+        .post(app.url("/api/pay/wechat/webhook"))
+        .body(n.body.clone());
+    for (k, v) in &n.headers {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_refund_debits_once_never_below_zero_and_records_the_shortfall() {
+    use crate::fakes::wechatpay::FakeWechatPay;
+    let fake = FakeWechatPay::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let app = TestApp::builder()
+        .config(|c| fake.configure(c, keys.path()))
+        .spawn()
+        .await;
+    let (token, uid) = app.login("refund").await;
+    let (s, b) = app
+        .post(
+            "/api/pay/checkout",
+            Some(&token),
+            json!({"amount_fen": 3000}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let no = b["out_trade_no"].as_str().unwrap().to_string();
+    let (s, body) = deliver(&app, &fake.notification(&fake.pay(&no), app.clock_now())).await;
+    assert!(s.is_success(), "{body}");
+    assert_eq!(balance(&app, &token).await, 3000);
+    // spend one message (echo, no free quota left)
+    admin(&app, &["admin", "set-free-quota", "0"]);
+    let (s, b) = app
+        .post("/api/chat", Some(&token), json!({"message": "spend"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(balance(&app, &token).await, 2900);
+
+    // a partial refund, delivered three times: debited once
+    let r1 = fake.refund_notification(&no, "50300000001", 1000, app.clock_now());
+    for _ in 0..3 {
+        let (s, body) = deliver(&app, &r1).await;
+        assert!(s.is_success(), "{s} {body}");
+    }
+    assert_eq!(balance(&app, &token).await, 1900);
+    // the rest of the order refunded: only what is left can be debited
+    let r2 = fake.refund_notification(&no, "50300000002", 2000, app.clock_now());
+    let (s, body) = deliver(&app, &r2).await;
+    assert!(s.is_success(), "{s} {body}");
+    assert_eq!(balance(&app, &token).await, 0, "never below zero");
+    assert_eq!(
+        sql_i64(&app, "SELECT count(*) FROM ledger WHERE kind = 'refund'"),
+        2
+    );
+    assert_eq!(
+        sql_i64(
+            &app,
+            "SELECT -sum(delta_fen) FROM ledger WHERE kind = 'refund'"
+        ),
+        2900
+    );
+    // more than the order: refused, nothing changes
+    let r3 = fake.refund_notification(&no, "50300000003", 1, app.clock_now());
+    let (s, _) = deliver(&app, &r3).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // the shortfall is shown to the operator
+    let show = admin(&app, &["admin", "user", "show", &uid]);
+    assert!(show.contains("refund shortfall 100 fen"), "{show}");
+    let audit = admin(&app, &["admin", "audit"]);
+    assert!(audit.contains("audit ok"), "{audit}");
+    assert!(
+        audit.contains(&format!("refund shortfall {uid}: 100 fen")),
+        "{audit}"
+    );
+}
