@@ -30,7 +30,7 @@ mod wechat_pay;
 
 pub use auth::AuthConfig;
 pub use backup::BackupConfig;
-pub use database::DatabaseConfig;
+pub use database::{DatabaseConfig, Synchronous};
 pub use layering::database_path;
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;

@@ -52,7 +52,11 @@ impl Server {
 
 /// Opens the database (migrating it) and seeds live settings from config.
 pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
-    let db = Db::open(Path::new(&config.database.path), config.database.pool_size)?;
+    let db = Db::open_with(
+        Path::new(&config.database.path),
+        config.database.pool_size,
+        config.database.synchronous,
+    )?;
     let seeds = [
         (db::billing::FREE_DAILY, config.quota.free_daily),
         (db::billing::PRICE_FEN, config.quota.price_fen),

@@ -444,3 +444,32 @@ async fn a_refund_debits_once_never_below_zero_and_records_the_shortfall() {
         "{audit}"
     );
 }
+
+// ---- 17. durable commits by default ----
+
+#[tokio::test]
+async fn commits_are_durable_by_default_and_normal_is_a_choice() {
+    async fn pragmas(app: &TestApp) -> (i64, i64) {
+        let db = app.state().db();
+        let read = db
+            .run(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        let write = db
+            .write(|tx| Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        (read, write)
+    }
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        pragmas(&app).await,
+        (2, 2),
+        "FULL on readers and the writer"
+    );
+    let app = TestApp::builder()
+        .config(|c| c.database.synchronous = mvp28::config::Synchronous::Normal)
+        .spawn()
+        .await;
+    assert_eq!(pragmas(&app).await, (1, 1));
+}
