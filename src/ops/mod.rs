@@ -5,5 +5,6 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+pub mod lock;
 pub mod logging;
 pub mod serve;

@@ -473,3 +473,75 @@ async fn commits_are_durable_by_default_and_normal_is_a_choice() {
         .await;
     assert_eq!(pragmas(&app).await, (1, 1));
 }
+
+// ---- 18. one serve per SQLite database ----
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_database_refuses_to_start() {
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Gated);
+    let app = app_with(vec![fake.provider(10)], |_| {}).await;
+    let (token, _) = paying_user(&app, "owner", 300).await;
+    // a reply in flight, holding 100 fen
+    let res = app
+        .client
+        .post(app.url("/api/chat/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "in flight"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.bytes_stream();
+    use futures_util::StreamExt;
+    let _first = body.next().await;
+    assert_eq!(open_holds(&app), 1);
+
+    let port = free_port().to_string();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(bin())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MVP28_DATABASE__PATH", &app.config.database.path)
+        .env("MVP28_SERVER__BIND", &bind)
+        .env("MVP28_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+        .current_dir(app.dir.path())
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second serve started on a database already served");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("mvp28.db.serve.lock"), "names the lock: {err}");
+    assert!(
+        err.contains(&std::process::id().to_string()),
+        "names the holder: {err}"
+    );
+    assert_eq!(open_holds(&app), 1, "the first server's hold is untouched");
+    // admin and migrate --status work beside the running server
+    admin(&app, &["admin", "audit"]);
+    admin(&app, &["migrate", "--status"]);
+    fake.open_gate();
+    let text = String::from_utf8(body.map(|c| c.unwrap().to_vec()).concat().await).unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    assert_eq!(
+        balance(&app, &token).await,
+        200,
+        "charged once, by its owner"
+    );
+    assert_audit_clean(&app);
+}
