@@ -545,3 +545,66 @@ async fn a_second_serve_on_the_same_database_refuses_to_start() {
     );
     assert_audit_clean(&app);
 }
+
+// ---- 13. sessions end; deletion is immediate ----
+
+#[tokio::test]
+async fn refresh_cannot_pass_the_absolute_session_lifetime() {
+    let app = TestApp::spawn().await;
+    let t0 = app.clock_now();
+    let (mut token, _) = app.login("long").await;
+    let app = &app;
+    let refresh = |t: String| async move {
+        app.send(app.client.post(app.url("/api/auth/refresh")), Some(&t))
+            .await
+    };
+    for _ in 0..4 {
+        app.clock.advance(chrono::Duration::days(6));
+        let (s, b) = refresh(token.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        token = b["token"].as_str().unwrap().to_string();
+    }
+    // day 29: the fresh token ends with the session, at day 30
+    app.clock.advance(chrono::Duration::days(5));
+    let (s, b) = refresh(token.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let exp = chrono::DateTime::parse_from_rfc3339(b["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(exp, t0 + 30 * 86_400, "{b}");
+    token = b["token"].as_str().unwrap().to_string();
+    app.clock.advance(chrono::Duration::days(1));
+    let (s, b) = refresh(token.clone()).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = app.get("/api/me", Some(&token)).await;
+    assert_error(s, &b, 401, "unauthorized");
+    // a new login starts a new session
+    let (token, _) = app.login("long").await;
+    let (s, _) = refresh(token).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn account_deletion_ends_every_token_at_once() {
+    let app = TestApp::spawn().await;
+    let (a, _) = app.login("gone").await;
+    let (b, _) = app.login("gone").await;
+    // both tokens known (cached)
+    assert_eq!(app.get("/api/me", Some(&a)).await.0, StatusCode::OK);
+    assert_eq!(app.get("/api/me", Some(&b)).await.0, StatusCode::OK);
+    // requests racing the deletion cannot bring the account back
+    let racing = (0..20).map(|_| app.get("/api/me", Some(&b)));
+    let (_, deleted) = tokio::join!(
+        futures_util::future::join_all(racing),
+        app.delete("/api/me", Some(&a))
+    );
+    assert_eq!(deleted.0, StatusCode::NO_CONTENT, "{}", deleted.1);
+    for t in [&a, &b] {
+        let (s, body) = app.get("/api/me", Some(t)).await;
+        assert_error(s, &body, 401, "unauthorized");
+        let (s, body) = app
+            .send(app.client.post(app.url("/api/auth/refresh")), Some(t))
+            .await;
+        assert_error(s, &body, 401, "unauthorized");
+    }
+}
