@@ -608,3 +608,113 @@ async fn account_deletion_ends_every_token_at_once() {
         assert_error(s, &body, 401, "unauthorized");
     }
 }
+
+// ---- 12. the WebSocket re-checks every chat frame ----
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(app: &TestApp, token: &str) -> Ws {
+    let url = format!(
+        "{}?token={token}",
+        app.url("/api/chat/ws").replace("http://", "ws://")
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connects")
+        .0
+}
+
+async fn ws_chat(ws: &mut Ws, message: &str) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"type": "chat", "message": message})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next frame that ends an exchange (done or error); None when the
+/// server closed the socket.
+async fn ws_end(ws: &mut Ws) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("frame in time")?;
+        match msg {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] != "delta" {
+                    return Some(v);
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_chat_frames_are_rate_limited() {
+    let app = TestApp::builder()
+        .config(|c| c.rate_limit.per_user_per_minute = 4)
+        .spawn()
+        .await;
+    let (token, _) = app.login("wsrl").await;
+    let mut ws = ws_connect(&app, &token).await; // one request of four
+    let mut ends = vec![];
+    for i in 0..5 {
+        ws_chat(&mut ws, &format!("m{i}")).await;
+        ends.push(ws_end(&mut ws).await.expect("an answer"));
+    }
+    let limited: Vec<&Value> = ends
+        .iter()
+        .filter(|f| f["type"] == "error" && f["error"]["code"] == "rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 2, "{ends:?}");
+    assert!(limited[0]["error"]["retry_after"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        ends.iter().filter(|f| f["type"] == "done").count(),
+        3,
+        "{ends:?}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_frames_after_deletion_or_expiry_are_refused_and_closed() {
+    let app = TestApp::builder()
+        .config(|c| c.auth.token_ttl_secs = 3600)
+        .spawn()
+        .await;
+    // deleted while the socket is open
+    let (token, uid) = app.login("wsdel").await;
+    let mut ws = ws_connect(&app, &token).await;
+    ws_chat(&mut ws, "before").await;
+    assert_eq!(ws_end(&mut ws).await.unwrap()["type"], "done");
+    let (s, _) = app.delete("/api/me", Some(&token)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    ws_chat(&mut ws, "after deletion").await;
+    let f = ws_end(&mut ws).await.expect("an error frame");
+    assert_eq!(f["error"]["code"], "unauthorized", "{f}");
+    assert!(ws_end(&mut ws).await.is_none(), "then closed");
+    assert_eq!(
+        sql_i64(
+            &app,
+            &format!("SELECT count(*) FROM sessions WHERE user_id = '{uid}'")
+        ),
+        0,
+        "nothing created under the deleted account"
+    );
+    // a token that expires while the socket is open
+    let (token, _) = app.login("wsexp").await;
+    let mut ws = ws_connect(&app, &token).await;
+    app.clock.advance(chrono::Duration::seconds(3601));
+    ws_chat(&mut ws, "after expiry").await;
+    let f = ws_end(&mut ws).await.expect("an error frame");
+    assert_eq!(f["error"]["code"], "unauthorized", "{f}");
+    assert!(ws_end(&mut ws).await.is_none(), "then closed");
+}
