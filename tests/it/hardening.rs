@@ -718,3 +718,55 @@ async fn websocket_frames_after_deletion_or_expiry_are_refused_and_closed() {
     assert_eq!(f["error"]["code"], "unauthorized", "{f}");
     assert!(ws_end(&mut ws).await.is_none(), "then closed");
 }
+
+// ---- 2. metric series stay bounded ----
+
+#[tokio::test]
+async fn custom_methods_do_not_grow_the_metric_series() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // warm every series a probe can touch
+    for m in ["M1AAAA", "M1AAAB"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let _ = app
+            .client
+            .request(method, app.url("/api/health"))
+            .send()
+            .await;
+    }
+    let before = scrape().await.lines().count();
+    for i in 0..50 {
+        let name = format!("M1{}{i}", "A".repeat(2000));
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/api/health"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+        let method = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+        let _ = app
+            .client
+            .request(method, app.url(&format!("/no/such/path/{i}")))
+            .send()
+            .await;
+    }
+    let text = scrape().await;
+    assert!(!text.contains("M1AAAA"), "a custom method became a label");
+    assert!(!text.contains("/no/such/path"), "a raw path became a label");
+    assert!(
+        text.lines().count() <= before + 40,
+        "series grew from {before} to {} lines",
+        text.lines().count()
+    );
+}
