@@ -770,3 +770,91 @@ async fn custom_methods_do_not_grow_the_metric_series() {
         text.lines().count()
     );
 }
+
+// ---- 14. signed-URL tokens never reach the log ----
+
+#[tokio::test]
+async fn the_access_log_names_route_templates_not_signed_url_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [log]\nlevel = \"info\"\n\
+             [auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("server.log");
+    let server = ServeGuard::start_logged(dir.path(), &base, Some(&log)).await;
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{base}/api/auth/wechat"))
+        .json(&json!({"code": "dev:logged"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let body = b"\x89PNG\r\n\x1a\n-bytes";
+    let presign: Value = client
+        .post(format!("{base}/api/upload/presign"))
+        .bearer_auth(token)
+        .json(&json!({"filename": "a.png", "content_type": "image/png", "size": body.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put_url = presign["url"].as_str().expect("a url").to_string();
+    let mut put = client.put(&put_url).body(body.to_vec());
+    if let Some(h) = presign["headers"].as_object() {
+        for (k, v) in h {
+            put = put.header(k, v.as_str().unwrap());
+        }
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let commit: Value = client
+        .post(format!("{base}/api/upload/commit"))
+        .bearer_auth(token)
+        .json(&json!({"upload_id": presign["upload_id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let get_url = commit["media"]["url"]
+        .as_str()
+        .expect("a media url")
+        .to_string();
+    assert!(client
+        .get(&get_url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let secret_of = |url: &str| {
+        url.split('?')
+            .next()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for url in [&put_url, &get_url] {
+        let t = secret_of(url);
+        assert!(t.len() > 16, "{url}");
+        assert!(!text.contains(&t), "a signed-URL token is in the log");
+    }
+    assert!(text.contains("/api/upload/local/{token}"), "{text}");
+}
