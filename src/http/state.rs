@@ -50,6 +50,8 @@ struct Inner {
     jobs: crate::jobs::service::Runner,
     /// Voice operations in flight, one at a time per media.
     voice_flights: crate::voice::service::Flights,
+    /// GET /api/health's deep checks, cached.
+    health_cache: crate::http::health::Cache,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
                 payments,
                 jobs: Default::default(),
                 voice_flights: Default::default(),
+                health_cache: Default::default(),
                 llm,
                 storage,
                 db,
@@ -142,6 +145,9 @@ impl AppState {
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
+    }
+    pub fn health_cache(&self) -> &crate::http::health::Cache {
+        &self.inner.health_cache
     }
     pub fn voice_flights(&self) -> &crate::voice::service::Flights {
         &self.inner.voice_flights

@@ -858,3 +858,34 @@ async fn the_access_log_names_route_templates_not_signed_url_tokens() {
     }
     assert!(text.contains("/api/upload/local/{token}"), "{text}");
 }
+
+// ---- 3. health does not call storage on every probe ----
+
+#[tokio::test]
+async fn health_probes_share_one_storage_check_per_interval() {
+    use crate::fakes::s3::FakeS3;
+    let fake = FakeS3::start().await;
+    let s3 = fake.config();
+    let app = TestApp::builder()
+        .config(|c| {
+            c.storage.kind = "s3".into();
+            c.storage.s3 = s3;
+        })
+        .spawn()
+        .await;
+    let calls = || fake.seen().len();
+    let before = calls();
+    let probes = (0..30).map(|_| app.get("/api/health", None));
+    for (s, b) in futures_util::future::join_all(probes).await {
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["storage"], "ok");
+    }
+    for _ in 0..30 {
+        assert_eq!(app.get("/api/health", None).await.0, StatusCode::OK);
+    }
+    assert!(
+        calls() - before <= 1,
+        "{} storage calls for 60 probes",
+        calls() - before
+    );
+}
