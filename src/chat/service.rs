@@ -185,14 +185,23 @@ async fn generate(
     if !system.is_empty() {
         messages.push(ChatMessage::text("system", system.clone()));
     }
-    for c in turn.context.iter() {
+    // The newest earlier messages that fit `llm.context_max_chars`.
+    let budget = state.config().llm.context_max_chars;
+    let mut context = Vec::with_capacity(turn.context.len());
+    let mut used = 0usize;
+    for c in turn.context.iter().rev() {
         let content = match &c.attachments {
             // Earlier attachments are named, not re-sent.
             Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
             None => c.content.clone(),
         };
-        messages.push(ChatMessage::text(c.role.as_str(), content));
+        used += content.chars().count();
+        if used > budget {
+            break;
+        }
+        context.push(ChatMessage::text(c.role.as_str(), content));
     }
+    messages.extend(context.into_iter().rev());
     let content = if prepared.text.is_empty() {
         message
     } else {

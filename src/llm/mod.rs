@@ -74,6 +74,9 @@ pub struct LlmRequest {
     /// The provider's own model id.
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// Reply length cap sent upstream (`llm.max_output_tokens`): the
+    /// upstream cost of one message is bounded.
+    pub max_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +171,7 @@ struct Target {
 pub struct Route {
     model: String,
     targets: Vec<Target>,
+    max_tokens: u32,
 }
 
 /// An upstream stream that has produced its first token (or ended).
@@ -281,6 +285,7 @@ impl Route {
             let req = LlmRequest {
                 model: t.model_id.clone(),
                 messages: messages.clone(),
+                max_tokens: self.max_tokens,
             };
             let started = std::time::Instant::now();
             match first_token(t.slot.provider.stream(req).await).await {
@@ -428,6 +433,7 @@ impl Llm {
                             slot: echo.clone(),
                             model_id: m,
                         }],
+                        max_tokens: cfg.max_output_tokens,
                     },
                 );
             }
@@ -441,6 +447,7 @@ impl Llm {
                         .or_insert_with(|| Route {
                             model: m.clone(),
                             targets: vec![],
+                            max_tokens: cfg.max_output_tokens,
                         })
                         .targets
                         .push(Target {
@@ -473,6 +480,7 @@ impl Llm {
                     Route {
                         model: r.model.clone(),
                         targets,
+                        max_tokens: cfg.max_output_tokens,
                     },
                 );
             }

@@ -74,6 +74,7 @@ impl OpenAiProvider {
             "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
+            "max_tokens": req.max_tokens,
         });
         let send = self
             .client

@@ -889,3 +889,54 @@ async fn health_probes_share_one_storage_check_per_interval() {
         calls() - before
     );
 }
+
+// ---- 11. upstream cost bounded per message ----
+
+#[tokio::test]
+async fn max_tokens_is_sent_and_context_is_bounded_by_size() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(vec![fake.provider(5)], |c| {
+        c.llm.context_messages = 20;
+        c.llm.context_max_chars = 60;
+    })
+    .await;
+    let (token, _) = app.login("bounded").await;
+    let mut sid = Value::Null;
+    for i in 0..4 {
+        let mut body = json!({"message": format!("question number {i} padded to thirty")});
+        if !sid.is_null() {
+            body["session_id"] = sid.clone();
+        }
+        let (s, b) = app.post("/api/chat", Some(&token), body).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        sid = b["session_id"].clone();
+    }
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter().all(|r| r.body["max_tokens"] == 1024),
+        "default cap sent"
+    );
+    let last = &reqs.last().unwrap().body["messages"];
+    let msgs = last.as_array().unwrap();
+    let (current, context) = msgs.split_last().unwrap();
+    assert!(current["content"].as_str().unwrap().contains("number 3"));
+    let chars: usize = context
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().chars().count())
+        .sum();
+    assert!(chars <= 60, "context of {chars} chars: {last}");
+    assert!(!context.is_empty(), "the newest earlier messages still go");
+    assert!(
+        context.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("reply to: question number 2"),
+        "{last}"
+    );
+
+    let app = app_with(vec![fake.provider(5)], |c| c.llm.max_output_tokens = 77).await;
+    let (token, _) = app.login("capped").await;
+    app.post("/api/chat", Some(&token), json!({"message": "x"}))
+        .await;
+    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], 77);
+}
