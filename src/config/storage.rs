@@ -11,6 +11,13 @@ pub struct StorageConfig {
     pub allowed_content_types: Vec<String>,
     /// Lifetime of presigned upload and download URLs.
     pub presign_ttl_secs: u64,
+    /// PDF text is extracted in a child process of this binary: at most
+    /// this much address space (MiB) ...
+    pub pdf_max_memory_mib: u64,
+    /// ... and this many seconds (CPU and wall clock).
+    pub pdf_timeout_secs: u64,
+    /// The mvp28 binary run as that child; empty = this executable.
+    pub pdf_helper: String,
     pub s3: S3Config,
 }
 
@@ -32,6 +39,9 @@ impl Default for StorageConfig {
             .map(String::from)
             .to_vec(),
             presign_ttl_secs: 900,
+            pdf_max_memory_mib: 256,
+            pdf_timeout_secs: 20,
+            pdf_helper: String::new(),
             s3: S3Config::default(),
         }
     }
@@ -49,6 +59,12 @@ pub struct S3Config {
 
 impl StorageConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.pdf_max_memory_mib < 64 {
+            return Err(bad("storage.pdf_max_memory_mib", "must be >= 64"));
+        }
+        if self.pdf_timeout_secs == 0 || self.pdf_timeout_secs > 600 {
+            return Err(bad("storage.pdf_timeout_secs", "must be 1-600"));
+        }
         match self.kind.as_str() {
             "local" => {
                 if self.local_dir.trim().is_empty() {

@@ -940,3 +940,199 @@ async fn max_tokens_is_sent_and_context_is_bounded_by_size() {
         .await;
     assert_eq!(fake.requests().last().unwrap().body["max_tokens"], 77);
 }
+
+// ---- 1. PDF decompression bombs ----
+
+/// Writes a raw DEFLATE stream (one fixed-Huffman block) bit by bit.
+struct Bits {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits {
+    fn new() -> Self {
+        Bits {
+            out: vec![],
+            acc: 0,
+            n: 0,
+        }
+    }
+    /// `len` bits of `v`, least significant first (header fields, extra bits).
+    fn lsb(&mut self, v: u32, len: u32) {
+        self.acc |= (v as u64) << self.n;
+        self.n += len;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+    /// A Huffman code: most significant bit first.
+    fn code(&mut self, v: u32, len: u32) {
+        let mut r = 0;
+        for i in 0..len {
+            r |= ((v >> i) & 1) << (len - 1 - i);
+        }
+        self.lsb(r, len);
+    }
+    fn literal(&mut self, b: u8) {
+        if b < 144 {
+            self.code(0x30 + b as u32, 8)
+        } else {
+            self.code(0x190 + (b as u32 - 144), 9)
+        }
+    }
+    /// Copy 258 bytes from `dist` back.
+    fn copy258(&mut self, dist: u32) {
+        const BASE: [u32; 30] = [
+            1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025,
+            1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+        ];
+        self.code(0xC5, 8); // length code 285 = 258
+        let c = BASE.iter().rposition(|b| *b <= dist).unwrap() as u32;
+        self.code(c, 5);
+        let extra = if c < 4 { 0 } else { c / 2 - 1 };
+        self.lsb(dist - BASE[c as usize], extra);
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.code(0, 7); // end of block
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in data.chunks(5552) {
+        for x in chunk {
+            a += *x as u32;
+            b += a;
+        }
+        a %= 65521;
+        b %= 65521;
+    }
+    (b << 16) | a
+}
+
+fn zlib(deflate: Vec<u8>, adler: u32) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    out.extend(deflate);
+    out.extend(adler.to_be_bytes());
+    out
+}
+
+/// zlib(zlib(`n` zero bytes)): a few tens of KB that inflate twice to `n`.
+fn double_flate_bomb(n: u64) -> Vec<u8> {
+    let copies = (n - 1) / 258;
+    let mut inner = Bits::new();
+    inner.lsb(1, 1); // BFINAL
+    inner.lsb(1, 2); // fixed Huffman
+    inner.literal(0);
+    for _ in 0..copies {
+        inner.copy258(1);
+    }
+    let produced = 1 + copies * 258;
+    // adler32 of zeros: a = 1, b = count
+    let inner = zlib(inner.finish(), (((produced % 65521) as u32) << 16) | 1);
+    // the inner stream repeats every 13 bytes: literals, then copies at 13
+    let mut outer = Bits::new();
+    outer.lsb(1, 1);
+    outer.lsb(1, 2);
+    let mut i = 0;
+    while i < inner.len() {
+        if i >= 13 && i + 258 <= inner.len() && inner[i..i + 258] == inner[i - 13..i + 245] {
+            outer.copy258(13);
+            i += 258;
+        } else {
+            outer.literal(inner[i]);
+            i += 1;
+        }
+    }
+    zlib(outer.finish(), adler32(&inner))
+}
+
+fn bomb_pdf(n: u64) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let mut content = Stream::new(
+        dictionary! { "Filter" => vec!["FlateDecode".into(), "FlateDecode".into()] },
+        double_flate_bomb(n),
+    );
+    content.allows_compression = false;
+    let content_id = doc.add_object(content);
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = vec![];
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_bomb_builder_makes_what_it_says() {
+    // small enough to check by inflating it with lopdf itself
+    let pdf = bomb_pdf(1 << 20);
+    let doc = lopdf::Document::load_mem(&pdf).unwrap();
+    let page = *doc.get_pages().values().next().unwrap();
+    let content = doc.get_page_content(page).unwrap();
+    // (lopdf ends page content with a newline)
+    let zeros = content.iter().filter(|b| **b == 0).count();
+    assert_eq!(zeros, 1 + ((1 << 20) - 1) / 258 * 258);
+    assert!(pdf.len() < 20_000, "{} bytes", pdf.len());
+}
+
+#[tokio::test]
+async fn a_pdf_decompression_bomb_is_refused_while_the_server_stays_up() {
+    use crate::media::upload;
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(vec![fake.provider(5)], |_| {}).await;
+    let (token, _) = app.login("bomber").await;
+    let bomb = bomb_pdf(4 << 30); // 4 GiB of zeros behind two FlateDecodes
+    assert!(bomb.len() < 200_000, "{} bytes", bomb.len());
+    let started = std::time::Instant::now();
+    let probe = async {
+        let mut worst = Duration::ZERO;
+        while started.elapsed() < Duration::from_secs(3) {
+            let t = std::time::Instant::now();
+            let (s, _) = app.get("/api/health", None).await;
+            assert_eq!(s, StatusCode::OK);
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worst
+    };
+    let uploads = async {
+        let a = upload(&app, &token, "bomb.pdf", "application/pdf", &bomb).await;
+        let b = upload(&app, &token, "bomb2.pdf", "application/pdf", &bomb).await;
+        (a, b)
+    };
+    let (worst, (id, _)) = tokio::join!(probe, uploads);
+    assert!(worst < Duration::from_secs(1), "health took {worst:?}");
+    let (s, b) = app
+        .post(
+            "/api/chat",
+            Some(&token),
+            json!({"message": "summarize", "attachments": [id]}),
+        )
+        .await;
+    let err = assert_error(s, &b, 422, "validation");
+    assert_eq!(err["field"], "attachments[0]", "{b}");
+    assert!(
+        err["message"].as_str().unwrap().contains("bomb.pdf"),
+        "names the file: {b}"
+    );
+    assert_eq!(fake.count(), 0, "nothing sent upstream");
+}
