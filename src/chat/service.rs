@@ -231,10 +231,24 @@ async fn generate(
         ),
         End::Complete => {
             let text = gen.text();
+            let calls = metered.calls.clone();
             let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);
             match settled.await {
-                Ok(reply) => gen.finish(Finished::Done(Arc::new(reply))),
-                Err(e) => gen.finish(Finished::failed(&e)),
+                Ok(Some(reply)) => gen.finish(Finished::Done(Arc::new(reply))),
+                Ok(None) => gen.finish(Finished::failed(&AppError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    "the conversation was deleted while the reply was generated; you were not charged",
+                ))),
+                Err(e) => {
+                    // A turn ends settled or released, never neither: the
+                    // settle rolled back, so give the hold back on its own.
+                    tracing::error!(error = %e, "could not settle a reply; releasing its hold");
+                    if let Err(db) = release_only(state, &turn, calls).await {
+                        tracing::error!(error = %db, "could not release a failed turn");
+                    }
+                    gen.finish(Finished::failed(&e));
+                }
             }
             return;
         }
@@ -249,7 +263,23 @@ async fn generate(
     gen.finish(Finished::failed(&failed));
 }
 
+/// Gives a turn's hold back and records its calls, touching no message
+/// (they may be gone).
+async fn release_only(state: &AppState, turn: &Turn, calls: Vec<CallRecord>) -> AppResult<()> {
+    let at = state.at();
+    let reply_id = turn.reply_id.clone();
+    state
+        .db()
+        .write(move |tx| {
+            Hold::of(reply_id).release(tx, at.ms)?;
+            calls::record(tx, &at, &calls)
+        })
+        .await
+}
+
 /// Stores the reply and turns the hold into a charge, in one transaction.
+/// None: the reply's row is gone (its session or account was deleted while
+/// it was generated): the hold is released instead, nothing charged.
 async fn settle(
     state: &AppState,
     user_id: &UserId,
@@ -257,7 +287,7 @@ async fn settle(
     text: String,
     usage: TokenUsage,
     calls: Vec<CallRecord>,
-) -> AppResult<ChatReply> {
+) -> AppResult<Option<ChatReply>> {
     let at = state.at();
     let uid = user_id.clone();
     let session_id = turn.session_id.clone();
@@ -265,15 +295,20 @@ async fn settle(
     state
         .db()
         .write(move |tx| {
+            if !repo::message_exists(tx, &reply_id)? {
+                calls::record(tx, &at, &calls)?;
+                Hold::of(reply_id).release(tx, at.ms)?;
+                return Ok(None);
+            }
             let tokens = (usage.prompt, usage.completion);
             let message = repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?;
             calls::record(tx, &at, &calls)?;
             let charged = Hold::of(reply_id).settle(tx, at.ms)?;
-            Ok(ChatReply {
+            Ok(Some(ChatReply {
                 session_id,
                 message: message.into(),
                 quota: billing::quota::after(tx, &uid, &at.day, charged)?,
-            })
+            }))
         })
         .await
 }

@@ -1136,3 +1136,56 @@ async fn a_pdf_decompression_bomb_is_refused_while_the_server_stays_up() {
     );
     assert_eq!(fake.count(), 0, "nothing sent upstream");
 }
+
+// ---- 6. deleting a conversation while its reply is generated ----
+
+#[tokio::test]
+async fn deleting_a_session_or_account_mid_reply_releases_the_hold_at_once() {
+    use futures_util::StreamExt;
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(vec![fake.provider(10)], |_| {}).await;
+    for delete_account in [false, true] {
+        fake.set(Behavior::Gated);
+        let name = format!("del-{delete_account}");
+        let (token, uid) = paying_user(&app, &name, 300).await;
+        let res = app
+            .client
+            .post(app.url("/api/chat/stream"))
+            .bearer_auth(&token)
+            .json(&json!({"message": "one two three"}))
+            .send()
+            .await
+            .unwrap();
+        let mut body = res.bytes_stream();
+        let _first = body.next().await;
+        assert_eq!(balance(&app, &token).await, 200, "held while generating");
+        if delete_account {
+            let (s, _) = app.delete("/api/me", Some(&token)).await;
+            assert_eq!(s, StatusCode::NO_CONTENT);
+        } else {
+            let (_, list) = app.get("/api/sessions", Some(&token)).await;
+            let sid = list["items"][0]["id"].as_str().unwrap().to_string();
+            let (s, b) = app
+                .delete(&format!("/api/sessions/{sid}"), Some(&token))
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+        }
+        fake.open_gate();
+        let rest: Vec<u8> = body
+            .map(|c| c.map(|b| b.to_vec()).unwrap_or_default())
+            .concat()
+            .await;
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.contains("event: error"), "{text}");
+        assert_eq!(open_holds(&app), 0, "released at once, not at a restart");
+        assert_eq!(
+            sql_i64(
+                &app,
+                &format!("SELECT balance_fen - held_fen FROM user_quotas WHERE user_id = '{uid}'")
+            ),
+            300,
+            "spendable again, nothing charged"
+        );
+        assert_audit_clean(&app);
+    }
+}
