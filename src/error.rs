@@ -23,6 +23,7 @@ crate::str_enum!(
         UploadIncomplete = "upload_incomplete",
         InProgress = "in_progress",
         PayloadTooLarge = "payload_too_large",
+        StorageQuotaExceeded = "storage_quota_exceeded",
         UnsupportedMediaType = "unsupported_media_type",
         Timeout = "timeout",
         RateLimited = "rate_limited",

@@ -18,6 +18,10 @@ pub struct StorageConfig {
     pub pdf_timeout_secs: u64,
     /// The mvp28 binary run as that child; empty = this executable.
     pub pdf_helper: String,
+    /// Bytes one user may store, committed plus pending uploads.
+    pub max_bytes_per_user: u64,
+    /// Uploads one user may have presigned and not yet committed.
+    pub max_pending_uploads_per_user: u32,
     pub s3: S3Config,
 }
 
@@ -42,6 +46,8 @@ impl Default for StorageConfig {
             pdf_max_memory_mib: 256,
             pdf_timeout_secs: 20,
             pdf_helper: String::new(),
+            max_bytes_per_user: 1024 * 1024 * 1024,
+            max_pending_uploads_per_user: 20,
             s3: S3Config::default(),
         }
     }
@@ -59,6 +65,12 @@ pub struct S3Config {
 
 impl StorageConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes_per_user == 0 {
+            return Err(bad("storage.max_bytes_per_user", "must be > 0"));
+        }
+        if self.max_pending_uploads_per_user == 0 {
+            return Err(bad("storage.max_pending_uploads_per_user", "must be > 0"));
+        }
         if self.pdf_max_memory_mib < 64 {
             return Err(bad("storage.pdf_max_memory_mib", "must be >= 64"));
         }

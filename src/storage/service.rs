@@ -115,6 +115,15 @@ fn validate(req: &PresignRequest, state: &AppState) -> AppResult<(String, String
     Ok((filename.to_string(), content_type, size))
 }
 
+fn quota_exceeded(message: String, key: &str, limit: u64) -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::StorageQuotaExceeded,
+        message,
+    )
+    .with(key, json!(limit))
+}
+
 pub async fn presign(
     state: &AppState,
     user: &AuthUser,
@@ -131,9 +140,30 @@ pub async fn presign(
         .upload_url(&key, &content_type, size, now)
         .map_err(AppError::internal)?;
     let (uid, mid) = (user.id.clone(), id.clone());
+    let (max_bytes, max_pending) = (
+        state.config().storage.max_bytes_per_user,
+        state.config().storage.max_pending_uploads_per_user,
+    );
     state
         .db()
         .write(move |tx| {
+            // In the write that adds the row: concurrent presigns cannot
+            // both slip under the bound.
+            let (bytes, pending) = repo::usage_of(tx, &uid)?;
+            if pending >= i64::from(max_pending) {
+                return Err(quota_exceeded(
+                    format!("{pending} uploads are pending; commit them or wait for them to expire"),
+                    "max_pending_uploads_per_user",
+                    u64::from(max_pending),
+                ));
+            }
+            if bytes as u64 + size > max_bytes {
+                return Err(quota_exceeded(
+                    format!("storing {size} more bytes would pass your {max_bytes}-byte limit ({bytes} used)"),
+                    "max_bytes_per_user",
+                    max_bytes,
+                ));
+            }
             repo::insert_pending(
                 tx,
                 &NewMedia {

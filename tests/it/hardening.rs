@@ -1189,3 +1189,63 @@ async fn deleting_a_session_or_account_mid_reply_releases_the_hold_at_once() {
         assert_audit_clean(&app);
     }
 }
+
+// ---- 4. per-user storage quota ----
+
+#[tokio::test]
+async fn presigns_stop_at_the_users_storage_quota() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.storage.max_bytes_per_user = 1000;
+            c.storage.max_pending_uploads_per_user = 3;
+        })
+        .spawn()
+        .await;
+    let (token, _) = app.login("hoarder").await;
+    let presign = |size: u64| {
+        app.post(
+            "/api/upload/presign",
+            Some(&token),
+            json!({"filename": "a.png", "content_type": "image/png", "size": size}),
+        )
+    };
+    for _ in 0..3 {
+        let (s, b) = presign(100).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (s, b) = presign(100).await;
+    let err = assert_error(s, &b, 403, "storage_quota_exceeded");
+    assert_eq!(err["max_pending_uploads_per_user"], 3, "{b}");
+    // bytes: pending count lifted, 300 of 1000 bytes pending
+    let app2 = TestApp::builder()
+        .config(|c| c.storage.max_bytes_per_user = 1000)
+        .spawn()
+        .await;
+    let (token2, _) = app2.login("big").await;
+    let presign2 = |size: u64| {
+        app2.post(
+            "/api/upload/presign",
+            Some(&token2),
+            json!({"filename": "a.png", "content_type": "image/png", "size": size}),
+        )
+    };
+    assert_eq!(presign2(900).await.0, StatusCode::OK);
+    let (s, b) = presign2(101).await;
+    let err = assert_error(s, &b, 403, "storage_quota_exceeded");
+    assert_eq!(err["max_bytes_per_user"], 1000, "{b}");
+    assert_eq!(
+        presign2(100).await.0,
+        StatusCode::OK,
+        "exactly at the limit"
+    );
+    // other users are not affected
+    let (other, _) = app2.login("other").await;
+    let (s, _) = app2
+        .post(
+            "/api/upload/presign",
+            Some(&other),
+            json!({"filename": "a.png", "content_type": "image/png", "size": 900}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
