@@ -27,6 +27,7 @@ crate::str_enum!(
         UnsupportedMediaType = "unsupported_media_type",
         Timeout = "timeout",
         RateLimited = "rate_limited",
+        TooManyJobs = "too_many_jobs",
         UpstreamError = "upstream_error",
         GenerationFailed = "generation_failed",
         UpstreamUnavailable = "upstream_unavailable",

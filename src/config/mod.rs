@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backup;
 mod database;
+mod jobs;
 mod layering;
 mod llm;
 mod location;
@@ -31,6 +32,7 @@ mod wechat_pay;
 pub use auth::AuthConfig;
 pub use backup::BackupConfig;
 pub use database::{DatabaseConfig, Synchronous};
+pub use jobs::JobsConfig;
 pub use layering::database_path;
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;
@@ -61,6 +63,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
     pub voice: VoiceConfig,
+    pub jobs: JobsConfig,
 }
 
 /// A config problem, always naming the key at fault.
@@ -133,6 +136,7 @@ impl Config {
         self.wechat_pay.validate()?;
         self.validate_pay_fallbacks()?;
         self.voice.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 

@@ -1249,3 +1249,56 @@ async fn presigns_stop_at_the_users_storage_quota() {
         .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+// ---- 5. batch describe jobs: charged, bounded per user ----
+
+#[tokio::test]
+async fn describe_jobs_cost_a_message_per_image_and_are_bounded_per_user() {
+    use crate::media::{upload, wait_job, PNG};
+    let fake = FakeOpenAi::start().await;
+    let mut p = fake.provider(5);
+    p.vision = true;
+    let app = app_with(vec![p], |c| c.jobs.max_pending_per_user = 1).await;
+    let (token, uid) = paying_user(&app, "describer", 250).await;
+    let mut ids = vec![];
+    for i in 0..3 {
+        ids.push(upload(&app, &token, &format!("{i}.png"), "image/png", PNG).await);
+    }
+    let batch = |ids: Vec<String>| {
+        app.post(
+            "/api/files/batch",
+            Some(&token),
+            json!({"media_ids": ids, "action": "describe"}),
+        )
+    };
+    // three images cost 300 fen: refused before anything runs
+    let (s, b) = batch(ids.clone()).await;
+    assert_error(s, &b, 402, "quota_exhausted");
+    assert_eq!(fake.count(), 0);
+    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "250"]);
+    // one job at a time per user
+    fake.set(Behavior::Gated);
+    let (s, b) = batch(ids.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = b["id"].as_str().unwrap().to_string();
+    assert_eq!(balance(&app, &token).await, 200, "all three held");
+    let (s, b) = batch(vec![ids[0].clone()]).await;
+    assert_error(s, &b, 429, "too_many_jobs");
+    fake.open_gate();
+    let done = wait_job(&app, &token, &job).await;
+    assert_eq!(done["progress"]["done"], 3, "{done}");
+    assert_eq!(balance(&app, &token).await, 200, "charged 300");
+    assert_eq!(
+        sql_i64(&app, "SELECT count(*) FROM ledger WHERE kind = 'charge'"),
+        3
+    );
+    // a failed item is released
+    fake.set(Behavior::Status(500));
+    let (s, b) = batch(vec![ids[0].clone()]).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let done = wait_job(&app, &token, b["id"].as_str().unwrap()).await;
+    assert_eq!(done["progress"]["failed"], 1, "{done}");
+    assert_eq!(balance(&app, &token).await, 200, "nothing charged for it");
+    assert_eq!(open_holds(&app), 0);
+    assert_audit_clean(&app);
+}
