@@ -1302,3 +1302,25 @@ async fn describe_jobs_cost_a_message_per_image_and_are_bounded_per_user() {
     assert_eq!(open_holds(&app), 0);
     assert_audit_clean(&app);
 }
+
+// ---- 19. no RSA timing side channel in the binary ----
+
+#[test]
+fn the_binary_carries_no_rustcrypto_rsa_or_aes_gcm() {
+    // RUSTSEC-2023-0071: `rsa` has no fixed release. Production signing,
+    // verification, AES-256-GCM and HS256 come from ring; `rsa`/`aes-gcm`/
+    // `jsonwebtoken` may only build the tests' fakes.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for krate in ["rsa", "aes-gcm", "jsonwebtoken"] {
+        let out = std::process::Command::new(&cargo)
+            .args(["tree", "--offline", "--locked", "-e", "normal", "-i", krate])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.trim().is_empty(),
+            "{krate} is in the binary's dependency tree:\n{text}"
+        );
+    }
+}
