@@ -4,6 +4,7 @@
 # Prints req/s and p50/p99 of each, their ratio, and the server's peak RSS.
 #
 #   scripts/bench.sh [DURATION_SECS=10] [CONNECTIONS=32]
+#   BENCH_SYNCHRONOUS=normal scripts/bench.sh   # database.synchronous (default full)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -32,6 +33,8 @@ cd "$WORK"
 export MVP28_SERVER__BIND="127.0.0.1:$PORT"
 export MVP28_RATE_LIMIT__PER_USER_PER_MINUTE=0 MVP28_RATE_LIMIT__PER_IP_PER_MINUTE=0
 export MVP28_RATE_LIMIT__LOGIN_PER_IP_PER_MINUTE=0 MVP28_LOG__LEVEL=warn
+export MVP28_DATABASE__SYNCHRONOUS="${BENCH_SYNCHRONOUS:-full}"
+echo "database.synchronous = $MVP28_DATABASE__SYNCHRONOUS"
 "$BIN" migrate >/dev/null
 "$BIN" admin set-free-quota 1000000000 >/dev/null
 START_NS=$(date +%s%N)

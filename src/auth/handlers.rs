@@ -80,8 +80,13 @@ async fn login(
 
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", security(("bearer" = [])),
     responses((status = 200, description = "A fresh token", body = TokenResponse)))]
-async fn refresh(State(state): State<AppState>, user: AuthUser) -> Json<TokenResponse> {
-    Json(service::token(&state, &user.id, user.created_at))
+async fn refresh(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    user: AuthUser,
+) -> AppResult<Json<TokenResponse>> {
+    let token = crate::auth::bearer_token(&headers, None).unwrap_or_default();
+    Ok(Json(service::refresh(&state, &user, token)?))
 }
 
 #[utoipa::path(get, path = "/api/me", tag = "auth", security(("bearer" = [])),

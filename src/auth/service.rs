@@ -38,6 +38,20 @@ pub fn token(state: &AppState, user_id: &UserId, created_at: i64) -> TokenRespon
     }
 }
 
+/// POST /api/auth/refresh: a fresh token for the same session, never valid
+/// past its login + `auth.session_max_days`.
+pub fn refresh(state: &AppState, user: &AuthUser, token: &str) -> AppResult<TokenResponse> {
+    let (token, exp) = state
+        .jwt()
+        .refresh(token, state.now())
+        .map_err(AppError::unauthorized)?;
+    Ok(TokenResponse {
+        token,
+        expires_at: rfc3339(to_ms(exp)),
+        user: UserView::of(&user.id, user.created_at),
+    })
+}
+
 /// GET /api/me: the caller and their quota today.
 pub async fn me(state: &AppState, user: &AuthUser) -> AppResult<MeResponse> {
     let day = state.at().day;

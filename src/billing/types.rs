@@ -14,7 +14,7 @@ sql_enum!(
 
 sql_enum!(
     /// Why a balance changed (one ledger row each).
-    pub LedgerKind { Topup = "topup", Charge = "charge", Grant = "grant" }
+    pub LedgerKind { Topup = "topup", Charge = "charge", Grant = "grant", Refund = "refund" }
 );
 
 sql_enum!(

@@ -114,6 +114,11 @@ pub fn replay_events(content: &str, offset: usize, last: Event) -> Result<Vec<Ev
 struct Progress {
     text: String,
     finished: Option<Finished>,
+    /// The client was told the turn failed (its deadline passed): the turn
+    /// must not be charged.
+    abandoned: bool,
+    /// The reply is being settled (charged): too late to abandon it.
+    settling: bool,
 }
 
 pub struct Generation {
@@ -137,6 +142,27 @@ impl Generation {
     pub fn finish(&self, f: Finished) {
         self.progress.lock().expect("progress lock").finished = Some(f);
         self.tick.send_modify(|v| *v += 1);
+    }
+
+    /// The waiting client gives up (and will be told the turn failed):
+    /// true if the turn will not be charged; false if it is already being
+    /// settled (then wait for it: the client gets the reply).
+    pub fn abandon(&self) -> bool {
+        let mut p = self.progress.lock().expect("progress lock");
+        if !p.settling {
+            p.abandoned = true;
+        }
+        !p.settling
+    }
+
+    /// The generator is about to charge: false if the client was already
+    /// told the turn failed.
+    pub fn begin_settle(&self) -> bool {
+        let mut p = self.progress.lock().expect("progress lock");
+        if !p.abandoned {
+            p.settling = true;
+        }
+        !p.abandoned
     }
 
     pub fn text(&self) -> String {

@@ -142,8 +142,36 @@ pub async fn chat(state: &AppState, user_id: &UserId, input: ChatInput) -> AppRe
         Started::Replayed(reply) => return Ok(reply),
         Started::Live(gen) => gen,
     };
+    // The answer must come before the server's request timeout (408): a
+    // client told the turn failed is never charged for it, so at the
+    // deadline the turn is abandoned (released when it ends) unless it is
+    // already being settled.
+    let timeout = std::time::Duration::from_secs(state.config().server.request_timeout_secs);
+    let deadline = tokio::time::Instant::now()
+        + timeout.saturating_sub((timeout / 4).min(std::time::Duration::from_secs(1)));
     let mut events = std::pin::pin!(gen.listen(0)?);
-    while let Some(ev) = events.next().await {
+    let mut abandoned = false;
+    loop {
+        let ev = if abandoned {
+            events.next().await
+        } else {
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    if gen.abandon() {
+                        return Err(AppError::new(
+                            axum::http::StatusCode::GATEWAY_TIMEOUT,
+                            ErrorCode::UpstreamError,
+                            "the model did not answer in time; you were not charged",
+                        ));
+                    }
+                    // already settling: the reply is a write away
+                    abandoned = true;
+                    continue;
+                }
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Event::Delta { .. } => {}
             Event::Done(v) => return Ok(Arc::unwrap_or_clone(v)),
@@ -173,14 +201,23 @@ async fn generate(
     if !system.is_empty() {
         messages.push(ChatMessage::text("system", system.clone()));
     }
-    for c in turn.context.iter() {
+    // The newest earlier messages that fit `llm.context_max_chars`.
+    let budget = state.config().llm.context_max_chars;
+    let mut context = Vec::with_capacity(turn.context.len());
+    let mut used = 0usize;
+    for c in turn.context.iter().rev() {
         let content = match &c.attachments {
             // Earlier attachments are named, not re-sent.
             Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
             None => c.content.clone(),
         };
-        messages.push(ChatMessage::text(c.role.as_str(), content));
+        used += content.chars().count();
+        if used > budget {
+            break;
+        }
+        context.push(ChatMessage::text(c.role.as_str(), content));
     }
+    messages.extend(context.into_iter().rev());
     let content = if prepared.text.is_empty() {
         message
     } else {
@@ -216,12 +253,31 @@ async fn generate(
         Err(e) => End::Cut(e),
     };
     let failed = match end {
+        End::Complete if !gen.begin_settle() => AppError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamError,
+            "the reply came after the request's deadline; you were not charged",
+        ),
         End::Complete => {
             let text = gen.text();
+            let calls = metered.calls.clone();
             let settled = settle(state, user_id, &turn, text, metered.usage, metered.calls);
             match settled.await {
-                Ok(reply) => gen.finish(Finished::Done(Arc::new(reply))),
-                Err(e) => gen.finish(Finished::failed(&e)),
+                Ok(Some(reply)) => gen.finish(Finished::Done(Arc::new(reply))),
+                Ok(None) => gen.finish(Finished::failed(&AppError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    "the conversation was deleted while the reply was generated; you were not charged",
+                ))),
+                Err(e) => {
+                    // A turn ends settled or released, never neither: the
+                    // settle rolled back, so give the hold back on its own.
+                    tracing::error!(error = %e, "could not settle a reply; releasing its hold");
+                    if let Err(db) = release_only(state, &turn, calls).await {
+                        tracing::error!(error = %db, "could not release a failed turn");
+                    }
+                    gen.finish(Finished::failed(&e));
+                }
             }
             return;
         }
@@ -236,7 +292,23 @@ async fn generate(
     gen.finish(Finished::failed(&failed));
 }
 
+/// Gives a turn's hold back and records its calls, touching no message
+/// (they may be gone).
+async fn release_only(state: &AppState, turn: &Turn, calls: Vec<CallRecord>) -> AppResult<()> {
+    let at = state.at();
+    let reply_id = turn.reply_id.clone();
+    state
+        .db()
+        .write(move |tx| {
+            Hold::of(reply_id).release(tx, at.ms)?;
+            calls::record(tx, &at, &calls)
+        })
+        .await
+}
+
 /// Stores the reply and turns the hold into a charge, in one transaction.
+/// None: the reply's row is gone (its session or account was deleted while
+/// it was generated): the hold is released instead, nothing charged.
 async fn settle(
     state: &AppState,
     user_id: &UserId,
@@ -244,7 +316,7 @@ async fn settle(
     text: String,
     usage: TokenUsage,
     calls: Vec<CallRecord>,
-) -> AppResult<ChatReply> {
+) -> AppResult<Option<ChatReply>> {
     let at = state.at();
     let uid = user_id.clone();
     let session_id = turn.session_id.clone();
@@ -252,15 +324,20 @@ async fn settle(
     state
         .db()
         .write(move |tx| {
+            if !repo::message_exists(tx, &reply_id)? {
+                calls::record(tx, &at, &calls)?;
+                Hold::of(reply_id).release(tx, at.ms)?;
+                return Ok(None);
+            }
             let tokens = (usage.prompt, usage.completion);
             let message = repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?;
             calls::record(tx, &at, &calls)?;
             let charged = Hold::of(reply_id).settle(tx, at.ms)?;
-            Ok(ChatReply {
+            Ok(Some(ChatReply {
                 session_id,
                 message: message.into(),
                 quota: billing::quota::after(tx, &uid, &at.day, charged)?,
-            })
+            }))
         })
         .await
 }

@@ -81,9 +81,22 @@ async fn accept(
     // wx.connectSocket clients often cannot set headers: accept ?token= too.
     let token = bearer_token(&headers, None).or(query.get("token").map(String::as_str));
     let user = AuthUser::from_token(&state, token).await?;
+    // kept to re-check its expiry on every chat frame
+    let token = token.unwrap_or_default().to_string();
     Ok(ws
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| session(state, user, socket)))
+        .on_upgrade(move |socket| session(state, user, token, socket)))
+}
+
+/// What every chat frame re-checks, as an HTTP request would: the token is
+/// still unexpired, the account still exists (not deleted since the
+/// upgrade), and the frame fits the user's rate limit.
+async fn recheck(state: &AppState, user: &AuthUser, token: &str) -> AppResult<()> {
+    let again = AuthUser::from_token(state, Some(token)).await?;
+    if again.id != user.id {
+        return Err(AppError::unauthorized("token changed hands"));
+    }
+    state.limits().check_user(&user.id)
 }
 
 #[derive(Deserialize)]
@@ -107,13 +120,38 @@ enum ClientFrame {
     Ping,
 }
 
-async fn session(state: AppState, user: AuthUser, socket: WebSocket) {
+async fn session(state: AppState, user: AuthUser, token: String, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
     let (outbox, mut out_rx) = mpsc::channel::<Value>(64);
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
-                Some(Ok(Message::Text(text))) => handle(&state, &user, text.as_str(), outbox.clone()),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = outbox.try_send(frame_error(&AppError::invalid_request(format!(
+                                "bad frame: {e}"
+                            ))));
+                            continue;
+                        }
+                    };
+                    if matches!(frame, ClientFrame::Chat { .. }) {
+                        match recheck(&state, &user, &token).await {
+                            Ok(()) => {}
+                            Err(e) if e.code == ErrorCode::Unauthorized => {
+                                let _ = sink.send(Message::Text(frame_error(&e).to_string().into())).await;
+                                let _ = sink.send(Message::Close(None)).await;
+                                break;
+                            }
+                            Err(e) => {
+                                let _ = outbox.try_send(frame_error(&e));
+                                continue;
+                            }
+                        }
+                    }
+                    handle(&state, &user, frame, outbox.clone())
+                }
                 Some(Ok(Message::Binary(_))) => {
                     let _ = outbox.try_send(frame_error(&AppError::invalid_request("send JSON text frames")));
                 }
@@ -130,19 +168,14 @@ async fn session(state: AppState, user: AuthUser, socket: WebSocket) {
 }
 
 fn frame_error(e: &AppError) -> Value {
-    json!({"type": "error", "error": {"code": e.code, "message": e.message}})
+    let mut f = json!({"type": "error", "error": {"code": e.code, "message": e.message}});
+    if let Some(secs) = e.retry_after {
+        f["error"]["retry_after"] = json!(secs);
+    }
+    f
 }
 
-fn handle(state: &AppState, user: &AuthUser, text: &str, outbox: mpsc::Sender<Value>) {
-    let frame: ClientFrame = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = outbox.try_send(frame_error(&AppError::invalid_request(format!(
-                "bad frame: {e}"
-            ))));
-            return;
-        }
-    };
+fn handle(state: &AppState, user: &AuthUser, frame: ClientFrame, outbox: mpsc::Sender<Value>) {
     let state = state.clone();
     let user_id = user.id.clone();
     tokio::spawn(async move {

@@ -9,6 +9,8 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// None: on exactly while `wechat.app_id` is empty.
     pub dev_login: Option<bool>,
+    /// Absolute session lifetime from login: refresh cannot pass it.
+    pub session_max_days: u32,
 }
 
 impl Default for AuthConfig {
@@ -17,6 +19,7 @@ impl Default for AuthConfig {
             jwt_secret: String::new(),
             token_ttl_secs: 604_800,
             dev_login: None,
+            session_max_days: 30,
         }
     }
 }
@@ -31,6 +34,9 @@ impl AuthConfig {
         }
         if self.token_ttl_secs < 60 {
             return Err(bad("auth.token_ttl_secs", "must be >= 60"));
+        }
+        if self.session_max_days == 0 || self.session_max_days > 3650 {
+            return Err(bad("auth.session_max_days", "must be 1-3650"));
         }
         Ok(())
     }

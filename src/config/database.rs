@@ -7,6 +7,28 @@ use super::{bad, ConfigError};
 pub struct DatabaseConfig {
     pub path: String,
     pub pool_size: u32,
+    /// `full` (default): a commit is on disk before it is acknowledged, so
+    /// a power failure loses no top-up or charge already answered;
+    /// `normal` trades the last commits for speed (WAL stays consistent).
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `PRAGMA synchronous` on every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -14,6 +36,7 @@ impl Default for DatabaseConfig {
         Self {
             path: "data/mvp28.db".into(),
             pool_size: 8,
+            synchronous: Synchronous::Full,
         }
     }
 }

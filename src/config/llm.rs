@@ -10,6 +10,12 @@ pub struct LlmConfig {
     pub default_model: String,
     pub system_prompt: String,
     pub context_messages: u32,
+    /// The earlier messages sent as context are also bounded by size: the
+    /// newest ones whose text adds up to at most this many characters.
+    pub context_max_chars: usize,
+    /// Reply length cap sent to every provider (`max_tokens`), so one
+    /// message's upstream cost is bounded.
+    pub max_output_tokens: u32,
     /// Longest user message accepted, in Unicode scalar values.
     pub max_message_chars: usize,
     /// Consecutive failures that take a provider out of rotation.
@@ -60,6 +66,8 @@ impl Default for LlmConfig {
             default_model: "gpt-4o-mini".into(),
             system_prompt: String::new(),
             context_messages: 20,
+            context_max_chars: 24_000,
+            max_output_tokens: 1024,
             max_message_chars: 8000,
             breaker_failures: 3,
             breaker_cooldown_secs: 30,
@@ -86,7 +94,8 @@ pub struct ProviderConfig {
     pub api_key: String,
     pub models: Vec<String>,
     pub timeout_secs: u64,
-    /// Reply length cap sent to providers that require one (anthropic).
+    /// Reply length cap for this provider (anthropic requires one); the
+    /// smaller of it and `llm.max_output_tokens` is sent.
     pub max_tokens: u32,
     /// Its models accept images. A model takes image attachments only when
     /// every provider serving it says so (failover never sends an image to
@@ -113,6 +122,9 @@ impl LlmConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.attachment_chars == 0 {
             return Err(bad("llm.attachment_chars", "must be > 0"));
+        }
+        if self.max_output_tokens == 0 {
+            return Err(bad("llm.max_output_tokens", "must be > 0"));
         }
         if self.max_message_chars == 0 {
             return Err(bad("llm.max_message_chars", "must be > 0"));

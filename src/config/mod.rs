@@ -16,6 +16,7 @@ mod chat;
 mod cidr;
 mod database;
 pub mod dotenv;
+mod jobs;
 mod layering;
 mod llm;
 mod location;
@@ -39,7 +40,8 @@ pub use auth::AuthConfig;
 pub use backup::BackupConfig;
 pub use chat::ChatConfig;
 pub use cidr::Cidr;
-pub use database::DatabaseConfig;
+pub use database::{DatabaseConfig, Synchronous};
+pub use jobs::JobsConfig;
 pub use layering::database_path;
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;
@@ -74,6 +76,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub voice: VoiceConfig,
     pub moderation: ModerationConfig,
+    pub jobs: JobsConfig,
 }
 
 /// A config problem, always naming the key at fault.
@@ -170,6 +173,7 @@ impl Config {
                 "needs wechat.app_id and wechat.app_secret (msgSecCheck uses the app's access token)",
             ));
         }
+        self.jobs.validate()?;
         Ok(())
     }
 

@@ -11,6 +11,17 @@ pub struct StorageConfig {
     pub allowed_content_types: Vec<String>,
     /// Lifetime of presigned upload and download URLs.
     pub presign_ttl_secs: u64,
+    /// PDF text is extracted in a child process of this binary: at most
+    /// this much address space (MiB) ...
+    pub pdf_max_memory_mib: u64,
+    /// ... and this many seconds (CPU and wall clock).
+    pub pdf_timeout_secs: u64,
+    /// The mvp28 binary run as that child; empty = this executable.
+    pub pdf_helper: String,
+    /// Bytes one user may store, committed plus pending uploads.
+    pub max_bytes_per_user: u64,
+    /// Uploads one user may have presigned and not yet committed.
+    pub max_pending_uploads_per_user: u32,
     pub s3: S3Config,
 }
 
@@ -32,6 +43,11 @@ impl Default for StorageConfig {
             .map(String::from)
             .to_vec(),
             presign_ttl_secs: 900,
+            pdf_max_memory_mib: 256,
+            pdf_timeout_secs: 20,
+            pdf_helper: String::new(),
+            max_bytes_per_user: 1024 * 1024 * 1024,
+            max_pending_uploads_per_user: 20,
             s3: S3Config::default(),
         }
     }
@@ -53,6 +69,18 @@ pub struct S3Config {
 
 impl StorageConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes_per_user == 0 {
+            return Err(bad("storage.max_bytes_per_user", "must be > 0"));
+        }
+        if self.max_pending_uploads_per_user == 0 {
+            return Err(bad("storage.max_pending_uploads_per_user", "must be > 0"));
+        }
+        if self.pdf_max_memory_mib < 64 {
+            return Err(bad("storage.pdf_max_memory_mib", "must be >= 64"));
+        }
+        if self.pdf_timeout_secs == 0 || self.pdf_timeout_secs > 600 {
+            return Err(bad("storage.pdf_timeout_secs", "must be 1-600"));
+        }
         match self.kind.as_str() {
             "local" => {
                 if self.local_dir.trim().is_empty() {

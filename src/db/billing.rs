@@ -325,3 +325,66 @@ pub fn income_totals(conn: &Connection) -> AppResult<(i64, i64)> {
         )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
+
+/// A WeChat Pay refund as recorded: refunded, debited, and the shortfall
+/// (refunded but already spent).
+#[derive(Debug, Clone)]
+pub struct RefundRow {
+    pub refund_id: String,
+    pub out_trade_no: String,
+    pub user_id: UserId,
+    pub amount_fen: i64,
+    pub debited_fen: i64,
+    pub shortfall_fen: i64,
+    pub created_at: i64,
+}
+
+pub fn refund_recorded(conn: &Connection, refund_id: &str) -> AppResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM refunds WHERE refund_id = ?1")?
+        .query_row([refund_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Fen refunded so far on one order.
+pub fn refunded_on_order(conn: &Connection, out_trade_no: &str) -> AppResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(SUM(amount_fen), 0) FROM refunds WHERE out_trade_no = ?1")?
+        .query_row([out_trade_no], |r| r.get(0))?)
+}
+
+pub fn insert_refund(tx: &Transaction<'_>, r: &RefundRow) -> AppResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO refunds (refund_id, out_trade_no, user_id, amount_fen, debited_fen,
+                              shortfall_fen, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        r.refund_id,
+        r.out_trade_no,
+        r.user_id,
+        r.amount_fen,
+        r.debited_fen,
+        r.shortfall_fen,
+        r.created_at
+    ])?;
+    Ok(())
+}
+
+/// Refund shortfalls per user (users with none are left out).
+pub fn refund_shortfalls(conn: &Connection) -> AppResult<Vec<(UserId, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, SUM(shortfall_fen) FROM refunds WHERE shortfall_fen > 0
+         GROUP BY user_id ORDER BY user_id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One user's total refund shortfall.
+pub fn refund_shortfall(conn: &Connection, user_id: &UserId) -> AppResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(SUM(shortfall_fen), 0) FROM refunds WHERE user_id = ?1")?
+        .query_row([user_id], |r| r.get(0))?)
+}

@@ -217,6 +217,16 @@ pub fn complete_reply(
     Ok(row)
 }
 
+/// Whether a message row still exists (a session or account deleted while
+/// its reply was generated takes the row with it).
+pub fn message_exists(conn: &rusqlite::Connection, id: &MessageId) -> AppResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// Removes a turn that produced nothing (the user may retry it with the same
 /// client_msg_id), and its session when that leaves it empty.
 pub fn discard_turn(

@@ -112,26 +112,46 @@ pub fn resume_all(tx: &Transaction<'_>, now: i64) -> AppResult<Vec<JobRow>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Marks the next pending item running and returns (idx, media_id).
+/// A user's jobs still running.
+pub fn count_unfinished(conn: &Connection, user_id: &UserId) -> AppResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM jobs WHERE user_id = ?1 AND state = 'running'")?
+        .query_row([user_id], |r| r.get(0))?)
+}
+
+/// (idx, attempts) of a job's items that will run again.
+pub fn runnable_items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<(i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, attempts FROM job_items WHERE job_id = ?1 AND state = 'pending'
+         AND attempts < ?2 ORDER BY idx",
+    )?;
+    let rows = stmt.query_map(params![job_id, MAX_ATTEMPTS], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks the next pending item running and returns (idx, media_id,
+/// attempts before this one).
 pub fn claim_next(
     tx: &Transaction<'_>,
     job_id: &JobId,
     now: i64,
-) -> AppResult<Option<(i64, MediaId)>> {
+) -> AppResult<Option<(i64, MediaId, i64)>> {
     tx.execute(
         "UPDATE job_items SET state = 'failed', error = 'interrupted too many times', updated_at = ?3
          WHERE job_id = ?1 AND state = 'pending' AND attempts >= ?2",
         params![job_id, MAX_ATTEMPTS, now],
     )?;
-    let next: Option<(i64, MediaId)> = tx
+    let next: Option<(i64, MediaId, i64)> = tx
         .query_row(
-            "SELECT idx, media_id FROM job_items WHERE job_id = ?1 AND state = 'pending'
+            "SELECT idx, media_id, attempts FROM job_items WHERE job_id = ?1 AND state = 'pending'
              ORDER BY idx LIMIT 1",
             [job_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    if let Some((idx, _)) = &next {
+    if let Some((idx, _, _)) = &next {
         tx.execute(
             "UPDATE job_items SET state = 'running', attempts = attempts + 1, updated_at = ?3
              WHERE job_id = ?1 AND idx = ?2",

@@ -41,6 +41,17 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
     })
 }
 
+/// What a user stores: (bytes of committed and pending media, pending
+/// uploads).
+pub fn usage_of(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(state = 'pending'), 0)
+             FROM media WHERE user_id = ?1",
+        )?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
 pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppResult<()> {
     tx.prepare_cached("INSERT INTO media (id, user_id, object_key, filename, content_type, size, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)")?.execute(

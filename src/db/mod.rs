@@ -26,6 +26,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use tokio::sync::Semaphore;
 
+use crate::config::Synchronous;
 use crate::error::{AppError, AppResult, ErrorCode};
 
 mod embedded {
@@ -64,6 +65,12 @@ impl Db {
     /// Opens (creating when absent) the database, checks WAL, refuses a
     /// schema newer than this binary, and applies pending migrations.
     pub fn open(path: &Path, pool_size: u32) -> anyhow::Result<Db> {
+        Self::open_with(path, pool_size, Synchronous::Full)
+    }
+
+    /// [`open`](Self::open) with `PRAGMA synchronous` as configured
+    /// (`database.synchronous`).
+    pub fn open_with(path: &Path, pool_size: u32, sync: Synchronous) -> anyhow::Result<Db> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating database directory {}", dir.display()))?;
@@ -72,7 +79,7 @@ impl Db {
         // any reader exists: readers are opened query_only and cannot.
         let mut writer = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
-        init_connection(&mut writer)?;
+        init_connection(&mut writer, sync)?;
         let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             bail!(
@@ -85,7 +92,7 @@ impl Db {
         // inside the committing call and stalls every queued write); the
         // background checkpointer does it instead (`spawn_checkpointer`).
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let manager = SqliteConnectionManager::file(path).with_init(init_reader);
+        let manager = SqliteConnectionManager::file(path).with_init(move |c| init_reader(c, sync));
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
@@ -262,17 +269,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_reader(c: &mut Connection) -> rusqlite::Result<()> {
-    init_connection(c)?;
+fn init_reader(c: &mut Connection, sync: Synchronous) -> rusqlite::Result<()> {
+    init_connection(c, sync)?;
     c.pragma_update(None, "query_only", true)
 }
 
-fn init_connection(c: &mut Connection) -> rusqlite::Result<()> {
+fn init_connection(c: &mut Connection, sync: Synchronous) -> rusqlite::Result<()> {
     c.busy_timeout(BUSY_TIMEOUT)?;
     c.set_prepared_statement_cache_capacity(64);
-    c.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
-    )
+    c.execute_batch(&format!(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        sync.pragma()
+    ))
 }
 
 fn applied_versions(conn: &Connection) -> anyhow::Result<Vec<i32>> {

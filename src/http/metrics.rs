@@ -126,25 +126,43 @@ impl Metrics {
 }
 
 /// Middleware: request count and latency per route template and status.
+/// A method as a label from a fixed set: hyper accepts any token as a
+/// method (hundreds of KB of it), so anything non-standard is "other".
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     let m = state.metrics();
     m.inc(
         "http_requests_total",
-        labels(&[("route", &route), ("method", &method), ("status", &status)]),
+        labels(&[("route", &route), ("method", method), ("status", &status)]),
         1,
     );
     m.observe(
         "http_request_duration_seconds",
-        labels(&[("route", &route), ("method", &method)]),
+        labels(&[("route", &route), ("method", method)]),
         started.elapsed(),
     );
     if res.status() == StatusCode::PAYMENT_REQUIRED {

@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::http::metrics::track,
         ))
+        .route_layer(middleware::from_fn(record_route))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(cfg.server.max_body_bytes))
@@ -119,6 +120,7 @@ pub fn router(state: AppState) -> Router {
                 // uploads short of storage.max_upload_bytes
                 .layer(axum::extract::DefaultBodyLimit::disable())
                 .route_layer(rate_limit)
+                .route_layer(middleware::from_fn(record_route))
                 .with_state(state.clone()),
         )
         .split_for_parts();
@@ -142,9 +144,13 @@ pub fn router(state: AppState) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    // Path only: query strings may carry tokens.
-                    tracing::info_span!("request", request_id = %id, method = %req.method(),
-                        path = %req.uri().path(), user_id = tracing::field::Empty)
+                    // The route template, recorded once routing matched it
+                    // (`record_route`): never the path, whose segments may be
+                    // signed-URL tokens, nor the query. Methods outside the
+                    // standard set are logged as "other".
+                    tracing::info_span!("request", request_id = %id,
+                        method = crate::http::metrics::method_label(req.method()),
+                        route = tracing::field::Empty, user_id = tracing::field::Empty)
                 })
                 .on_request(())
                 // 5xx answers are logged once, by the error type, with their cause
@@ -158,6 +164,15 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+}
+
+/// Records the matched route template (`/api/upload/local/{token}`, never
+/// the token) on the request's span, for the access log.
+async fn record_route(req: Request, next: axum::middleware::Next) -> Response {
+    if let Some(p) = req.extensions().get::<axum::extract::MatchedPath>() {
+        tracing::Span::current().record("route", p.as_str());
+    }
+    next.run(req).await
 }
 
 fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {

@@ -97,6 +97,10 @@ fn check<K: std::hash::Hash + Eq + Clone>(l: &Keyed<K>, key: &K) -> Result<(), D
 }
 
 fn limited(wait: Duration) -> Response {
+    limited_error(wait).into_response()
+}
+
+fn limited_error(wait: Duration) -> AppError {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     AppError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -104,7 +108,14 @@ fn limited(wait: Duration) -> Response {
         format!("too many requests; retry in {} s", secs.max(1)),
     )
     .with_retry_after(secs)
-    .into_response()
+}
+
+impl RateLimits {
+    /// Counts one request of `user` in `per_user_per_minute`: what arrives
+    /// outside HTTP requests (WebSocket chat frames) is limited alike.
+    pub fn check_user(&self, user: &UserId) -> Result<(), AppError> {
+        check(&self.per_user, user).map_err(limited_error)
+    }
 }
 
 /// The connection's peer address and the request's X-Forwarded-For, from

@@ -19,6 +19,9 @@ use crate::llm::Llm;
 use crate::pay::Payments;
 use crate::storage::Storage;
 
+/// `known_users` value of an account deleted by this process.
+const DELETED: i64 = i64::MIN;
+
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -51,6 +54,10 @@ struct Inner {
     moderation: Option<crate::moderation::Moderation>,
     /// The operator console's login limits and start time.
     console: crate::console::Console,
+    /// Voice operations in flight, one at a time per media.
+    voice_flights: crate::voice::service::Flights,
+    /// GET /api/health's deep checks, cached.
+    health_cache: crate::http::health::Cache,
 }
 
 impl AppState {
@@ -75,7 +82,8 @@ impl AppState {
         };
         let state = AppState {
             inner: Arc::new(Inner {
-                jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs),
+                jwt: JwtKeys::new(jwt_secret, config.auth.token_ttl_secs)
+                    .with_session_max(u64::from(config.auth.session_max_days) * 86_400),
                 login: LoginProviders::from_config(&config),
                 limits: RateLimits::new(&config.rate_limit, &config.server.trusted_proxies),
                 offset: config.quota.offset(),
@@ -88,6 +96,8 @@ impl AppState {
                 wechat_tokens,
                 moderation,
                 console: Default::default(),
+                voice_flights: Default::default(),
+                health_cache: Default::default(),
                 llm,
                 storage,
                 db,
@@ -123,20 +133,27 @@ impl AppState {
             .expect("users lock")
             .get(id)
             .copied()
+            .filter(|c| *c != DELETED)
     }
     pub fn remember_user(&self, id: &UserId, created_at: i64) {
         let mut m = self.inner.known_users.lock().expect("users lock");
         if m.len() >= 100_000 {
             m.clear(); // a bound, not an LRU: a miss only costs one query
         }
-        m.insert(id.clone(), created_at);
+        // A request that read the account just before its deletion must
+        // not bring it back into the cache.
+        if m.get(id) != Some(&DELETED) {
+            m.insert(id.clone(), created_at);
+        }
     }
+    /// The account is deleted: every token of it fails from now on, cached
+    /// or not (a tombstone stays so a racing request cannot re-add it).
     pub fn forget_user(&self, id: &UserId) {
         self.inner
             .known_users
             .lock()
             .expect("users lock")
-            .remove(id);
+            .insert(id.clone(), DELETED);
     }
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -147,6 +164,12 @@ impl AppState {
     /// Replies being generated right now.
     pub fn live(&self) -> &Arc<Live> {
         &self.inner.live
+    }
+    pub fn health_cache(&self) -> &crate::http::health::Cache {
+        &self.inner.health_cache
+    }
+    pub fn voice_flights(&self) -> &crate::voice::service::Flights {
+        &self.inner.voice_flights
     }
     pub fn jobs(&self) -> &crate::jobs::service::Runner {
         &self.inner.jobs

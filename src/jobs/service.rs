@@ -14,10 +14,11 @@ use super::views::{Job, JobItem, JobProgress};
 use crate::auth::AuthUser;
 use crate::billing::budget;
 use crate::billing::calls::{self, End, Subject};
+use crate::billing::Hold;
 use crate::clock::{rfc3339, to_ms};
 use crate::db::jobs::{self as repo, JobRow};
 use crate::db::media::{self as media_repo, MediaRow};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::http::AppState;
 use crate::ids::{JobId, MediaId, UserId};
 use crate::llm::ChatMessage;
@@ -35,6 +36,9 @@ pub const DESCRIBE_PROMPT: &str =
 pub struct Runner {
     permits: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+    /// Names this process's holds for describe items: a restart releases
+    /// the last process's and holds anew under its own.
+    boot: String,
 }
 
 impl Default for Runner {
@@ -42,6 +46,7 @@ impl Default for Runner {
         Self {
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
             stop: watch::channel(false).0,
+            boot: crate::ids::random_hex(6),
         }
     }
 }
@@ -101,13 +106,39 @@ pub async fn submit(
     let now = to_ms(state.now());
     let id = JobId::new(now);
     let (jid, uid, act) = (id.clone(), user.id.clone(), action.to_string());
+    let max = state.config().jobs.max_pending_per_user;
+    let (st, at) = (state.clone(), state.at());
     state
         .db()
-        .write(move |tx| repo::create(tx, &jid, &uid, &act, &media_ids, now))
+        .write(move |tx| {
+            if repo::count_unfinished(tx, &uid)? >= i64::from(max) {
+                return Err(AppError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyJobs,
+                    format!("{max} of your batch jobs are unfinished; wait for one to end"),
+                )
+                .with("max_pending_per_user", serde_json::json!(max)));
+            }
+            let n = media_ids.len() as i64;
+            repo::create(tx, &jid, &uid, &act, &media_ids, now)?;
+            if act == "describe" {
+                // Each image costs what a message costs: all held now (402
+                // before anything runs), each settled or released by its item.
+                let keys = (0..n).map(|idx| hold_key(&st, &jid, idx, 0)).collect();
+                Hold::reserve(tx, &st.config().quota, &at, &uid, keys)?;
+            }
+            Ok(())
+        })
         .await?;
     tracing::info!(job_id = %id, action, "batch job started");
     spawn(state.clone(), id.clone());
     view(state, &user.id, &id).await
+}
+
+/// The hold of one describe item's attempt (`attempts` before it ran) in
+/// this process (`boot`).
+fn hold_key(state: &AppState, job_id: &JobId, idx: i64, attempt: i64) -> String {
+    format!("{job_id}#{idx}#{attempt}@{}", state.jobs().boot)
 }
 
 /// GET /api/jobs/{id}: the owner's job with per-item progress and results.
@@ -159,6 +190,37 @@ pub async fn resume(state: &AppState) -> AppResult<usize> {
         .db()
         .write(move |tx| repo::resume_all(tx, now))
         .await?;
+    // The holds of interrupted describe items were released at start
+    // (crash recovery): hold again for what will run, or fail the item.
+    for j in jobs.iter().filter(|j| j.action == "describe") {
+        let jid = j.id.clone();
+        let items = state
+            .db()
+            .run(move |c| repo::runnable_items(c, &jid))
+            .await?;
+        for (idx, attempts) in items {
+            let (jid, uid, at, st) = (j.id.clone(), j.user_id.clone(), state.at(), state.clone());
+            let held = state
+                .db()
+                .write(move |tx| {
+                    Hold::reserve(
+                        tx,
+                        &st.config().quota,
+                        &at,
+                        &uid,
+                        vec![hold_key(&st, &jid, idx, attempts)],
+                    )
+                })
+                .await;
+            if let Err(e) = held {
+                let (jid, why) = (j.id.clone(), Err(e.message));
+                state
+                    .db()
+                    .write(move |tx| repo::finish_item(tx, &jid, idx, &why, now))
+                    .await?;
+            }
+        }
+    }
     for j in &jobs {
         tracing::info!(job_id = %j.id, "resuming batch job");
         spawn(state.clone(), j.id.clone());
@@ -192,7 +254,7 @@ async fn run(state: &AppState, job_id: &JobId) -> AppResult<()> {
             _ = stop.wait_for(|s| *s) => { tasks.abort_all(); return Ok(()); }
         };
         let (jid, now) = (job.id.clone(), to_ms(state.now()));
-        let Some((idx, media_id)) = state
+        let Some((idx, media_id, attempt)) = state
             .db()
             .write(move |tx| repo::claim_next(tx, &jid, now))
             .await?
@@ -204,9 +266,21 @@ async fn run(state: &AppState, job_id: &JobId) -> AppResult<()> {
             let _permit = permit;
             let outcome = process(&st, &j, &media_id).await;
             let (jid, now) = (j.id.clone(), to_ms(st.now()));
+            let hold =
+                (j.action == "describe").then(|| Hold::of(hold_key(&st, &j.id, idx, attempt)));
             if let Err(e) = st
                 .db()
-                .write(move |tx| repo::finish_item(tx, &jid, idx, &outcome, now))
+                .write(move |tx| {
+                    // The item's result and its charge (or release) in one write.
+                    match (&hold, &outcome) {
+                        (Some(h), Ok(_)) => {
+                            h.settle(tx, now)?;
+                        }
+                        (Some(h), Err(_)) => h.release(tx, now)?,
+                        (None, _) => {}
+                    }
+                    repo::finish_item(tx, &jid, idx, &outcome, now)
+                })
                 .await
             {
                 tracing::error!(error = %e, "could not record a batch item");
@@ -260,7 +334,7 @@ async fn process(state: &AppState, job: &JobRow, media_id: &MediaId) -> Result<S
 }
 
 /// Sends the image to the default (vision) model; stores the description.
-/// Not charged to the user (docs/media.md).
+/// Charged like a message: the item's hold is settled when it succeeds.
 async fn describe(state: &AppState, job_id: &JobId, m: &MediaRow) -> Result<String, String> {
     let route = state.llm().resolve(None).map_err(|e| e.message)?;
     if !route.vision() {

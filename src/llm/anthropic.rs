@@ -83,7 +83,7 @@ impl AnthropicProvider {
             .collect();
         let mut body = json!({
             "model": req.model,
-            "max_tokens": self.max_tokens,
+            "max_tokens": self.max_tokens.min(req.max_tokens),
             "messages": messages,
             "stream": true,
         });

@@ -74,6 +74,9 @@ pub struct LlmRequest {
     /// The provider's own model id.
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// Reply length cap sent upstream (`llm.max_output_tokens`): the
+    /// upstream cost of one message is bounded.
+    pub max_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +108,14 @@ impl LlmError {
             detail: detail.into(),
             retry_after_secs: None,
         }
+    }
+
+    /// A 4xx other than 408 and 429: content filtered, context too long,
+    /// a bad request. The request's fault, not the provider's: it neither
+    /// counts toward the breaker nor fails over.
+    pub fn is_request_fault(&self) -> bool {
+        matches!(self, LlmError::Upstream { status: Some(s), .. }
+            if (400..500).contains(s) && *s != 408 && *s != 429)
     }
 
     pub fn to_app_error(&self, provider: &str) -> AppError {
@@ -160,6 +171,7 @@ struct Target {
 pub struct Route {
     model: String,
     targets: Vec<Target>,
+    max_tokens: u32,
 }
 
 /// An upstream stream that has produced its first token (or ended).
@@ -247,21 +259,33 @@ impl Route {
         attempts: &mut Vec<Attempt>,
     ) -> Result<Opened, AppError> {
         let mut last: Option<(String, LlmError)> = None;
-        for t in &self.targets {
+        let mut resting: Option<u64> = None;
+        for (i, t) in self.targets.iter().enumerate() {
             let name = t.slot.provider.name().to_string();
-            if !t
-                .slot
-                .breaker
-                .lock()
-                .expect("breaker lock")
-                .try_acquire(now())
-            {
+            let admitted = {
+                let mut b = t.slot.breaker.lock().expect("breaker lock");
+                // The model's last remaining option (nothing before it could
+                // answer) is tried even through an open circuit: a breaker
+                // orders failover, it must not turn errors into an outage.
+                let is_last = i + 1 == self.targets.len();
+                let ok = if is_last {
+                    b.try_last(now())
+                } else {
+                    b.try_acquire(now())
+                };
+                if !ok {
+                    resting = b.resting_for(now()).or(resting);
+                }
+                ok
+            };
+            if !admitted {
                 tracing::info!(provider = %name, "circuit open: skipped");
                 continue;
             }
             let req = LlmRequest {
                 model: t.model_id.clone(),
                 messages: messages.clone(),
+                max_tokens: self.max_tokens,
             };
             let started = std::time::Instant::now();
             match first_token(t.slot.provider.stream(req).await).await {
@@ -286,6 +310,13 @@ impl Route {
                             CallOutcome::Error
                         },
                     });
+                    if e.is_request_fault() {
+                        // The request's fault (filtered, too long, bad):
+                        // another provider would refuse it too, and it says
+                        // nothing about this one's health.
+                        t.slot.breaker.lock().expect("breaker lock").on_neutral();
+                        return Err(e.to_app_error(&name));
+                    }
                     let retry_after = match &e {
                         LlmError::Upstream {
                             retry_after_secs, ..
@@ -309,7 +340,7 @@ impl Route {
                 ErrorCode::UpstreamUnavailable,
                 "every provider for this model is cooling down after failures; retry shortly",
             )
-            .with_retry_after(5),
+            .with_retry_after(resting.unwrap_or(5)),
         })
     }
 }
@@ -325,20 +356,27 @@ pub fn provider_from_config(p: &crate::config::ProviderConfig) -> Option<Arc<dyn
     })
 }
 
+/// A probe asks for a word, not a reply: it proves the key and the model.
+const PROBE_MAX_TOKENS: u32 = 8;
+
 /// A tiny real completion of `model` (for `mvp28 doctor`): Ok once the
 /// first token arrives; the rest of the reply is not waited for.
 pub async fn probe(provider: &dyn Provider, model: &str) -> Result<(), LlmError> {
     let req = LlmRequest {
         model: model.to_string(),
         messages: vec![ChatMessage::text("user", "Reply with the word: ok".into())],
+        max_tokens: PROBE_MAX_TOKENS,
     };
     first_token(provider.stream(req).await).await.map(drop)
 }
 
-/// Waits for the first text (or the end of the stream) and gives back a
-/// stream that replays what was read, then continues.
+/// Waits for the first text and gives back a stream that replays what was
+/// read, then continues. A stream that ends without any text is an empty
+/// reply: a failure (nothing to store or charge), like any other before the
+/// first token. The stream handed back is fused, so nothing downstream can
+/// poll an upstream adapter past its end.
 async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStream, LlmError> {
-    let mut events = opened?;
+    let mut events = opened?.fuse();
     let mut head = vec![];
     loop {
         match events.next().await {
@@ -350,7 +388,7 @@ async fn first_token(opened: Result<EventStream, LlmError>) -> Result<EventStrea
                 }
             }
             Some(Err(e)) => return Err(e),
-            None => break,
+            None => return Err(LlmError::upstream(Some(200), "the reply had no text")),
         }
     }
     Ok(Box::pin(stream::iter(head).chain(events)))
@@ -415,6 +453,7 @@ impl Llm {
                             slot: echo.clone(),
                             model_id: m,
                         }],
+                        max_tokens: cfg.max_output_tokens,
                     },
                 );
             }
@@ -428,6 +467,7 @@ impl Llm {
                         .or_insert_with(|| Route {
                             model: m.clone(),
                             targets: vec![],
+                            max_tokens: cfg.max_output_tokens,
                         })
                         .targets
                         .push(Target {
@@ -460,6 +500,7 @@ impl Llm {
                     Route {
                         model: r.model.clone(),
                         targets,
+                        max_tokens: cfg.max_output_tokens,
                     },
                 );
             }
@@ -539,6 +580,7 @@ impl Llm {
         let req = LlmRequest {
             model: target.model_id.clone(),
             messages: vec![ChatMessage::text("user", "Reply with one word: ok".into())],
+            max_tokens: PROBE_MAX_TOKENS,
         };
         let call = async {
             let mut events = first_token(target.slot.provider.stream(req).await).await?;
@@ -640,62 +682,151 @@ fn upstream_events(
     key: String,
     parse: impl Fn(&sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> + Send + 'static,
 ) -> EventStream {
+    let body = res
+        .bytes_stream()
+        .map(move |r| r.map_err(|e| transport_error(e, &key)));
+    events_from_body(Box::pin(body), idle, parse)
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, LlmError>> + Send>>;
+
+/// [`upstream_events`] over any byte stream (transport errors already
+/// mapped). The result is fused: polling it after its end yields `None`.
+fn events_from_body(
+    body: BodyStream,
+    idle: std::time::Duration,
+    parse: impl Fn(&sse::SseEvent) -> Result<Option<Vec<StreamEvent>>, LlmError> + Send + 'static,
+) -> EventStream {
     struct St<P> {
-        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+        body: BodyStream,
         decoder: sse::SseDecoder,
         pending: std::collections::VecDeque<StreamEvent>,
         finished: bool,
         parse: P,
-        key: String,
         idle: std::time::Duration,
     }
     let st = St {
-        body: Box::pin(res.bytes_stream()),
+        body,
         decoder: sse::SseDecoder::default(),
         pending: Default::default(),
         finished: false,
         parse,
-        key,
         idle,
     };
-    Box::pin(stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(ev) = st.pending.pop_front() {
-                return Some((Ok(ev), st));
-            }
-            if st.finished {
-                return None;
-            }
-            let chunk = match tokio::time::timeout(st.idle, st.body.next()).await {
-                Err(_) => Err(LlmError::Timeout),
-                Ok(None) => Err(LlmError::upstream(
-                    None,
-                    "stream ended before its end marker",
-                )),
-                Ok(Some(Err(e))) => Err(transport_error(e, &st.key)),
-                Ok(Some(Ok(bytes))) => Ok(bytes),
-            };
-            let bytes = match chunk {
-                Ok(b) => b,
-                Err(e) => {
-                    st.finished = true;
-                    return Some((Err(e), st));
+    Box::pin(
+        stream::unfold(st, |mut st| async move {
+            loop {
+                if let Some(ev) = st.pending.pop_front() {
+                    return Some((Ok(ev), st));
                 }
-            };
-            for ev in st.decoder.push(&bytes) {
-                match (st.parse)(&ev) {
-                    Ok(Some(events)) => st.pending.extend(events),
-                    Ok(None) => {
-                        st.finished = true;
-                        break;
-                    }
+                if st.finished {
+                    return None;
+                }
+                let chunk = match tokio::time::timeout(st.idle, st.body.next()).await {
+                    Err(_) => Err(LlmError::Timeout),
+                    Ok(None) => Err(LlmError::upstream(
+                        None,
+                        "stream ended before its end marker",
+                    )),
+                    Ok(Some(r)) => r,
+                };
+                let bytes = match chunk {
+                    Ok(b) => b,
                     Err(e) => {
                         st.finished = true;
-                        st.pending.clear();
                         return Some((Err(e), st));
+                    }
+                };
+                for ev in st.decoder.push(&bytes) {
+                    match (st.parse)(&ev) {
+                        Ok(Some(events)) => st.pending.extend(events),
+                        Ok(None) => {
+                            st.finished = true;
+                            break;
+                        }
+                        Err(e) => {
+                            st.finished = true;
+                            st.pending.clear();
+                            return Some((Err(e), st));
+                        }
                     }
                 }
             }
+        })
+        .fuse(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wires an OpenAI-compatible upstream might send, good and bad.
+    fn wires() -> Vec<String> {
+        let role = r#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#;
+        let text = |t: &str| format!(r#"data: {{"choices":[{{"delta":{{"content":"{t}"}}}}]}}"#);
+        let stop = r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}"#;
+        let usage = r#"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let done = "data: [DONE]";
+        let full = [
+            role.to_string(),
+            text("a"),
+            text("b"),
+            stop.into(),
+            usage.into(),
+            done.into(),
+        ];
+        let mut out = vec![
+            String::new(),
+            "\n\n".into(),
+            format!("{role}\n\n{stop}\n\n{done}\n\n"),
+            format!("{done}\n\n{}\n\n", text("late")),
+            format!("{usage}\n\n{stop}\n\n{}\n\n{role}\n\n{done}\n\n", text("x")),
+            "data: {not json\n\n".into(),
+            "data: {\"error\":{\"message\":\"boom\"}}\n\n".into(),
+            ": keepalive\n\nevent: ping\n\n".into(),
+        ];
+        let whole: String = full.iter().map(|l| format!("{l}\n\n")).collect();
+        // every truncation of a good reply
+        for cut in 0..whole.len() {
+            out.push(whole[..cut].to_string());
         }
-    }))
+        out.push(whole);
+        out
+    }
+
+    async fn run(wire: String, split: usize) {
+        let bytes = wire.into_bytes();
+        let chunks: Vec<Result<bytes::Bytes, LlmError>> = bytes
+            .chunks(split.max(1))
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body: BodyStream = Box::pin(stream::iter(chunks));
+        let events = events_from_body(body, std::time::Duration::from_secs(5), openai::parse_chunk);
+        if let Ok(mut s) = first_token(Ok(events)).await {
+            while s.next().await.is_some() {}
+            // polled again after its end: no panic
+            assert!(s.next().await.is_none());
+            assert!(s.next().await.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn no_upstream_wire_panics_or_hangs_the_adapter() {
+        for wire in wires() {
+            for split in [1, 3, 7, 64, 4096] {
+                tokio::time::timeout(std::time::Duration::from_secs(5), run(wire.clone(), split))
+                    .await
+                    .expect("the adapter ends");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_text_is_an_error() {
+        let wire = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\ndata: [DONE]\n\n";
+        let body: BodyStream = Box::pin(stream::iter(vec![Ok(bytes::Bytes::from(wire))]));
+        let events = events_from_body(body, std::time::Duration::from_secs(5), openai::parse_chunk);
+        assert!(first_token(Ok(events)).await.is_err());
+    }
 }

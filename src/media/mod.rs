@@ -35,7 +35,12 @@ pub async fn extract_and_store(
 ) -> AppResult<Result<String, String>> {
     let max = state.config().storage.max_upload_bytes;
     let outcome = match state.storage().read_all(&m.object_key, max).await {
-        Ok(Some(bytes)) => pdf::extract(bytes).await,
+        Ok(Some(bytes)) => {
+            let limits = pdf::Limits::from_config(&state.config().storage);
+            pdf::extract(bytes, &limits)
+                .await
+                .map_err(|e| format!("{}: {e}", m.filename))
+        }
         Ok(None) => Err("the PDF is larger than storage.max_upload_bytes".into()),
         // Not the PDF's fault: report it, record nothing, let a later
         // attempt (attach, batch job) try again.

@@ -215,6 +215,10 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 state.balance_fen, state.held_fen
             );
             println!("  price        {} fen", q.price_fen);
+            let shortfall = ledger::refund_shortfall(&conn, &user).map_err(err)?;
+            if shortfall > 0 {
+                println!("  refund shortfall {shortfall} fen (refunded after it was spent)");
+            }
             println!("  last ledger rows:");
             for r in ledger::ledger_tail(&conn, &user, 10).map_err(err)? {
                 println!(
@@ -295,6 +299,11 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Audit => {
             let (checked, mismatches) = ledger::audit(&conn).map_err(err)?;
+            // Not a mismatch: money refunded after it was spent, for the
+            // operator to settle outside the ledger.
+            for (user, fen) in ledger::refund_shortfalls(&conn).map_err(err)? {
+                println!("refund shortfall {user}: {fen} fen refunded after it was spent");
+            }
             if mismatches.is_empty() {
                 println!("audit ok: {checked} balances equal their ledger sums");
             } else {

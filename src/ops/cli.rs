@@ -58,6 +58,15 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::admin::AdminCommand,
     },
+    /// Internal: extracts a PDF's text from stdin under resource limits
+    /// (run by the server as a child process).
+    #[command(hide = true)]
+    ExtractPdf {
+        #[arg(long)]
+        max_memory_mib: u64,
+        #[arg(long)]
+        max_cpu_secs: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +79,14 @@ pub enum ConfigCommand {
 
 /// Exit codes: 0 ok, 1 failure (or audit mismatch), 2 invalid config/usage.
 pub fn run(cli: Cli) -> ExitCode {
+    // The extraction child needs no config (and must not depend on one).
+    if let Command::ExtractPdf {
+        max_memory_mib,
+        max_cpu_secs,
+    } = cli.command
+    {
+        return crate::media::pdf::child_main(max_memory_mib, max_cpu_secs);
+    }
     let env = match Environment::load(cli.env_file.as_deref()) {
         Ok(e) => e,
         Err(e) => {
@@ -148,6 +165,7 @@ pub fn run(cli: Cli) -> ExitCode {
         // Returned above, before the config is loaded (doctor reports a
         // config that does not load as one of its checks).
         Command::Doctor { json } => Ok(crate::ops::doctor::run(cli.config.as_deref(), &env, json)),
+        Command::ExtractPdf { .. } => unreachable!("handled before the config is read"),
     };
     match result {
         Ok(code) => code,

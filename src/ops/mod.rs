@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod cli;
 pub mod doctor;
+pub mod lock;
 pub mod logging;
 pub mod serve;
 pub mod systemd;

@@ -22,6 +22,8 @@ pub struct Server {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<std::io::Result<()>>,
+    /// This server owns the database until it is dropped.
+    _lock: crate::ops::lock::ServeLock,
 }
 
 impl Server {
@@ -57,7 +59,11 @@ impl Server {
 
 /// Opens the database (migrating it) and seeds live settings from config.
 pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
-    let db = Db::open(Path::new(&config.database.path), config.database.pool_size)?;
+    let db = Db::open_with(
+        Path::new(&config.database.path),
+        config.database.pool_size,
+        config.database.synchronous,
+    )?;
     let seeds = [
         (db::billing::FREE_DAILY, config.quota.free_daily),
         (db::billing::PRICE_FEN, config.quota.price_fen),
@@ -124,6 +130,8 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Builds the state, recovers from a crash, binds and starts serving.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server> {
     let now = to_ms(clock.now());
+    // Before anything touches the database (crash recovery releases holds).
+    let lock = crate::ops::lock::acquire(Path::new(&config.database.path))?;
     let db = open_db(&config, now)?;
     let secret = jwt_secret(&config)?;
     let storage = Storage::from_config(&config, &secret)?;
@@ -195,6 +203,7 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         state,
         shutdown: Some(tx),
         handle,
+        _lock: lock,
     })
 }
 

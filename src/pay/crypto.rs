@@ -1,58 +1,107 @@
-//! The WeChat Pay v3 primitives, all from RustCrypto: RSA PKCS#1 v1.5 with
-//! SHA-256 (`SHA256-RSA2048`) for signing and verifying, AES-256-GCM for
-//! notification resources. Nothing here is hand-rolled; this module only
-//! parses keys and adapts encodings (base64, PEM).
+//! The WeChat Pay v3 primitives, all from `ring` (the crypto rustls already
+//! uses; RustCrypto's `rsa` carries RUSTSEC-2023-0071): RSA PKCS#1 v1.5
+//! with SHA-256 (`SHA256-RSA2048`) for signing and verifying, AES-256-GCM
+//! for notification resources. Nothing here is hand-rolled; this module only
+//! parses keys and adapts encodings (base64, PEM, SPKI -> PKCS#1).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::sha2::Sha256;
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+};
 
 /// WeChat Pay sends signatures starting with this to check that merchants
 /// really verify them; such a signature must never be accepted.
 pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
 
+/// The DER inside a PEM block labelled `label`, if `pem` holds one.
+fn pem_block(pem: &str, label: &str) -> Option<Result<Vec<u8>, String>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    Some(
+        B64.decode(b64)
+            .map_err(|e| format!("{label}: bad base64: {e}")),
+    )
+}
+
 /// The merchant API private key (apiclient_key.pem).
 pub struct MerchantKey {
-    signing: SigningKey<Sha256>,
+    pair: RsaKeyPair,
+    rng: SystemRandom,
 }
 
 impl MerchantKey {
     /// Accepts PKCS#8 (`BEGIN PRIVATE KEY`, what the merchant platform
     /// issues) and PKCS#1 (`BEGIN RSA PRIVATE KEY`, what openssl used to write).
     pub fn from_pem(pem: &str) -> Result<MerchantKey, String> {
-        let key = RsaPrivateKey::from_pkcs8_pem(pem).or_else(|e8| {
-            RsaPrivateKey::from_pkcs1_pem(pem)
-                .map_err(|e1| format!("not a PKCS#8 ({e8}) or PKCS#1 ({e1}) RSA private key"))
-        })?;
+        let pair = if let Some(der) = pem_block(pem, "PRIVATE KEY") {
+            RsaKeyPair::from_pkcs8(&der?)
+                .map_err(|e| format!("not a PKCS#8 RSA private key: {e}"))?
+        } else if let Some(der) = pem_block(pem, "RSA PRIVATE KEY") {
+            RsaKeyPair::from_der(&der?).map_err(|e| format!("not a PKCS#1 RSA private key: {e}"))?
+        } else {
+            return Err("not a PKCS#8 or PKCS#1 RSA private key (PEM)".into());
+        };
         Ok(MerchantKey {
-            signing: SigningKey::<Sha256>::new(key),
+            pair,
+            rng: SystemRandom::new(),
         })
     }
 
     /// Base64 of the RSA-SHA256 (PKCS#1 v1.5) signature of `message`.
     pub fn sign(&self, message: &[u8]) -> String {
-        B64.encode(self.signing.sign(message).to_bytes())
+        let mut sig = vec![0; self.pair.public().modulus_len()];
+        self.pair
+            .sign(&RSA_PKCS1_SHA256, &self.rng, message, &mut sig)
+            .expect("RSA signing with a valid key cannot fail");
+        B64.encode(sig)
+    }
+}
+
+/// An RSA public key (PKCS#1 `RSAPublicKey` DER, what ring verifies with).
+#[derive(Clone, Debug)]
+pub struct RsaPublicKey(Arc<Vec<u8>>);
+
+impl RsaPublicKey {
+    fn from_spki_der(der: &[u8]) -> Result<RsaPublicKey, String> {
+        use x509_cert::der::Decode;
+        let spki = x509_cert::spki::SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|e| format!("not an SPKI public key: {e}"))?;
+        // rsaEncryption
+        if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
+            return Err("not an RSA key".into());
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or("unaligned public key bits")?;
+        Ok(RsaPublicKey(Arc::new(bits.to_vec())))
     }
 }
 
 /// An RSA public key from PEM: SPKI (`BEGIN PUBLIC KEY`, the WeChat Pay
 /// public key file) or PKCS#1 (`BEGIN RSA PUBLIC KEY`).
 pub fn public_key_from_pem(pem: &str) -> Result<RsaPublicKey, String> {
-    RsaPublicKey::from_public_key_pem(pem).or_else(|e8| {
-        RsaPublicKey::from_pkcs1_pem(pem)
-            .map_err(|e1| format!("not an SPKI ({e8}) or PKCS#1 ({e1}) RSA public key"))
-    })
+    if let Some(der) = pem_block(pem, "PUBLIC KEY") {
+        return RsaPublicKey::from_spki_der(&der?);
+    }
+    if let Some(der) = pem_block(pem, "RSA PUBLIC KEY") {
+        return Ok(RsaPublicKey(Arc::new(der?)));
+    }
+    Err("not an SPKI or PKCS#1 RSA public key (PEM)".into())
 }
 
 /// A WeChat Pay platform certificate (PEM): its serial number as WeChat Pay
@@ -74,8 +123,7 @@ pub fn platform_cert_from_pem(
         .subject_public_key_info
         .to_der()
         .map_err(|e| format!("unreadable public key: {e}"))?;
-    let key =
-        RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA key: {e}"))?;
+    let key = RsaPublicKey::from_spki_der(&spki)?;
     let not_after = chrono::DateTime::<chrono::Utc>::from(tbs.validity.not_after.to_system_time());
     Ok((serial, key, not_after))
 }
@@ -106,13 +154,12 @@ impl std::fmt::Display for VerifyError {
 /// without a window where notifications fail.
 #[derive(Default, Clone)]
 pub struct PlatformKeys {
-    keys: HashMap<String, VerifyingKey<Sha256>>,
+    keys: HashMap<String, RsaPublicKey>,
 }
 
 impl PlatformKeys {
     pub fn insert(&mut self, serial: &str, key: RsaPublicKey) {
-        self.keys
-            .insert(serial.to_string(), VerifyingKey::<Sha256>::new(key));
+        self.keys.insert(serial.to_string(), key);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,8 +186,8 @@ impl PlatformKeys {
         let raw = B64
             .decode(signature.trim())
             .map_err(|_| VerifyError::BadSignature)?;
-        let sig = Signature::try_from(raw.as_slice()).map_err(|_| VerifyError::BadSignature)?;
-        key.verify(message, &sig)
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.0.as_slice())
+            .verify(message, &raw)
             .map_err(|_| VerifyError::BadSignature)
     }
 }
@@ -148,7 +195,7 @@ impl PlatformKeys {
 /// The APIv3 key: decrypts notification resources (AEAD_AES_256_GCM).
 #[derive(Clone)]
 pub struct ApiV3Key {
-    cipher: Aes256Gcm,
+    cipher: Arc<LessSafeKey>,
 }
 
 impl ApiV3Key {
@@ -157,8 +204,9 @@ impl ApiV3Key {
         if key.len() != 32 {
             return Err(format!("must be exactly 32 bytes (got {})", key.len()));
         }
+        let key = UnboundKey::new(&AES_256_GCM, key.as_bytes()).map_err(|e| e.to_string())?;
         Ok(ApiV3Key {
-            cipher: Aes256Gcm::new_from_slice(key.as_bytes()).map_err(|e| e.to_string())?,
+            cipher: Arc::new(LessSafeKey::new(key)),
         })
     }
 
@@ -174,18 +222,18 @@ impl ApiV3Key {
             .as_bytes()
             .try_into()
             .map_err(|_| "nonce must be 12 bytes")?;
-        let ct = B64
+        let mut ct = B64
             .decode(ciphertext.trim())
             .map_err(|_| "ciphertext is not base64")?;
-        self.cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &ct,
-                    aad: associated_data.as_bytes(),
-                },
+        let plain = self
+            .cipher
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated_data.as_bytes()),
+                &mut ct,
             )
-            .map_err(|_| "ciphertext does not decrypt (wrong key or tampered)")
+            .map_err(|_| "ciphertext does not decrypt (wrong key or tampered)")?;
+        Ok(plain.to_vec())
     }
 }
 
@@ -201,12 +249,15 @@ pub fn nonce_str(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use aes_gcm::Aes256Gcm;
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    use rsa::RsaPrivateKey;
 
     #[test]
     fn sign_verify_round_trip_and_refusals() {
-        // 1024 bits keeps this unit test quick; production keys are 2048.
-        let sk = RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
+        // (test-only keygen; ring takes 2048 bits and up)
+        let sk = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
         let pem = sk.to_pkcs8_pem(LineEnding::LF).unwrap();
         let key = MerchantKey::from_pem(&pem).unwrap();
         let pk_pem = sk
@@ -241,7 +292,7 @@ mod tests {
         let cipher = Aes256Gcm::new_from_slice(key.as_bytes()).unwrap();
         let ct = cipher
             .encrypt(
-                &Nonce::from(*b"abcdefghijkl"),
+                &aes_gcm::Nonce::from(*b"abcdefghijkl"),
                 Payload {
                     msg: b"{\"a\":1}",
                     aad: b"transaction",

@@ -392,9 +392,12 @@ pub async fn notification(
             &n.resource.ciphertext,
         )
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    if n.event_type == "REFUND.SUCCESS" {
+        return refund_notification(state, pay, &n.id, &plain).await;
+    }
     if n.event_type != "TRANSACTION.SUCCESS" {
-        // Authentic but not ours to act on (e.g. refund events): accept so
-        // WeChat Pay stops resending.
+        // Authentic but not ours to act on (REFUND.ABNORMAL/CLOSED, …):
+        // accept so WeChat Pay stops resending.
         tracing::info!(notification_id = %n.id, event_type = %n.event_type, "notification ignored");
         return Ok(());
     }
@@ -420,6 +423,121 @@ pub async fn notification(
         Ok(Err(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
         Err(e) => {
             tracing::error!(out_trade_no = %no, error = %e, "notification not settled");
+            Err(WebhookError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: "temporarily unable to process; retry".into(),
+            })
+        }
+    }
+}
+
+/// The decrypted resource of a REFUND.* notification.
+#[derive(Debug, Deserialize)]
+struct WxRefund {
+    mchid: String,
+    out_trade_no: String,
+    refund_id: String,
+    refund_status: String,
+    amount: WxRefundAmount,
+}
+
+#[derive(Debug, Deserialize)]
+struct WxRefundAmount {
+    /// The order's total, fen.
+    total: i64,
+    /// This refund, fen.
+    refund: i64,
+}
+
+/// REFUND.SUCCESS: the refunded amount is debited once per refund id (a
+/// `refund` ledger row), never below what is spendable; a shortfall (the
+/// user already spent it) is recorded for `admin user show` / `admin audit`.
+async fn refund_notification(
+    state: &AppState,
+    pay: &Payments,
+    event_id: &str,
+    plain: &[u8],
+) -> Result<(), WebhookError> {
+    let r: WxRefund = serde_json::from_slice(plain)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("unreadable refund: {e}")))?;
+    if r.refund_status != "SUCCESS" {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("REFUND.SUCCESS with refund_status {}", r.refund_status),
+        ));
+    }
+    if r.mchid != pay.mch_id {
+        return Err(refuse(StatusCode::BAD_REQUEST, "refund for another mchid"));
+    }
+    if r.refund_id.is_empty() || r.refund_id.len() > 64 || r.amount.refund <= 0 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "refund without id or amount",
+        ));
+    }
+    let now = to_ms(state.now());
+    let out = state
+        .db()
+        .write(move |tx| {
+            let Some(p) = repo::find(tx, &r.out_trade_no)? else {
+                return Ok(Err(format!("unknown out_trade_no {}", r.out_trade_no)));
+            };
+            if p.status != "paid" {
+                return Ok(Err(format!("order {} is not paid", p.out_trade_no)));
+            }
+            if r.amount.total != p.amount_fen {
+                return Ok(Err(format!(
+                    "amount.total {} != {} fen",
+                    r.amount.total, p.amount_fen
+                )));
+            }
+            let before = crate::db::billing::refunded_on_order(tx, &p.out_trade_no)?;
+            let already = crate::db::billing::refund_recorded(tx, &r.refund_id)?;
+            if !already && before + r.amount.refund > p.amount_fen {
+                return Ok(Err(format!(
+                    "refunds of {} fen exceed the order's {} fen",
+                    before + r.amount.refund,
+                    p.amount_fen
+                )));
+            }
+            let done = ledger::debit_refund(
+                tx,
+                &p.user_id,
+                &p.out_trade_no,
+                &r.refund_id,
+                r.amount.refund,
+                now,
+            )?;
+            Ok(Ok((p.user_id, p.out_trade_no, r.refund_id, done)))
+        })
+        .await;
+    match out {
+        Ok(Ok((user_id, no, refund_id, done))) => {
+            match done {
+                ledger::Refunded::Already => {
+                    tracing::info!(%refund_id, out_trade_no = %no, "refund already debited")
+                }
+                ledger::Refunded::Debited {
+                    debited_fen,
+                    shortfall_fen,
+                } => {
+                    if shortfall_fen > 0 {
+                        tracing::warn!(%refund_id, out_trade_no = %no, %user_id, debited_fen,
+                            shortfall_fen, "refund debited with a shortfall (already spent)");
+                    } else {
+                        tracing::info!(%refund_id, out_trade_no = %no, %user_id, debited_fen,
+                            "refund debited");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Ok(Err(why)) => {
+            tracing::error!(notification_id = %event_id, refusal = %why, "refund NOT debited");
+            Err(refuse(StatusCode::BAD_REQUEST, why))
+        }
+        Err(e) => {
+            tracing::error!(notification_id = %event_id, error = %e, "refund not processed");
             Err(WebhookError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: "temporarily unable to process; retry".into(),

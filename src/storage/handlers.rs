@@ -165,6 +165,7 @@ pub struct Received {
     request_body = PresignBody,
     responses(
         (status = 200, description = "An upload URL", body = PresignResponse),
+        (status = 403, description = "`storage_quota_exceeded`: past `storage.max_bytes_per_user` or `storage.max_pending_uploads_per_user`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over `storage.max_upload_bytes`", body = ErrorBody),
     ))]
 async fn presign(

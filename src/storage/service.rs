@@ -131,6 +131,46 @@ fn validate_file(
     Ok((filename.to_string(), content_type))
 }
 
+fn quota_exceeded(message: String, key: &str, limit: u64) -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::StorageQuotaExceeded,
+        message,
+    )
+    .with(key, json!(limit))
+}
+
+/// The user's storage bounds, checked in the write that adds the row, so
+/// concurrent uploads cannot both slip under them: `size` more bytes must
+/// fit `max_bytes`, and (for a presign) one more pending upload must fit
+/// `max_pending`.
+fn within_quota(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &UserId,
+    size: u64,
+    max_bytes: u64,
+    max_pending: Option<u32>,
+) -> AppResult<()> {
+    let (bytes, pending) = repo::usage_of(tx, user_id)?;
+    if let Some(max_pending) = max_pending.filter(|m| pending >= i64::from(*m)) {
+        return Err(quota_exceeded(
+            format!("{pending} uploads are pending; commit them or wait for them to expire"),
+            "max_pending_uploads_per_user",
+            u64::from(max_pending),
+        ));
+    }
+    if bytes as u64 + size > max_bytes {
+        return Err(quota_exceeded(
+            format!(
+                "storing {size} more bytes would pass your {max_bytes}-byte limit ({bytes} used)"
+            ),
+            "max_bytes_per_user",
+            max_bytes,
+        ));
+    }
+    Ok(())
+}
+
 pub async fn presign(
     state: &AppState,
     user: &AuthUser,
@@ -147,9 +187,16 @@ pub async fn presign(
         .upload_url(&key, &content_type, size, now)
         .map_err(AppError::internal)?;
     let (uid, mid) = (user.id.clone(), id.clone());
+    let (max_bytes, max_pending) = (
+        state.config().storage.max_bytes_per_user,
+        state.config().storage.max_pending_uploads_per_user,
+    );
     state
         .db()
         .write(move |tx| {
+            // In the write that adds the row: concurrent presigns cannot
+            // both slip under the bound.
+            within_quota(tx, &uid, size, max_bytes, Some(max_pending))?;
             repo::insert_pending(
                 tx,
                 &NewMedia {
@@ -244,9 +291,11 @@ where
         return Err(AppError::validation("file", "is empty"));
     }
     let (uid, mid, k) = (user.id.clone(), id.clone(), key.clone());
+    let max_bytes = state.config().storage.max_bytes_per_user;
     let stored = state
         .db()
         .write(move |tx| {
+            within_quota(tx, &uid, size, max_bytes, None)?;
             repo::insert_committed(
                 tx,
                 &NewMedia {

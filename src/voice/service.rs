@@ -2,6 +2,8 @@
 //! `/audio/*` API, charged like messages (`voice.cost_messages`) through
 //! the same reserve -> call -> settle / release path as chat.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -144,9 +146,66 @@ async fn find_audio(state: &AppState, user: &AuthUser, media_id: &MediaId) -> Ap
     Ok(m)
 }
 
+/// Operations in flight, one lock per key (a media id): two transcriptions
+/// of one recording make one upstream call and one charge.
+#[derive(Default)]
+pub struct Flights {
+    map: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Flights {
+    /// Runs `f` alone for `key` (others with the same key wait).
+    async fn alone<T>(&self, key: &str, f: impl std::future::Future<Output = T>) -> T {
+        let lock = self
+            .map
+            .lock()
+            .expect("flights lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let out = {
+            let _g = lock.lock().await;
+            f.await
+        };
+        let mut map = self.map.lock().expect("flights lock");
+        // the map's and ours: nobody else waits on this key
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(key);
+        }
+        out
+    }
+}
+
+/// Runs a charged operation in a task of its own, so a client that hangs
+/// up after the reservation never leaves a hold behind: the operation ends
+/// settled or released whatever happens to the request.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = AppResult<T>> + Send + 'static,
+) -> AppResult<T> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("voice task failed: {e}")))?
+}
+
 /// POST /api/voice/transcribe: the audio's text, stored with the media. A
 /// media already transcribed answers its stored text, free.
 pub async fn transcribe(
+    state: &AppState,
+    user: &AuthUser,
+    media_id: &MediaId,
+) -> AppResult<Transcript> {
+    let (state, user, media_id) = (state.clone(), user.clone(), media_id.clone());
+    detached(async move {
+        let key = media_id.to_string();
+        state
+            .voice_flights()
+            .alone(&key, transcribe_alone(&state, &user, &media_id))
+            .await
+    })
+    .await
+}
+
+async fn transcribe_alone(
     state: &AppState,
     user: &AuthUser,
     media_id: &MediaId,
@@ -250,6 +309,17 @@ async fn stt(state: &AppState, v: &VoiceConfig, m: &MediaRow) -> AppResult<Strin
 /// POST /api/voice/speech: synthesizes `text`, stores the audio as the
 /// caller's media and answers it with a download URL.
 pub async fn speech(
+    state: &AppState,
+    user: &AuthUser,
+    text: &str,
+    voice: Option<&str>,
+) -> AppResult<Speech> {
+    let (state, user) = (state.clone(), user.clone());
+    let (text, voice) = (text.to_string(), voice.map(str::to_string));
+    detached(async move { speech_now(&state, &user, &text, voice.as_deref()).await }).await
+}
+
+async fn speech_now(
     state: &AppState,
     user: &AuthUser,
     text: &str,

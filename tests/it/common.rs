@@ -42,6 +42,9 @@ pub fn test_config(dir: &Path) -> Config {
     c.rate_limit.per_user_per_minute = 0;
     c.rate_limit.login_per_ip_per_minute = 0;
     c.rate_limit.location_per_user_per_minute = 0;
+    // in-process servers run inside the test binary: PDFs are extracted
+    // by the real one
+    c.storage.pdf_helper = bin().to_string_lossy().into();
     c
 }
 

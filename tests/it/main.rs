@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod field;
 mod foundation;
+mod hardening;
 mod location;
 mod media;
 mod miniprogram;

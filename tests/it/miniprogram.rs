@@ -653,3 +653,36 @@ fn continue_within_minutes_is_validated() {
     let e = c.validate().unwrap_err();
     assert_eq!(e.key, "chat.continue_within_minutes");
 }
+
+/// wx.uploadFile uploads count against the same per-user storage bound as
+/// presigned ones; a refused one leaves neither a row nor an object.
+#[tokio::test]
+async fn multipart_uploads_stop_at_the_users_storage_quota() {
+    let app = TestApp::builder()
+        .config(|c| c.storage.max_bytes_per_user = 1000)
+        .spawn()
+        .await;
+    let (token, _) = app.login("filler").await;
+    let (s, b) = upload(
+        &app,
+        &token,
+        wx_form("file", "a.png", Some("image/png"), &[7u8; 600]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = upload(
+        &app,
+        &token,
+        wx_form("file", "b.png", Some("image/png"), &[7u8; 600]),
+    )
+    .await;
+    let e = assert_error(s, &b, 403, "storage_quota_exceeded");
+    assert_eq!(e["max_bytes_per_user"], 1000, "{b}");
+    let (s, b) = upload(
+        &app,
+        &token,
+        wx_form("file", "c.png", Some("image/png"), &[7u8; 400]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "exactly at the bound still fits: {b}");
+}

@@ -881,6 +881,8 @@ async fn local_health_checks_the_directory() {
     let (s, h) = app.get("/api/health", None).await;
     assert_eq!((s, &h["storage"]), (StatusCode::OK, &json!("ok")), "{h}");
     std::fs::remove_dir_all(&app.config.storage.local_dir).unwrap();
+    // the deep checks are cached for an interval
+    app.clock.advance(chrono::Duration::seconds(5));
     let (s, h) = app.get("/api/health", None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{h}");
     assert_eq!(h["storage"], "error");

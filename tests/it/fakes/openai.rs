@@ -37,6 +37,11 @@ pub enum Behavior {
     Script(Vec<String>),
     /// Echo with this pause before each text chunk (a model thinking).
     Paced(Duration),
+    /// A role chunk, a `finish_reason: stop` chunk and `[DONE]`: no text.
+    Empty,
+    /// Answer a streaming request with a plain JSON completion (gateways
+    /// that ignore `stream`).
+    PlainJson,
 }
 
 #[derive(Clone, Debug)]
@@ -188,10 +193,24 @@ async fn completions(
                 .into_response()
         }
         Behavior::Slow(d) => tokio::time::sleep(d).await,
+        Behavior::Empty => {
+            let model = body["model"].clone();
+            let mut stop = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            stop["choices"][0]["delta"] = json!({});
+            let wire = format!(
+                "{}data: {stop}\n\ndata: [DONE]\n\n",
+                String::from_utf8_lossy(&chunk(&model, json!({"role": "assistant"}), None))
+            );
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from(wire))
+                .unwrap();
+        }
         _ => {}
     }
     let text = reply_text(&body);
-    if body["stream"] != json!(true) {
+    if body["stream"] != json!(true) || matches!(behavior, Behavior::PlainJson) {
         return Json(json!({
             "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],

@@ -40,6 +40,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct Inner {
     fail_with: Option<u16>,
+    /// How long a transcription takes to answer.
+    delay: std::time::Duration,
     transcriptions: Vec<Recorded>,
     speeches: Vec<Recorded>,
     /// AssemblyAI: uploaded bodies, transcript requests, status polls.
@@ -74,6 +76,11 @@ impl FakeVoice {
     /// Every later request answers this status (None: succeed).
     pub fn fail_with(&self, status: Option<u16>) {
         self.inner.lock().unwrap().fail_with = status;
+    }
+
+    /// Later transcriptions take this long to answer.
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.inner.lock().unwrap().delay = d;
     }
 
     pub fn transcriptions(&self) -> Vec<Recorded> {
@@ -190,13 +197,17 @@ async fn transcriptions(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let fields = parse_multipart(ct, &body);
-    let mut g = inner.lock().unwrap();
-    g.transcriptions.push(Recorded {
-        authorization: auth(&headers),
-        fields,
-        json: Value::Null,
-    });
-    if let Some(code) = g.fail_with {
+    let (fail_with, delay) = {
+        let mut g = inner.lock().unwrap();
+        g.transcriptions.push(Recorded {
+            authorization: auth(&headers),
+            fields,
+            json: Value::Null,
+        });
+        (g.fail_with, g.delay)
+    };
+    tokio::time::sleep(delay).await;
+    if let Some(code) = fail_with {
         let body = json!({"error": {"message": format!("bad key {API_KEY}")}});
         return (StatusCode::from_u16(code).unwrap(), Json(body)).into_response();
     }

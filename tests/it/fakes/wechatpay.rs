@@ -255,6 +255,41 @@ impl FakeWechatPay {
     }
 }
 
+impl FakeWechatPay {
+    /// A REFUND.SUCCESS notification for `refund_fen` of a paid order,
+    /// encrypted and signed at unix time `ts`.
+    pub fn refund_notification(
+        &self,
+        out_trade_no: &str,
+        refund_id: &str,
+        refund_fen: i64,
+        ts: i64,
+    ) -> Notify {
+        let t = self.transaction(out_trade_no);
+        let refund = json!({
+            "mchid": t["mchid"],
+            "out_trade_no": out_trade_no,
+            "transaction_id": t["transaction_id"],
+            "out_refund_no": format!("R{out_trade_no}"),
+            "refund_id": refund_id,
+            "refund_status": "SUCCESS",
+            "success_time": "2026-11-25T12:30:00+08:00",
+            "user_received_account": "支付用户零钱",
+            "amount": {"total": t["amount"]["total"], "refund": refund_fen,
+                       "payer_total": t["amount"]["total"], "payer_refund": refund_fen},
+        });
+        let body = json!({
+            "id": format!("EV-{}", nonce(16)),
+            "create_time": "2026-11-25T12:30:00+08:00",
+            "resource_type": "encrypt-resource",
+            "event_type": "REFUND.SUCCESS",
+            "summary": "退款成功",
+            "resource": encrypt_resource(&refund.to_string(), "refund"),
+        });
+        sign_notification(&body.to_string(), ts)
+    }
+}
+
 /// AEAD_AES_256_GCM with the APIv3 key, as WeChat Pay encrypts resources.
 pub fn encrypt_resource(plain: &str, associated_data: &str) -> Value {
     let n = nonce(12);
