@@ -16,4 +16,5 @@ pub mod media;
 pub mod ops;
 pub mod pay;
 pub mod storage;
+pub mod tls;
 pub mod voice;

@@ -22,6 +22,7 @@ pub(super) fn layered(src: &Source<'_>) -> Result<Config, ConfigError> {
     let mut cfg: Config = fig.extract().map_err(figment_error)?;
     cfg.apply_openai_key(src.env);
     cfg.apply_secret_files(src.env)?;
+    cfg.server.apply_tls_defaults();
     Ok(cfg)
 }
 

@@ -44,6 +44,8 @@ struct Inner {
     payments: Option<Payments>,
     /// Batch jobs' concurrency bound and stop signal.
     jobs: crate::jobs::service::Runner,
+    /// The served certificate, with `[server.tls]` (set once listening).
+    tls: std::sync::OnceLock<Arc<crate::tls::CertStore>>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
                 known_users: Default::default(),
                 payments,
                 jobs: Default::default(),
+                tls: Default::default(),
                 llm,
                 storage,
                 db,
@@ -148,6 +151,13 @@ impl AppState {
             clock: self.inner.clock.clone(),
             offset: self.inner.offset,
         }
+    }
+    /// The served certificate, when HTTPS is on.
+    pub fn tls(&self) -> Option<&Arc<crate::tls::CertStore>> {
+        self.inner.tls.get()
+    }
+    pub fn set_tls(&self, store: Arc<crate::tls::CertStore>) {
+        let _ = self.inner.tls.set(store);
     }
     /// Now, as the money rule reads it (local day and month).
     pub fn at(&self) -> crate::billing::At {

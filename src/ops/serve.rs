@@ -15,20 +15,36 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
 use crate::storage::Storage;
+use crate::tls::Tls;
 
 /// A running server (used by `serve` and by the tests).
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The `server.http_bind` listener (redirects, http-01), when set.
+    pub http_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<std::io::Result<()>>,
+    tls: Option<Tls>,
+    http_handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
+    /// HTTPS (`[server.tls]`): the served certificate, forced renewals.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// Stops accepting, waits for in-flight requests, checkpoints the WAL.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(h) = self.http_handle.take() {
+            h.abort();
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.stop();
         }
         // Batch items in flight are abandoned; the next start re-runs them.
         self.state.jobs().shutdown();
@@ -118,6 +134,13 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Builds the state, recovers from a crash, binds and starts serving.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server> {
+    // A bad certificate, key or ACME directory is a config error (exit 2),
+    // found before anything else is opened.
+    let mut tls = Tls::setup(&config).await?;
+    let http_bind: Option<SocketAddr> = match config.server.http_bind.as_str() {
+        "" => None,
+        b => Some(b.parse()?),
+    };
     let now = to_ms(clock.now());
     let db = open_db(&config, now)?;
     let secret = jwt_secret(&config)?;
@@ -177,19 +200,53 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     }
     let (tx, rx) = oneshot::channel::<()>();
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    let (handle, http_handle, http_addr) = match tls.as_mut() {
+        None => {
+            let handle = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            });
+            (handle, None, None)
+        }
+        Some(t) => {
+            use axum::serve::ListenerExt;
+            let tls_listener = t.listener(listener)?.tap_io(|_| {});
+            let handle = tokio::spawn(async move {
+                axum::serve(tls_listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            });
+            let (http_handle, http_addr) = match http_bind {
+                Some(b) => {
+                    let l = TcpListener::bind(b)
+                        .await
+                        .with_context(|| format!("binding server.http_bind {b}"))?;
+                    let http_addr = l.local_addr()?;
+                    let router = t.http_router(addr.port());
+                    let h = tokio::spawn(async move { axum::serve(l, router).await });
+                    tracing::info!(addr = %http_addr, "plain HTTP: ACME http-01 and redirects to HTTPS");
+                    (Some(h), Some(http_addr))
+                }
+                None => (None, None),
+            };
+            t.start(state.clone());
+            (handle, http_handle, http_addr)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "listening");
     Ok(Server {
         addr,
         state,
+        http_addr,
         shutdown: Some(tx),
         handle,
+        tls,
+        http_handle,
     })
 }
 

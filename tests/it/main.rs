@@ -13,5 +13,6 @@ mod openapi;
 mod ops;
 mod pay;
 mod streaming;
+mod tls;
 mod uploads;
 mod usage;
