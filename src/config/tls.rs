@@ -29,6 +29,10 @@ pub struct TlsConfig {
     pub acme_cache_dir: String,
     /// PEM file of extra roots trusted for the directory's own HTTPS.
     pub acme_directory_ca: String,
+    /// External account binding (CAs that require it, e.g. ZeroSSL): key id...
+    pub acme_eab_kid: String,
+    /// ...and its HMAC key, base64url as the CA shows it (a secret).
+    pub acme_eab_hmac_key: String,
 }
 
 impl Default for TlsConfig {
@@ -42,6 +46,8 @@ impl Default for TlsConfig {
             acme_directory: LETS_ENCRYPT.into(),
             acme_cache_dir: String::new(),
             acme_directory_ca: String::new(),
+            acme_eab_kid: String::new(),
+            acme_eab_hmac_key: String::new(),
         }
     }
 }
@@ -103,6 +109,23 @@ impl TlsConfig {
                     format!("{:?} is not an https:// URL", self.acme_directory),
                 ));
             }
+            if self.acme_eab_kid.is_empty() != self.acme_eab_hmac_key.is_empty() {
+                let missing = if self.acme_eab_kid.is_empty() {
+                    "server.tls.acme_eab_kid"
+                } else {
+                    "server.tls.acme_eab_hmac_key"
+                };
+                return Err(bad(
+                    missing,
+                    "external account binding needs both acme_eab_kid and acme_eab_hmac_key",
+                ));
+            }
+            if !self.acme_eab_hmac_key.is_empty() && self.eab_hmac_key().is_none() {
+                return Err(bad(
+                    "server.tls.acme_eab_hmac_key",
+                    "is not base64url (as the CA shows it)",
+                ));
+            }
             let email = &self.acme_email;
             if !email.is_empty()
                 && (email.starts_with("mailto:")
@@ -116,6 +139,18 @@ impl TlsConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl TlsConfig {
+    /// The decoded EAB HMAC key (base64url, padded or not).
+    pub fn eab_hmac_key(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let k = self.acme_eab_hmac_key.trim().trim_end_matches('=');
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(k)
+            .ok()
+            .filter(|k| !k.is_empty())
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Acme {
     domains: Vec<String>,
     email: String,
     directory: String,
+    /// External account binding: (key id, HMAC key).
+    eab: Option<(String, Vec<u8>)>,
     account_path: PathBuf,
     cert_path: PathBuf,
     key_path: PathBuf,
@@ -120,6 +122,7 @@ impl Acme {
             domains: t.acme_domains.clone(),
             email: t.acme_email.clone(),
             directory: t.acme_directory.clone(),
+            eab: t.eab_hmac_key().map(|key| (t.acme_eab_kid.clone(), key)),
             account_path: root.join(format!("account-{}.json", short_hash(&t.acme_directory))),
             cert_path,
             key_path,
@@ -281,6 +284,10 @@ impl Acme {
         }
         let contact = (!self.email.is_empty()).then(|| format!("mailto:{}", self.email));
         let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let eab = self
+            .eab
+            .as_ref()
+            .map(|(kid, key)| instant_acme::ExternalAccountKey::new(kid.clone(), key));
         let (account, creds) = builder()
             .create(
                 &NewAccount {
@@ -289,7 +296,7 @@ impl Acme {
                     only_return_existing: false,
                 },
                 self.directory.clone(),
-                None,
+                eab.as_ref(),
             )
             .await?;
         write_private(&self.account_path, &serde_json::to_vec(&creds)?)?;

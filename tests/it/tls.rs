@@ -273,6 +273,16 @@ impl Pebble {
     /// None (after one loud line) when the package is not installed; under
     /// CI a missing pebble fails the test (.ci/run installs it).
     async fn start(tls_port: u16, http_port: u16) -> Option<Pebble> {
+        Self::start_with(tls_port, http_port, None).await
+    }
+
+    /// With `eab = Some((kid, base64url key))` pebble requires external
+    /// account binding (as ZeroSSL does).
+    async fn start_with(
+        tls_port: u16,
+        http_port: u16,
+        eab: Option<(&str, &str)>,
+    ) -> Option<Pebble> {
         let (Some(pebble), Some(dns)) = (which("pebble"), which("pebble-challtestsrv")) else {
             let msg = "pebble/pebble-challtestsrv not found (apt-get install pebble): \
                        ACME end-to-end test NOT RUN";
@@ -298,7 +308,8 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab.map(|(kid, key)| json!({kid: key})).unwrap_or(json!({})),
             "retryAfter": {"authz": 1, "order": 1},
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
@@ -501,13 +512,18 @@ async fn acme_tls_alpn_01_issues_serves_wss_and_renews_in_place() {
 async fn acme_http_01_on_http_bind_which_otherwise_redirects() {
     let (port, http_port) = (free_port(), free_port());
     // tls-alpn-01 is pointed at a closed port: only http-01 can pass.
-    let Some(pebble) = Pebble::start(free_port(), http_port).await else {
+    // This CA also requires external account binding.
+    let eab_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let Some(pebble) = Pebble::start_with(free_port(), http_port, Some(("kid-1", eab_key))).await
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let domain = "web.mvp28.example.com";
     let mut config = acme_config(dir.path(), &pebble, domain, port);
     config.server.http_bind = format!("127.0.0.1:{http_port}");
+    config.server.tls.acme_eab_kid = "kid-1".into();
+    config.server.tls.acme_eab_hmac_key = eab_key.into();
     let server = start(config).await;
     let tls = server.tls().unwrap();
     eventually(
