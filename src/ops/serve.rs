@@ -183,6 +183,14 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .await
         .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
+    let http_listener = match http_bind {
+        Some(b) => Some(
+            TcpListener::bind(b)
+                .await
+                .with_context(|| format!("binding server.http_bind {b}"))?,
+        ),
+        None => None,
+    };
     crate::http::ratelimit::spawn_shrinker(state.clone());
     if let Err(e) = crate::location::purge_expired(&state).await {
         tracing::warn!(error = %e, "location retention sweep failed");
@@ -220,11 +228,8 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
                     .with_graceful_shutdown(shutdown)
                     .await
             });
-            let (http_handle, http_addr) = match http_bind {
-                Some(b) => {
-                    let l = TcpListener::bind(b)
-                        .await
-                        .with_context(|| format!("binding server.http_bind {b}"))?;
+            let (http_handle, http_addr) = match http_listener {
+                Some(l) => {
                     let http_addr = l.local_addr()?;
                     let router = t.http_router(addr.port());
                     let h = tokio::spawn(async move { axum::serve(l, router).await });

@@ -58,6 +58,12 @@ impl Tls {
             TlsMode::Files => {
                 let store = Arc::new(CertStore::new("file"));
                 let loaded = files::load(t)?;
+                tracing::info!(
+                    cert_path = %t.cert_path,
+                    not_after = %rfc3339(loaded.not_after),
+                    watch_interval_secs = t.watch_interval_secs,
+                    "HTTPS with certificate files (reloaded on change and on SIGHUP)"
+                );
                 warn_if_expiring(loaded.not_after, &t.cert_path);
                 store.set(loaded);
                 (store, None)
