@@ -18,4 +18,5 @@ pub mod moderation;
 pub mod ops;
 pub mod pay;
 pub mod storage;
+pub mod tls;
 pub mod voice;

@@ -37,6 +37,7 @@ pub(super) fn layered(
     let mut cfg: Config = fig.extract().map_err(figment_error)?;
     cfg.apply_openai_key(src.env);
     cfg.apply_secret_files(src.env)?;
+    cfg.server.apply_tls_defaults();
     Ok((cfg, warnings))
 }
 

@@ -39,6 +39,11 @@ pub(super) const SECRETS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "server.tls.acme_eab_hmac_key",
+        "MVP28_SERVER__TLS__ACME_EAB_HMAC_KEY",
+        None,
+    ),
+    (
         "storage.s3.secret_access_key",
         "MVP28_STORAGE__S3__SECRET_ACCESS_KEY",
         Some("SUPABASE_S3_SECRET_ACCESS_KEY"),
@@ -57,6 +62,7 @@ impl Config {
             "metrics.token" => &mut self.metrics.token,
             "voice.api_key" => &mut self.voice.api_key,
             "voice.assemblyai_api_key" => &mut self.voice.assemblyai_api_key,
+            "server.tls.acme_eab_hmac_key" => &mut self.server.tls.acme_eab_hmac_key,
             other => unreachable!("unknown secret {other}"),
         }
     }

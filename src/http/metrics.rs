@@ -335,6 +335,14 @@ async fn gauges(
         String::new(),
         waited,
     ));
+    if let Some(not_after) = state.tls().and_then(|t| t.not_after()) {
+        g.push((
+            "tls_certificate_expiry_seconds",
+            "seconds until the served TLS certificate expires",
+            labels(&[("source", state.tls().map_or("", |t| t.source()))]),
+            (not_after - crate::tls::unix_now()) as f64,
+        ));
+    }
     g.push((
         "live_generations",
         "replies being generated (or just finished)",

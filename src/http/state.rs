@@ -58,6 +58,8 @@ struct Inner {
     voice_flights: crate::voice::service::Flights,
     /// GET /api/health's deep checks, cached.
     health_cache: crate::http::health::Cache,
+    /// The served certificate, with `[server.tls]` (set once listening).
+    tls: std::sync::OnceLock<Arc<crate::tls::CertStore>>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
                 console: Default::default(),
                 voice_flights: Default::default(),
                 health_cache: Default::default(),
+                tls: Default::default(),
                 llm,
                 storage,
                 db,
@@ -202,6 +205,13 @@ impl AppState {
             clock: self.inner.clock.clone(),
             offset: self.inner.offset,
         }
+    }
+    /// The served certificate, when HTTPS is on.
+    pub fn tls(&self) -> Option<&Arc<crate::tls::CertStore>> {
+        self.inner.tls.get()
+    }
+    pub fn set_tls(&self, store: Arc<crate::tls::CertStore>) {
+        let _ = self.inner.tls.set(store);
     }
     /// Now, as the money rule reads it (local day and month).
     pub fn at(&self) -> crate::billing::At {

@@ -154,6 +154,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Err(e) = crate::tls::check(&config) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             print!("{}", config.redacted_toml());
             eprintln!("config ok: {} mode ({})", mode.name(), mode.why);
             Ok(ExitCode::SUCCESS)
@@ -169,6 +173,11 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Found only when serving starts (certificate files, the ACME directory).
+        Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

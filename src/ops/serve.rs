@@ -15,15 +15,20 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
 use crate::storage::Storage;
+use crate::tls::Tls;
 
 /// A running server (used by `serve` and by the tests).
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The `server.http_bind` listener (redirects, http-01), when set.
+    pub http_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<std::io::Result<()>>,
     /// This server owns the database until it is dropped.
     _lock: crate::ops::lock::ServeLock,
+    tls: Option<Tls>,
+    http_handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
@@ -32,10 +37,21 @@ impl Server {
         !self.handle.is_finished()
     }
 
+    /// HTTPS (`[server.tls]`): the served certificate, forced renewals.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// Stops accepting, waits for in-flight requests, checkpoints the WAL.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(h) = self.http_handle.take() {
+            h.abort();
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.stop();
         }
         // Batch items in flight are abandoned; the next start re-runs them.
         self.state.jobs().shutdown();
@@ -129,6 +145,13 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Builds the state, recovers from a crash, binds and starts serving.
 pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server> {
+    // A bad certificate, key or ACME directory is a config error (exit 2),
+    // found before anything else is opened.
+    let mut tls = Tls::setup(&config).await?;
+    let http_bind: Option<SocketAddr> = match config.server.http_bind.as_str() {
+        "" => None,
+        b => Some(b.parse()?),
+    };
     let now = to_ms(clock.now());
     // Before anything touches the database (crash recovery releases holds).
     let lock = crate::ops::lock::acquire(Path::new(&config.database.path))?;
@@ -173,6 +196,14 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         .await
         .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
+    let http_listener = match http_bind {
+        Some(b) => Some(
+            TcpListener::bind(b)
+                .await
+                .with_context(|| format!("binding server.http_bind {b}"))?,
+        ),
+        None => None,
+    };
     crate::http::ratelimit::spawn_shrinker(state.clone());
     if let Err(e) = crate::location::purge_expired(&state).await {
         tracing::warn!(error = %e, "location retention sweep failed");
@@ -190,20 +221,51 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     }
     let (tx, rx) = oneshot::channel::<()>();
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "listening");
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    let (handle, http_handle, http_addr) = match tls.as_mut() {
+        None => {
+            let handle = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            });
+            (handle, None, None)
+        }
+        Some(t) => {
+            use axum::serve::ListenerExt;
+            let tls_listener = t.listener(listener)?.tap_io(|_| {});
+            let handle = tokio::spawn(async move {
+                axum::serve(tls_listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            });
+            let (http_handle, http_addr) = match http_listener {
+                Some(l) => {
+                    let http_addr = l.local_addr()?;
+                    let router = t.http_router(addr.port());
+                    let h = tokio::spawn(async move { axum::serve(l, router).await });
+                    tracing::info!(addr = %http_addr, "plain HTTP: ACME http-01 and redirects to HTTPS");
+                    (Some(h), Some(http_addr))
+                }
+                None => (None, None),
+            };
+            t.start(state.clone());
+            (handle, http_handle, http_addr)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "listening");
     Ok(Server {
         addr,
         state,
+        http_addr,
         shutdown: Some(tx),
         handle,
         _lock: lock,
+        tls,
+        http_handle,
     })
 }
 

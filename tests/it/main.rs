@@ -20,5 +20,6 @@ mod ops;
 mod pay;
 mod sdk;
 mod streaming;
+mod tls;
 mod uploads;
 mod usage;
