@@ -187,6 +187,7 @@ fn collect(config_path: Option<&Path>, env: &Environment) -> Vec<Check> {
         )),
     }
     out.extend(database::database(&cfg));
+    out.extend(certificate(&cfg));
     let payments = match crate::pay::Payments::from_config(&cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -231,6 +232,38 @@ fn collect(config_path: Option<&Path>, env: &Environment) -> Vec<Check> {
         }
     });
     out
+}
+
+/// HTTPS: warns while the served certificate has under 14 days left.
+fn certificate(cfg: &Config) -> Option<Check> {
+    const WARN_DAYS: i64 = 14;
+    match crate::tls::certificate_expiry(cfg) {
+        Ok(None) => None,
+        Ok(Some(c)) => {
+            let days = c.seconds_left().div_euclid(86_400);
+            let what = format!(
+                "{} certificate {} has {days} days left",
+                c.source,
+                c.path.display()
+            );
+            Some(if days < WARN_DAYS {
+                let key = if c.source == "acme" {
+                    "server.tls.acme_domains"
+                } else {
+                    "server.tls.cert_path"
+                };
+                Check::warn(
+                    "tls",
+                    key,
+                    what,
+                    "renew it (ACME renews 30 days ahead: see the log for failed renewals)",
+                )
+            } else {
+                Check::ok("tls", what)
+            })
+        }
+        Err(e) => Some(Check::fail("tls", &e.key, e.message, "")),
+    }
 }
 
 /// Where the config came from, for the first line.

@@ -884,3 +884,48 @@ async fn bad_tls_input_exits_2_naming_the_key() {
     // Nothing listened on the HTTPS port meanwhile.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// `mvp28 doctor` reads the served certificate's expiry: a warning under
+/// 14 days, naming the key to fix; ok above.
+#[tokio::test]
+async fn doctor_warns_when_the_certificate_expires_within_14_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new("doctor CA");
+    let leaf_until = |days: i64| {
+        let end = chrono::Utc::now().date_naive() + chrono::Duration::days(days);
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["doctor.mvp28.example.com".to_string()]).unwrap();
+        use chrono::Datelike;
+        params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    for (days, want) in [(5, "warn"), (90, "ok")] {
+        let (cert, key) = leaf_until(days);
+        std::fs::write(d.join("cert.pem"), &cert).unwrap();
+        std::fs::write(d.join("key.pem"), &key).unwrap();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "[server]\nbind = \"127.0.0.1:{}\"\n[server.tls]\ncert_path = \"cert.pem\"\nkey_path = \"key.pem\"\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let out = run_cli(d, &["doctor", "--json"], &[]);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}", stderr(&out)));
+        let tls = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["part"] == "tls")
+            .unwrap_or_else(|| panic!("no tls line: {report}"));
+        assert_eq!(tls["status"], want, "{days} days left: {tls}");
+        if want == "warn" {
+            assert_eq!(tls["key"], "server.tls.cert_path", "{tls}");
+        }
+    }
+}
