@@ -5,6 +5,7 @@
 //! run at once across all jobs, so a big batch cannot starve chat of
 //! upstream capacity.
 
+mod fair;
 pub mod handlers;
 pub mod service;
 pub mod views;

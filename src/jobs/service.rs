@@ -3,13 +3,15 @@
 //! interrupted by a stop or crash resumes at the next start (its items
 //! still pending or running are run again). At most `CONCURRENCY` items
 //! run at once across all jobs, so a big batch cannot starve chat of
-//! upstream capacity.
+//! upstream capacity, and the slots go round-robin across users
+//! (`fair.rs`), so one user's jobs cannot delay everyone else's.
 
 use std::sync::Arc;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::fair::FairSlots;
 use super::views::{Job, JobItem, JobProgress};
 use crate::auth::AuthUser;
 use crate::billing::budget;
@@ -34,7 +36,7 @@ pub const DESCRIBE_PROMPT: &str =
 /// Shared by every job of the process: the concurrency bound and the stop
 /// signal that `Server::stop` raises.
 pub struct Runner {
-    permits: Arc<Semaphore>,
+    slots: FairSlots,
     stop: watch::Sender<bool>,
     /// Names this process's holds for describe items: a restart releases
     /// the last process's and holds anew under its own.
@@ -44,7 +46,7 @@ pub struct Runner {
 impl Default for Runner {
     fn default() -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            slots: FairSlots::new(CONCURRENCY),
             stop: watch::channel(false).0,
             boot: crate::ids::random_hex(6),
         }
@@ -250,7 +252,7 @@ async fn run(state: &AppState, job_id: &JobId) -> AppResult<()> {
     let mut tasks = JoinSet::new();
     loop {
         let permit = tokio::select! {
-            p = runner.permits.clone().acquire_owned() => p.expect("semaphore open"),
+            p = runner.slots.acquire(&job.user_id) => p,
             _ = stop.wait_for(|s| *s) => { tasks.abort_all(); return Ok(()); }
         };
         let (jid, now) = (job.id.clone(), to_ms(state.now()));
