@@ -363,6 +363,56 @@ async fn defaults_boot_answer_health_keep_jwt_secret_and_shut_down_cleanly() {
     );
 }
 
+/// The access log goes through a writer thread (no write(2) on the request
+/// path); SIGTERM right after a burst must still leave every line in stderr.
+#[tokio::test]
+async fn a_burst_then_sigterm_leaves_every_access_line_in_stderr() {
+    use futures_util::StreamExt;
+    let dir = TempDir::new().unwrap();
+    let logs = TempDir::new().unwrap();
+    let (mut p, _) = start_serving(dir.path(), logs.path()).await;
+    let client = reqwest::Client::new();
+    const N: usize = 2000;
+    let answered = futures_util::stream::iter(0..N)
+        .map(|i| {
+            let (client, base) = (client.clone(), p.base.clone());
+            async move {
+                // 404, or 429 once the per-IP limit is reached: logged alike
+                client
+                    .get(format!("{base}/api/burst-{i}"))
+                    .send()
+                    .await
+                    .expect("request");
+            }
+        })
+        .buffer_unordered(64)
+        .count()
+        .await;
+    assert_eq!(answered, N);
+    p.sigterm();
+    let status = p.wait_exit().await;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    let logged: BTreeSet<usize> = stderr
+        .lines()
+        .filter(|l| l.contains("response") && l.contains("status="))
+        .filter_map(|l| {
+            let rest = &l[l.find("path=/api/burst-")? + "path=/api/burst-".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let missing: Vec<usize> = (0..N).filter(|i| !logged.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {N} access lines missing after SIGTERM, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
 // ---------------------------------------------------------------- migrations
 
 #[test]
