@@ -83,7 +83,12 @@ async fn accept(
     let user = AuthUser::from_token(&state, token).await?;
     // kept to re-check its expiry on every chat frame
     let token = token.unwrap_or_default().to_string();
+    // tungstenite's default read buffer is 128 KiB a socket: 10,000 open
+    // sockets would be over a GiB. Client frames are small JSON; the
+    // buffer grows for a larger one (up to max_message_size).
     Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| session(state, user, token, socket)))
 }

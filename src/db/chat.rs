@@ -78,7 +78,8 @@ pub fn latest_session_active_since(
         .prepare_cached(
             "SELECT s.id FROM (SELECT id FROM sessions WHERE user_id = ?1
                                ORDER BY updated_at DESC, id DESC LIMIT 1) s
-             WHERE (SELECT MAX(created_at) FROM messages WHERE session_id = s.id) >= ?2",
+             WHERE (SELECT created_at FROM messages WHERE session_id = s.id
+                    ORDER BY seq DESC LIMIT 1) >= ?2",
         )?
         .query_row(params![user_id, since], |r| r.get(0))
         .optional()?)

@@ -116,7 +116,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            crate::ops::logging::init(&config.log, &env.vars);
+            // Held until `serve` has returned: dropping it writes out every
+            // queued log line (the access lines of the last requests too).
+            let _log_guard = crate::ops::logging::init(&config.log, &env.vars);
             if let Some(file) = &env.file {
                 tracing::info!(file = %file.display(), "environment file read");
             }

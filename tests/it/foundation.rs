@@ -363,6 +363,53 @@ async fn defaults_boot_answer_health_keep_jwt_secret_and_shut_down_cleanly() {
     );
 }
 
+/// The access log goes through a writer thread (no write(2) on the request
+/// path); SIGTERM right after a burst must still leave every line in stderr.
+#[tokio::test]
+async fn a_burst_then_sigterm_leaves_every_access_line_in_stderr() {
+    use futures_util::StreamExt;
+    let dir = TempDir::new().unwrap();
+    let logs = TempDir::new().unwrap();
+    let (mut p, _) = start_serving(dir.path(), logs.path()).await;
+    let client = reqwest::Client::new();
+    const N: usize = 2000;
+    let answered = futures_util::stream::iter(0..N)
+        .map(|i| {
+            let (client, base) = (client.clone(), p.base.clone());
+            async move {
+                // 404, or 429 once the per-IP limit is reached: logged alike
+                client
+                    .get(format!("{base}/api/burst-{i}"))
+                    .send()
+                    .await
+                    .expect("request");
+            }
+        })
+        .buffer_unordered(64)
+        .count()
+        .await;
+    assert_eq!(answered, N);
+    p.sigterm();
+    let status = p.wait_exit().await;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    // The access log names route templates, not paths (a path may carry a
+    // signed-URL token), so the burst's lines are counted: its requests are
+    // the only ones answered 404 (or 429 past the per-IP limit).
+    let logged = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("response") && (l.contains("status=404") || l.contains("status=429"))
+        })
+        .count();
+    assert_eq!(
+        logged,
+        N,
+        "{} of {N} access lines missing after SIGTERM",
+        N.saturating_sub(logged)
+    );
+}
+
 // ---------------------------------------------------------------- migrations
 
 #[test]
