@@ -6,8 +6,9 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
@@ -89,10 +90,19 @@ fn q(s: &str) -> String {
 }
 
 /// The admin of a page request, or the redirect to the login page.
-async fn page_admin(state: &AppState, headers: &HeaderMap) -> Result<Admin, Response> {
-    auth::authenticate(state, headers, &Method::GET)
-        .await
-        .map_err(|_| Redirect::to("/admin/login").into_response())
+/// The admin a page is rendered for; without a valid session, a redirect
+/// to the login page (an extractor, so every page checks it the same way).
+struct PageAdmin(Admin);
+
+impl FromRequestParts<AppState> for PageAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        auth::authenticate(state, &parts.headers, &Method::GET)
+            .await
+            .map(PageAdmin)
+            .map_err(|_| Redirect::to("/admin/login").into_response())
+    }
 }
 
 fn html(body: String) -> Response {
@@ -277,13 +287,9 @@ fn totals_block(t: &Totals) -> String {
 
 async fn overview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PageAdmin(admin): PageAdmin,
     Query(dq): Query<DaysQuery>,
 ) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let o = match service::overview(&state, dq.days).await {
         Ok(o) => o,
         Err(e) => return error_page(&admin, "Overview", e),
@@ -387,13 +393,9 @@ struct SearchQuery {
 
 async fn users(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PageAdmin(admin): PageAdmin,
     Query(sq): Query<SearchQuery>,
 ) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let query = sq.q.unwrap_or_default();
     let list = match service::find_users(&state, Some(query.clone()), Some(50)).await {
         Ok(l) => l,
@@ -450,13 +452,9 @@ fn orders_table(items: &[OrderView], settle: bool) -> String {
 
 async fn user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PageAdmin(admin): PageAdmin,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let d = match service::user_detail(&state, id.clone()).await {
         Ok(d) => d,
         Err(e) => return error_page(&admin, "User", e),
@@ -545,13 +543,9 @@ async fn user(
 
 async fn payments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PageAdmin(admin): PageAdmin,
     Query(oq): Query<OrdersQuery>,
 ) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let status = oq.status.clone().filter(|s| !s.is_empty());
     let list = match service::orders(
         &state,
@@ -627,13 +621,9 @@ fn usage_table(id: &str, first: &str, rows: &[UsageRowView]) -> String {
 
 async fn usage(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PageAdmin(admin): PageAdmin,
     Query(dq): Query<DaysQuery>,
 ) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let u = match service::usage(&state, dq.days).await {
         Ok(u) => u,
         Err(e) => return error_page(&admin, "Usage and cost", e),
@@ -662,11 +652,7 @@ async fn usage(
     layout(Some(&admin), "Usage and cost", "Usage", &c)
 }
 
-async fn settings(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn settings(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> Response {
     let s = match service::settings(&state).await {
         Ok(s) => s,
         Err(e) => return error_page(&admin, "Settings", e),
@@ -692,11 +678,7 @@ async fn settings(State(state): State<AppState>, headers: HeaderMap) -> Response
     layout(Some(&admin), "Settings", "Settings", &c)
 }
 
-async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn providers(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> Response {
     let list = match service::providers(&state).await {
         Ok(l) => l,
         Err(e) => return error_page(&admin, "Providers", e),
@@ -742,11 +724,7 @@ async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Respons
     layout(Some(&admin), "Providers", "Providers", &c)
 }
 
-async fn system(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match page_admin(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn system(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> Response {
     let (s, audit, backups) = match tokio::try_join!(
         service::system(&state),
         service::audit_log(&state, Some(100)),
