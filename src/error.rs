@@ -160,6 +160,17 @@ impl From<rusqlite::Error> for AppError {
     }
 }
 
+impl From<crate::db::sql::DbError> for AppError {
+    fn from(e: crate::db::sql::DbError) -> Self {
+        if e.is_unavailable() {
+            let mut err = Self::unavailable(ErrorCode::Unavailable, "database unavailable, retry");
+            err.source = Some(e.into());
+            return err.with_retry_after(1);
+        }
+        Self::internal(e)
+    }
+}
+
 impl From<r2d2::Error> for AppError {
     fn from(e: r2d2::Error) -> Self {
         let mut err = Self::unavailable(ErrorCode::Unavailable, "database busy, retry");

@@ -1,8 +1,8 @@
 //! Prefixed, time-ordered public ids (`usr_…`, `ses_…`, `msg_…`) so an id of
 //! one kind can never be passed where another is expected unnoticed.
 
+use crate::db::sql::{FromValue, ToValue, ValueRef};
 use rand::RngCore;
-use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -90,15 +90,15 @@ macro_rules! id_type {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.0.as_str()))
+        impl ToValue for $name {
+            fn to_value(&self) -> ValueRef<'_> {
+                ValueRef::Text(&self.0)
             }
         }
 
-        impl FromSql for $name {
-            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
-                String::column_result(v).map(Self)
+        impl FromValue for $name {
+            fn from_value(v: ValueRef<'_>) -> Result<Self, String> {
+                String::from_value(v).map(Self)
             }
         }
     };
@@ -148,7 +148,8 @@ mod tests {
         assert_eq!(json, serde_json::json!(id.as_str()));
         let back: super::SessionId = serde_json::from_value(serde_json::json!("ses_x")).unwrap();
         assert_eq!(back.as_str(), "ses_x");
-        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let c = crate::db::sql::Conn::sqlite(&db);
         let read: super::MediaId = c
             .query_row("SELECT ?1", [&super::MediaId::from("med_y")], |r| r.get(0))
             .unwrap();

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::db::sql::Conn;
 use axum::http::StatusCode;
-use rusqlite::Connection;
 
 use super::At;
 use crate::db::billing::get_setting;
@@ -39,7 +39,7 @@ pub struct Standing {
     pub month_budget: i64,
 }
 
-pub fn standing(c: &Connection, at: &At) -> AppResult<Standing> {
+pub fn standing(c: &Conn, at: &At) -> AppResult<Standing> {
     let (day_spend, month_spend) = repo::spend(c, &at.day, &at.month)?;
     Ok(Standing {
         day_spend,
@@ -51,7 +51,7 @@ pub fn standing(c: &Connection, at: &At) -> AppResult<Standing> {
 
 /// Refuses new work once a budget is spent; run before anything is held or
 /// any upstream is called.
-pub fn check(c: &Connection, at: &At) -> AppResult<Standing> {
+pub fn check(c: &Conn, at: &At) -> AppResult<Standing> {
     let s = standing(c, at)?;
     for (name, spent, budget) in [
         ("daily", s.day_spend, s.day_budget),

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::sql::Tx;
 use chrono::FixedOffset;
-use rusqlite::Transaction;
 
 use super::types::CallOutcome;
 use super::At;
@@ -258,7 +258,7 @@ fn chars_to_tokens(chars: usize) -> i64 {
 
 /// Records calls inside the caller's write transaction, adding their cost
 /// to the period's spend.
-pub fn record(tx: &Transaction<'_>, at: &At, calls: &[CallRecord]) -> AppResult<()> {
+pub fn record(tx: &Tx<'_>, at: &At, calls: &[CallRecord]) -> AppResult<()> {
     for c in calls {
         crate::db::usage::record_call(tx, c, &at.day, &at.month)?;
     }

@@ -1,6 +1,6 @@
 //! Reserve -> settle or release.
 
-use rusqlite::{Connection, Transaction};
+use crate::db::sql::{Conn, Tx};
 
 use super::quota::exhausted_error;
 use super::types::{LedgerKind, ReservationKind, ReservationState};
@@ -24,7 +24,7 @@ impl Hold {
     /// balance; 402 `quota_exhausted` when neither (the caller's transaction
     /// then rolls back, holding nothing).
     pub fn reserve(
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         quota: &QuotaConfig,
         at: &At,
         user_id: &UserId,
@@ -69,7 +69,7 @@ impl Hold {
     }
 
     /// Every hold still open (at start, after a crash: all of them).
-    pub fn open(conn: &Connection) -> AppResult<Vec<Hold>> {
+    pub fn open(conn: &Conn) -> AppResult<Vec<Hold>> {
         Ok(repo::held_keys(conn)?.into_iter().map(Hold::of).collect())
     }
 
@@ -80,7 +80,7 @@ impl Hold {
     /// Turns the hold into a charge, inside the transaction that stores the
     /// work: one `charge` ledger row per paid message. Returns the fen
     /// charged; 0 for free messages or when nothing was held.
-    pub fn settle(&self, tx: &Transaction<'_>, now_ms: i64) -> AppResult<i64> {
+    pub fn settle(&self, tx: &Tx<'_>, now_ms: i64) -> AppResult<i64> {
         let mut charged = 0;
         for key in &self.keys {
             let Some(r) = repo::held_for(tx, key)? else {
@@ -105,7 +105,7 @@ impl Hold {
 
     /// Gives back what is held: the free message (if its day is still the
     /// counted day) or the held fen. The ledger is not touched.
-    pub fn release(&self, tx: &Transaction<'_>, now_ms: i64) -> AppResult<()> {
+    pub fn release(&self, tx: &Tx<'_>, now_ms: i64) -> AppResult<()> {
         for key in &self.keys {
             let Some(r) = repo::held_for(tx, key)? else {
                 continue;
@@ -134,7 +134,7 @@ mod tests {
     use super::*;
     use crate::billing::{ledger, quota};
 
-    type Job = Box<dyn FnOnce(&Transaction<'_>) -> AppResult<i64> + Send>;
+    type Job = Box<dyn FnOnce(&Tx<'_>) -> AppResult<i64> + Send>;
 
     fn at(ms: i64) -> At {
         At {

@@ -2,7 +2,7 @@
 //! is one ledger row in the caller's transaction, so `admin audit` (the
 //! balance equals the sum of its ledger) holds after every commit.
 
-use rusqlite::Transaction;
+use crate::db::sql::Tx;
 
 use super::types::LedgerKind;
 use crate::db::billing as repo;
@@ -24,7 +24,7 @@ pub struct Insufficient {
 /// drop below the fen already held by replies in flight (so never below
 /// zero). Returns the new balance.
 pub fn grant(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     fen: i64,
     reason: &str,
@@ -46,7 +46,7 @@ pub fn grant(
 /// The `ledger_once` index refuses a second credit for the same order, so
 /// even a logic slip upstream cannot credit twice. Returns the new balance.
 pub fn credit_topup(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     fen: i64,
     out_trade_no: &str,
@@ -75,7 +75,7 @@ pub enum Refunded {
 /// spendable (balance minus holds), so never below zero; the rest is
 /// recorded as a shortfall.
 pub fn debit_refund(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     out_trade_no: &str,
     refund_id: &str,

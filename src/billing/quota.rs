@@ -1,7 +1,7 @@
 //! The free quota and spendable balance, as the API shows them.
 
+use crate::db::sql::Conn;
 use axum::http::StatusCode;
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::json;
 
@@ -29,7 +29,7 @@ pub struct ReplyQuota {
 }
 
 /// The user's quota on local day `day`.
-pub fn view(conn: &Connection, user_id: &UserId, day: &str) -> AppResult<QuotaView> {
+pub fn view(conn: &Conn, user_id: &UserId, day: &str) -> AppResult<QuotaView> {
     let s = repo::settings(conn)?;
     let q = repo::quota_state(conn, user_id, day)?;
     Ok(QuotaView {
@@ -42,12 +42,7 @@ pub fn view(conn: &Connection, user_id: &UserId, day: &str) -> AppResult<QuotaVi
 }
 
 /// The quota after work that was charged `charged_fen`.
-pub fn after(
-    conn: &Connection,
-    user_id: &UserId,
-    day: &str,
-    charged_fen: i64,
-) -> AppResult<ReplyQuota> {
+pub fn after(conn: &Conn, user_id: &UserId, day: &str, charged_fen: i64) -> AppResult<ReplyQuota> {
     let q = view(conn, user_id, day)?;
     Ok(ReplyQuota {
         free_remaining: q.free_remaining,
@@ -58,7 +53,7 @@ pub fn after(
 
 /// What the work stored under `key` was charged (a replayed request
 /// answers it; the replay itself is free).
-pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
+pub fn charged_for(conn: &Conn, key: &str) -> AppResult<i64> {
     repo::charged_for(conn, key)
 }
 

@@ -1,7 +1,7 @@
 //! `mvp28 admin usage`: the usage table (or JSON) for an operator.
 
+use crate::db::sql::Conn;
 use chrono::{DateTime, Duration, NaiveTime, Utc};
-use rusqlite::Connection;
 use serde_json::json;
 
 use super::budget::format_units;
@@ -11,7 +11,7 @@ use crate::error::AppResult;
 use crate::ops::admin::UsageBy;
 
 pub fn print(
-    conn: &Connection,
+    conn: &Conn,
     config: &Config,
     now: DateTime<Utc>,
     days: u32,

@@ -34,12 +34,14 @@ mod tests {
 
     #[test]
     fn states_read_back_exactly_and_refuse_unknown_text() {
-        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let c = crate::db::sql::Conn::sqlite(&db);
         for k in ReservationKind::ALL {
             let back: ReservationKind = c.query_row("SELECT ?1", [k], |r| r.get(0)).unwrap();
             assert_eq!(back, *k);
         }
-        let unknown: rusqlite::Result<CallOutcome> = c.query_row("SELECT 'okay'", [], |r| r.get(0));
+        let unknown: crate::db::sql::DbResult<CallOutcome> =
+            c.query_row("SELECT 'okay'", [], |r| r.get(0));
         assert!(
             unknown.is_err(),
             "an unknown outcome must not read as a default"

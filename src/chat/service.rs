@@ -1,5 +1,6 @@
 //! One chat turn: reserve -> call the model -> settle (or release).
 
+use crate::db::sql::{Conn, Tx};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -376,9 +377,7 @@ async fn end_unpaid(
     state: &AppState,
     turn: &Turn,
     calls: Vec<CallRecord>,
-    store: impl FnOnce(&rusqlite::Transaction<'_>, &MessageId, &MessageId) -> AppResult<()>
-        + Send
-        + 'static,
+    store: impl FnOnce(&Tx<'_>, &MessageId, &MessageId) -> AppResult<()> + Send + 'static,
 ) -> AppResult<()> {
     let at = state.at();
     let user_msg_id = turn.user_msg_id.clone();
@@ -502,7 +501,7 @@ async fn begin(
 
 /// A stored reply as the answer to a retried request (or a resumed one).
 pub(super) fn replay(
-    conn: &rusqlite::Connection,
+    conn: &Conn,
     user_id: &UserId,
     day: &str,
     reply: MessageRow,

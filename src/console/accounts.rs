@@ -2,6 +2,7 @@
 //! create-admin | reset-admin | list-admins | create-token | revoke-token |
 //! audit-log`. Passwords and tokens are printed once and stored hashed.
 
+use crate::db::sql::Conn;
 use std::process::ExitCode;
 
 use super::auth;
@@ -62,7 +63,7 @@ pub fn reset(db: &Db, name: &str, now: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn list(conn: &rusqlite::Connection) -> anyhow::Result<ExitCode> {
+pub fn list(conn: &Conn) -> anyhow::Result<ExitCode> {
     let rows = repo::list(conn).map_err(err)?;
     if rows.is_empty() {
         println!("no admins yet: mvp28 admin create-admin NAME");
@@ -129,7 +130,7 @@ pub fn revoke_token(db: &Db, id: i64, now: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn audit_log(conn: &rusqlite::Connection, limit: u32) -> anyhow::Result<ExitCode> {
+pub fn audit_log(conn: &Conn, limit: u32) -> anyhow::Result<ExitCode> {
     for r in repo::audit_tail(conn, limit).map_err(err)? {
         println!(
             "#{:<6} {}  {:<12} {:<20} {}  {} -> {}",

@@ -2,6 +2,7 @@
 //! action is one write that also appends its `admin_audit` row (who, what,
 //! when, before and after), so an action and its trail commit together.
 
+use crate::db::sql::{Conn, Tx};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -54,7 +55,7 @@ fn nanos_to_fen(nanos: i64) -> i64 {
 }
 
 fn audit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     admin: &str,
     action: &str,
     target: &str,
@@ -664,7 +665,7 @@ pub async fn usage(state: &AppState, days: Option<u32>) -> AppResult<Usage> {
 
 // ---------------------------------------------------------------- settings
 
-fn read_settings(c: &rusqlite::Connection, topups: Vec<i64>) -> AppResult<SettingsView> {
+fn read_settings(c: &Conn, topups: Vec<i64>) -> AppResult<SettingsView> {
     let s = money::settings(c)?;
     Ok(SettingsView {
         price_fen: s.price_fen,

@@ -2,7 +2,7 @@
 //! (`crate::console`). Secrets are stored as hashes only: an Argon2 PHC
 //! string for passwords, SHA-256 hex for session and API tokens.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::error::AppResult;
 
@@ -15,7 +15,7 @@ pub struct AdminRow {
     pub last_login_at: Option<i64>,
 }
 
-fn admin(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminRow> {
+fn admin(r: &Row<'_>) -> crate::db::sql::DbResult<AdminRow> {
     Ok(AdminRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -25,7 +25,7 @@ fn admin(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminRow> {
     })
 }
 
-pub fn find_by_name(conn: &Connection, name: &str) -> AppResult<Option<AdminRow>> {
+pub fn find_by_name(conn: &Conn, name: &str) -> AppResult<Option<AdminRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, name, password_hash, created_at, last_login_at FROM admins WHERE name = ?1",
@@ -34,7 +34,7 @@ pub fn find_by_name(conn: &Connection, name: &str) -> AppResult<Option<AdminRow>
         .optional()?)
 }
 
-pub fn list(conn: &Connection) -> AppResult<Vec<(AdminRow, i64)>> {
+pub fn list(conn: &Conn) -> AppResult<Vec<(AdminRow, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.id, a.name, a.password_hash, a.created_at, a.last_login_at,
                 (SELECT count(*) FROM admin_tokens t WHERE t.admin_id = a.id AND t.revoked_at IS NULL)
@@ -45,7 +45,7 @@ pub fn list(conn: &Connection) -> AppResult<Vec<(AdminRow, i64)>> {
 }
 
 /// Creates an admin; false when the name is taken.
-pub fn create(tx: &Transaction<'_>, name: &str, password_hash: &str, now: i64) -> AppResult<bool> {
+pub fn create(tx: &Tx<'_>, name: &str, password_hash: &str, now: i64) -> AppResult<bool> {
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO admins (name, password_hash, created_at, password_set_at)
@@ -57,12 +57,7 @@ pub fn create(tx: &Transaction<'_>, name: &str, password_hash: &str, now: i64) -
 
 /// Sets a new password and ends every session of the admin; false when
 /// there is no such admin.
-pub fn reset_password(
-    tx: &Transaction<'_>,
-    name: &str,
-    password_hash: &str,
-    now: i64,
-) -> AppResult<bool> {
+pub fn reset_password(tx: &Tx<'_>, name: &str, password_hash: &str, now: i64) -> AppResult<bool> {
     let n = tx
         .prepare_cached(
             "UPDATE admins SET password_hash = ?2, password_set_at = ?3 WHERE name = ?1",
@@ -75,7 +70,7 @@ pub fn reset_password(
     Ok(n == 1)
 }
 
-pub fn set_last_login(tx: &Transaction<'_>, id: i64, now: i64) -> AppResult<()> {
+pub fn set_last_login(tx: &Tx<'_>, id: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached("UPDATE admins SET last_login_at = ?2 WHERE id = ?1")?
         .execute(params![id, now])?;
     Ok(())
@@ -93,7 +88,7 @@ pub struct SessionRow {
 }
 
 pub fn insert_session(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     token_hash: &str,
     admin_id: i64,
     csrf_token: &str,
@@ -107,7 +102,7 @@ pub fn insert_session(
     Ok(())
 }
 
-pub fn find_session(conn: &Connection, token_hash: &str) -> AppResult<Option<SessionRow>> {
+pub fn find_session(conn: &Conn, token_hash: &str) -> AppResult<Option<SessionRow>> {
     Ok(conn
         .prepare_cached(
             "SELECT s.admin_id, a.name, s.csrf_token, s.created_at, s.last_seen_at
@@ -125,13 +120,13 @@ pub fn find_session(conn: &Connection, token_hash: &str) -> AppResult<Option<Ses
         .optional()?)
 }
 
-pub fn touch_session(tx: &Transaction<'_>, token_hash: &str, now: i64) -> AppResult<()> {
+pub fn touch_session(tx: &Tx<'_>, token_hash: &str, now: i64) -> AppResult<()> {
     tx.prepare_cached("UPDATE admin_sessions SET last_seen_at = ?2 WHERE token_hash = ?1")?
         .execute(params![token_hash, now])?;
     Ok(())
 }
 
-pub fn delete_session(tx: &Transaction<'_>, token_hash: &str) -> AppResult<()> {
+pub fn delete_session(tx: &Tx<'_>, token_hash: &str) -> AppResult<()> {
     tx.prepare_cached("DELETE FROM admin_sessions WHERE token_hash = ?1")?
         .execute([token_hash])?;
     Ok(())
@@ -139,7 +134,7 @@ pub fn delete_session(tx: &Transaction<'_>, token_hash: &str) -> AppResult<()> {
 
 /// Drops sessions idle since `idle_before` or created before `created_before`.
 pub fn delete_expired_sessions(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     idle_before: i64,
     created_before: i64,
 ) -> AppResult<usize> {
@@ -152,7 +147,7 @@ pub fn delete_expired_sessions(
 
 /// Stores an API token of the named admin; None when there is no such admin.
 pub fn insert_token(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     name: &str,
     token_hash: &str,
     label: &str,
@@ -168,7 +163,7 @@ pub fn insert_token(
 }
 
 /// (admin id, admin name, token id) of a live API token.
-pub fn find_token(conn: &Connection, token_hash: &str) -> AppResult<Option<(i64, String, i64)>> {
+pub fn find_token(conn: &Conn, token_hash: &str) -> AppResult<Option<(i64, String, i64)>> {
     Ok(conn
         .prepare_cached(
             "SELECT a.id, a.name, t.id FROM admin_tokens t JOIN admins a ON a.id = t.admin_id
@@ -179,7 +174,7 @@ pub fn find_token(conn: &Connection, token_hash: &str) -> AppResult<Option<(i64,
 }
 
 /// Revokes a token by id; false when it was not live.
-pub fn revoke_token(tx: &Transaction<'_>, id: i64, now: i64) -> AppResult<bool> {
+pub fn revoke_token(tx: &Tx<'_>, id: i64, now: i64) -> AppResult<bool> {
     Ok(tx
         .prepare_cached(
             "UPDATE admin_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -202,7 +197,7 @@ pub struct AuditRow {
 }
 
 pub fn append_audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     actor: &str,
     action: &str,
     target: &str,
@@ -219,7 +214,7 @@ pub fn append_audit(
 }
 
 /// The newest `limit` audit rows, newest first.
-pub fn audit_tail(conn: &Connection, limit: u32) -> AppResult<Vec<AuditRow>> {
+pub fn audit_tail(conn: &Conn, limit: u32) -> AppResult<Vec<AuditRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, actor, action, target, before, after, created_at FROM admin_audit
          ORDER BY id DESC LIMIT ?1",

@@ -2,7 +2,7 @@
 //! ledger. The rule that uses these statements is `crate::billing`; nothing
 //! else calls the writes here.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Tx};
 
 use crate::billing::types::{LedgerKind, ReservationKind, ReservationState};
 use crate::error::AppResult;
@@ -17,7 +17,7 @@ pub struct Settings {
     pub price_fen: i64,
 }
 
-pub fn settings(conn: &Connection) -> AppResult<Settings> {
+pub fn settings(conn: &Conn) -> AppResult<Settings> {
     // One statement for both: this runs in every chat turn.
     let mut stmt = conn.prepare_cached(
         "SELECT COALESCE(max(CASE WHEN key = 'free_daily' THEN value END), 0),
@@ -32,7 +32,7 @@ pub fn settings(conn: &Connection) -> AppResult<Settings> {
     })?)
 }
 
-pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
+pub fn get_setting(conn: &Conn, key: &str) -> AppResult<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -40,7 +40,7 @@ pub fn get_setting(conn: &Connection, key: &str) -> AppResult<Option<i64>> {
 }
 
 /// Writes a setting's first value; later changes come from the admin CLI.
-pub fn seed_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
+pub fn seed_setting(conn: &Conn, key: &str, value: i64, now: i64) -> AppResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
     )?
@@ -48,7 +48,7 @@ pub fn seed_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppRe
     Ok(())
 }
 
-pub fn set_setting(conn: &Connection, key: &str, value: i64, now: i64) -> AppResult<()> {
+pub fn set_setting(conn: &Conn, key: &str, value: i64, now: i64) -> AppResult<()> {
     conn.prepare_cached(
         "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -72,7 +72,7 @@ impl QuotaState {
 
 /// The user's quota as of local day `today` (a day other than the stored
 /// one means nothing is used yet today).
-pub fn quota_state(conn: &Connection, user_id: &UserId, today: &str) -> AppResult<QuotaState> {
+pub fn quota_state(conn: &Conn, user_id: &UserId, today: &str) -> AppResult<QuotaState> {
     Ok(conn
         .prepare_cached(
             "SELECT CASE WHEN free_day = ?2 THEN free_used ELSE 0 END, balance_fen, held_fen
@@ -89,7 +89,7 @@ pub fn quota_state(conn: &Connection, user_id: &UserId, today: &str) -> AppResul
         .unwrap_or_default())
 }
 
-pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
+pub fn ensure_quota_row(tx: &Tx<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)")?
         .execute(params![user_id, now])?;
     Ok(())
@@ -97,7 +97,7 @@ pub fn ensure_quota_row(tx: &Transaction<'_>, user_id: &UserId, now: i64) -> App
 
 /// Counts `used` free messages on `day` (the day it counts for).
 pub fn set_free_used(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     day: &str,
     used: i64,
@@ -111,12 +111,7 @@ pub fn set_free_used(
 }
 
 /// Gives one free message of `day` back, if `day` is still the counted day.
-pub fn give_back_free(
-    tx: &Transaction<'_>,
-    user_id: &UserId,
-    day: &str,
-    now: i64,
-) -> AppResult<()> {
+pub fn give_back_free(tx: &Tx<'_>, user_id: &UserId, day: &str, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET free_used = free_used - 1, updated_at = ?3
          WHERE user_id = ?1 AND free_day = ?2 AND free_used > 0",
@@ -126,7 +121,7 @@ pub fn give_back_free(
 }
 
 /// Adds `fen` (negative: removes) to what replies in flight hold.
-pub fn add_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
+pub fn add_held(tx: &Tx<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET held_fen = held_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
     )?
@@ -135,7 +130,7 @@ pub fn add_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> A
 }
 
 /// Turns `fen` held into a charge: balance and hold both drop.
-pub fn charge_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
+pub fn charge_held(tx: &Tx<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen - ?2, held_fen = held_fen - ?2,
          updated_at = ?3 WHERE user_id = ?1",
@@ -145,7 +140,7 @@ pub fn charge_held(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -
 }
 
 /// Adds `fen` (negative: removes) to the stored balance.
-pub fn add_balance(tx: &Transaction<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
+pub fn add_balance(tx: &Tx<'_>, user_id: &UserId, fen: i64, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE user_quotas SET balance_fen = balance_fen + ?2, updated_at = ?3 WHERE user_id = ?1",
     )?
@@ -166,7 +161,7 @@ pub struct Reservation {
     pub free_day: String,
 }
 
-pub fn insert_reservation(tx: &Transaction<'_>, r: &Reservation, now: i64) -> AppResult<()> {
+pub fn insert_reservation(tx: &Tx<'_>, r: &Reservation, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)",
@@ -176,7 +171,7 @@ pub fn insert_reservation(tx: &Transaction<'_>, r: &Reservation, now: i64) -> Ap
 }
 
 /// The reservation still held for `key`, if any.
-pub fn held_for(conn: &Connection, key: &str) -> AppResult<Option<Reservation>> {
+pub fn held_for(conn: &Conn, key: &str) -> AppResult<Option<Reservation>> {
     Ok(conn
         .prepare_cached(
             "SELECT id, user_id, message_id, kind, amount_fen, free_day FROM reservations
@@ -197,7 +192,7 @@ pub fn held_for(conn: &Connection, key: &str) -> AppResult<Option<Reservation>> 
 
 /// Closes a held reservation as `settled` or `released`.
 pub fn close_reservation(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     state: ReservationState,
     now: i64,
@@ -208,7 +203,7 @@ pub fn close_reservation(
 }
 
 /// Keys whose reservations are still held (after a crash, all of them).
-pub fn held_keys(conn: &Connection) -> AppResult<Vec<String>> {
+pub fn held_keys(conn: &Conn) -> AppResult<Vec<String>> {
     let mut stmt =
         conn.prepare_cached("SELECT message_id FROM reservations WHERE state = 'held'")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
@@ -216,7 +211,7 @@ pub fn held_keys(conn: &Connection) -> AppResult<Vec<String>> {
 }
 
 /// The fen charged for the settled work stored under `key`.
-pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
+pub fn charged_for(conn: &Conn, key: &str) -> AppResult<i64> {
     Ok(conn
         .prepare_cached(
             "SELECT amount_fen FROM reservations
@@ -228,7 +223,7 @@ pub fn charged_for(conn: &Connection, key: &str) -> AppResult<i64> {
 }
 
 /// The user's balance and what replies in flight hold of it.
-pub fn balance(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
+pub fn balance(conn: &Conn, user_id: &UserId) -> AppResult<(i64, i64)> {
     Ok(conn
         .prepare_cached("SELECT balance_fen, held_fen FROM user_quotas WHERE user_id = ?1")?
         .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -238,7 +233,7 @@ pub fn balance(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
 
 /// Appends one balance change; returns the balance after it.
 pub fn append_ledger(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     delta: i64,
     kind: LedgerKind,
@@ -266,7 +261,7 @@ pub struct LedgerRow {
     pub created_at: i64,
 }
 
-pub fn ledger_tail(conn: &Connection, user_id: &UserId, n: u32) -> AppResult<Vec<LedgerRow>> {
+pub fn ledger_tail(conn: &Conn, user_id: &UserId, n: u32) -> AppResult<Vec<LedgerRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, delta_fen, balance_after, kind, reference, created_at FROM ledger
          WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
@@ -292,7 +287,7 @@ pub struct AuditMismatch {
 }
 
 /// Every user whose stored balance differs from the sum of their ledger.
-pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
+pub fn audit(conn: &Conn) -> AppResult<(usize, Vec<AuditMismatch>)> {
     let checked: i64 = conn.prepare_cached("SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger)")?.query_row(
         [],
         |r| r.get(0),
@@ -317,7 +312,7 @@ pub fn audit(conn: &Connection) -> AppResult<(usize, Vec<AuditMismatch>)> {
 }
 
 /// Income so far (fen): per-message charges and paid top-ups (for metrics).
-pub fn income_totals(conn: &Connection) -> AppResult<(i64, i64)> {
+pub fn income_totals(conn: &Conn) -> AppResult<(i64, i64)> {
     Ok(conn
         .prepare_cached(
             "SELECT COALESCE(-sum(CASE WHEN kind = 'charge' THEN delta_fen END), 0),
@@ -339,7 +334,7 @@ pub struct RefundRow {
     pub created_at: i64,
 }
 
-pub fn refund_recorded(conn: &Connection, refund_id: &str) -> AppResult<bool> {
+pub fn refund_recorded(conn: &Conn, refund_id: &str) -> AppResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM refunds WHERE refund_id = ?1")?
         .query_row([refund_id], |_| Ok(()))
@@ -348,13 +343,13 @@ pub fn refund_recorded(conn: &Connection, refund_id: &str) -> AppResult<bool> {
 }
 
 /// Fen refunded so far on one order.
-pub fn refunded_on_order(conn: &Connection, out_trade_no: &str) -> AppResult<i64> {
+pub fn refunded_on_order(conn: &Conn, out_trade_no: &str) -> AppResult<i64> {
     Ok(conn
         .prepare_cached("SELECT COALESCE(SUM(amount_fen), 0) FROM refunds WHERE out_trade_no = ?1")?
         .query_row([out_trade_no], |r| r.get(0))?)
 }
 
-pub fn insert_refund(tx: &Transaction<'_>, r: &RefundRow) -> AppResult<()> {
+pub fn insert_refund(tx: &Tx<'_>, r: &RefundRow) -> AppResult<()> {
     tx.prepare_cached(
         "INSERT INTO refunds (refund_id, out_trade_no, user_id, amount_fen, debited_fen,
                               shortfall_fen, created_at)
@@ -373,7 +368,7 @@ pub fn insert_refund(tx: &Transaction<'_>, r: &RefundRow) -> AppResult<()> {
 }
 
 /// Refund shortfalls per user (users with none are left out).
-pub fn refund_shortfalls(conn: &Connection) -> AppResult<Vec<(UserId, i64)>> {
+pub fn refund_shortfalls(conn: &Conn) -> AppResult<Vec<(UserId, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT user_id, SUM(shortfall_fen) FROM refunds WHERE shortfall_fen > 0
          GROUP BY user_id ORDER BY user_id",
@@ -383,7 +378,7 @@ pub fn refund_shortfalls(conn: &Connection) -> AppResult<Vec<(UserId, i64)>> {
 }
 
 /// One user's total refund shortfall.
-pub fn refund_shortfall(conn: &Connection, user_id: &UserId) -> AppResult<i64> {
+pub fn refund_shortfall(conn: &Conn, user_id: &UserId) -> AppResult<i64> {
     Ok(conn
         .prepare_cached("SELECT COALESCE(SUM(shortfall_fen), 0) FROM refunds WHERE user_id = ?1")?
         .query_row([user_id], |r| r.get(0))?)

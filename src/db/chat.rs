@@ -1,6 +1,6 @@
 //! Conversations (sessions) and their messages.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::chat::types::{MessageStatus, Role};
 use crate::error::AppResult;
@@ -31,7 +31,7 @@ pub struct MessageRow {
 const MESSAGE_COLS: &str =
     "seq, id, session_id, role, content, model, status, created_at, attachments";
 
-fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
+fn message_row(r: &Row<'_>) -> crate::db::sql::DbResult<MessageRow> {
     Ok(MessageRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -45,7 +45,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+fn session_row(r: &Row<'_>) -> crate::db::sql::DbResult<SessionRow> {
     Ok(SessionRow {
         id: r.get(0)?,
         title: r.get(1)?,
@@ -55,7 +55,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
 }
 
 pub fn find_session(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &UserId,
     id: &SessionId,
 ) -> AppResult<Option<SessionRow>> {
@@ -70,7 +70,7 @@ pub fn find_session(
 /// The user's most recently active session, if its last message was written
 /// at or after `since` (unix ms).
 pub fn latest_session_active_since(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &UserId,
     since: i64,
 ) -> AppResult<Option<SessionId>> {
@@ -86,7 +86,7 @@ pub fn latest_session_active_since(
 }
 
 pub fn create_session(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &SessionId,
     user_id: &UserId,
     title: &str,
@@ -111,28 +111,32 @@ pub struct NewMessage<'a> {
     pub now: i64,
 }
 
-pub fn insert_message(tx: &Transaction<'_>, m: &NewMessage<'_>) -> AppResult<i64> {
-    tx.prepare_cached(
-        "INSERT INTO messages (id, session_id, user_id, role, content, model, status, reply_to,
+pub fn insert_message(tx: &Tx<'_>, m: &NewMessage<'_>) -> AppResult<i64> {
+    Ok(tx
+        .prepare_cached(
+            "INSERT INTO messages (id, session_id, user_id, role, content, model, status, reply_to,
                                client_msg_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        m.id,
-        m.session_id,
-        m.user_id,
-        m.role,
-        m.content,
-        m.model,
-        m.status,
-        m.reply_to,
-        m.client_msg_id,
-        m.now
-    ])?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         RETURNING seq",
+        )?
+        .query_row(
+            params![
+                m.id,
+                m.session_id,
+                m.user_id,
+                m.role,
+                m.content,
+                m.model,
+                m.status,
+                m.reply_to,
+                m.client_msg_id,
+                m.now
+            ],
+            |r| r.get(0),
+        )?)
 }
 
-pub fn find_message(conn: &Connection, id: &MessageId) -> AppResult<Option<MessageRow>> {
+pub fn find_message(conn: &Conn, id: &MessageId) -> AppResult<Option<MessageRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
@@ -143,7 +147,7 @@ pub fn find_message(conn: &Connection, id: &MessageId) -> AppResult<Option<Messa
 
 /// The reply to an earlier request carrying the same client_msg_id.
 pub fn reply_for_client_msg(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &UserId,
     client_msg_id: &str,
 ) -> AppResult<Option<MessageRow>> {
@@ -168,7 +172,7 @@ pub struct ContextRow {
 /// The last `limit` completed messages of the session before `before_seq`,
 /// oldest first.
 pub fn context(
-    conn: &Connection,
+    conn: &Conn,
     session_id: &SessionId,
     before_seq: i64,
     limit: u32,
@@ -191,7 +195,7 @@ pub fn context(
 }
 
 /// Remembers which media a user message carried.
-pub fn set_attachments(tx: &Transaction<'_>, message_id: &MessageId, json: &str) -> AppResult<()> {
+pub fn set_attachments(tx: &Tx<'_>, message_id: &MessageId, json: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET attachments = ?2 WHERE id = ?1")?
         .execute(params![message_id, json])?;
     Ok(())
@@ -200,7 +204,7 @@ pub fn set_attachments(tx: &Transaction<'_>, message_id: &MessageId, json: &str)
 /// Stores the finished reply and bumps its session's activity; returns the
 /// stored message.
 pub fn complete_reply(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &MessageId,
     session_id: &SessionId,
     content: &str,
@@ -220,7 +224,7 @@ pub fn complete_reply(
 
 /// Whether a message row still exists (a session or account deleted while
 /// its reply was generated takes the row with it).
-pub fn message_exists(conn: &rusqlite::Connection, id: &MessageId) -> AppResult<bool> {
+pub fn message_exists(conn: &Conn, id: &MessageId) -> AppResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -230,11 +234,7 @@ pub fn message_exists(conn: &rusqlite::Connection, id: &MessageId) -> AppResult<
 
 /// Removes a turn that produced nothing (the user may retry it with the same
 /// client_msg_id), and its session when that leaves it empty.
-pub fn discard_turn(
-    tx: &Transaction<'_>,
-    user_msg_id: &MessageId,
-    reply_id: &MessageId,
-) -> AppResult<()> {
+pub fn discard_turn(tx: &Tx<'_>, user_msg_id: &MessageId, reply_id: &MessageId) -> AppResult<()> {
     let session: Option<String> = tx
         .prepare_cached("SELECT session_id FROM messages WHERE id = ?1")?
         .query_row([reply_id], |r| r.get(0))
@@ -251,20 +251,20 @@ pub fn discard_turn(
 
 /// A reply cut short by an upstream failure: its partial text is kept as
 /// `failed`, and its request may be retried under the same client_msg_id.
-pub fn store_failed(tx: &Transaction<'_>, reply_id: &MessageId, partial: &str) -> AppResult<()> {
+pub fn store_failed(tx: &Tx<'_>, reply_id: &MessageId, partial: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET content = ?2, status = 'failed' WHERE id = ?1")?
         .execute(params![reply_id, partial])?;
     release_client_msg_id(tx, reply_id)
 }
 
 /// A reply withheld by content security: only `notice` is kept.
-pub fn store_blocked(tx: &Transaction<'_>, reply_id: &MessageId, notice: &str) -> AppResult<()> {
+pub fn store_blocked(tx: &Tx<'_>, reply_id: &MessageId, notice: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET content = ?2, status = 'blocked' WHERE id = ?1")?
         .execute(params![reply_id, notice])?;
     Ok(())
 }
 
-fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
+fn release_client_msg_id(tx: &Tx<'_>, reply_id: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE messages SET client_msg_id = NULL WHERE id = (SELECT reply_to FROM messages WHERE id = ?1)")?.execute(
         [reply_id],
     )?;
@@ -273,7 +273,7 @@ fn release_client_msg_id(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> 
 
 /// A message of this user's.
 pub fn find_user_message(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &UserId,
     id: &MessageId,
 ) -> AppResult<Option<MessageRow>> {
@@ -287,7 +287,7 @@ pub fn find_user_message(
 
 /// Replies still `generating` with no live generator (after a crash) become
 /// failed with whatever they hold, and their requests become retryable.
-pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
+pub fn fail_orphaned(tx: &Tx<'_>, reply_id: &str) -> AppResult<()> {
     tx.prepare_cached(
         "UPDATE messages SET status = 'failed' WHERE id = ?1 AND status = 'generating'",
     )?
@@ -297,7 +297,7 @@ pub fn fail_orphaned(tx: &Transaction<'_>, reply_id: &str) -> AppResult<()> {
 
 /// Most recently active first; the cursor is the last item's (updated_at, id).
 pub fn list_sessions(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &UserId,
     after: Option<(i64, String)>,
     limit: u32,
@@ -314,7 +314,7 @@ pub fn list_sessions(
 
 /// Newest first, strictly before `before_seq`.
 pub fn list_messages(
-    conn: &Connection,
+    conn: &Conn,
     session_id: &SessionId,
     before_seq: Option<i64>,
     limit: u32,
@@ -331,7 +331,7 @@ pub fn list_messages(
 }
 
 /// Deletes the user's session and its messages; false when not theirs.
-pub fn delete_session(tx: &Transaction<'_>, user_id: &UserId, id: &SessionId) -> AppResult<bool> {
+pub fn delete_session(tx: &Tx<'_>, user_id: &UserId, id: &SessionId) -> AppResult<bool> {
     Ok(tx
         .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
         .execute(params![id, user_id])?

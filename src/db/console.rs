@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::sql::{params, Conn, OptionalExtension, Row};
 
 use crate::error::AppResult;
 use crate::ids::UserId;
@@ -24,7 +24,7 @@ pub struct UserInfo {
     pub locations: i64,
 }
 
-fn user_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserInfo> {
+fn user_info(r: &Row<'_>) -> crate::db::sql::DbResult<UserInfo> {
     Ok(UserInfo {
         id: r.get(0)?,
         openid: r.get(1)?,
@@ -42,7 +42,7 @@ const USER_COLUMNS: &str = "u.id, u.openid, u.created_at, u.last_login_at, u.del
     (SELECT count(*) FROM media d WHERE d.user_id = u.id),
     (SELECT count(*) FROM location_logs l WHERE l.user_id = u.id)";
 
-pub fn user(conn: &Connection, id: &UserId) -> AppResult<Option<UserInfo>> {
+pub fn user(conn: &Conn, id: &UserId) -> AppResult<Option<UserInfo>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"
@@ -53,7 +53,7 @@ pub fn user(conn: &Connection, id: &UserId) -> AppResult<Option<UserInfo>> {
 
 /// Users whose id starts with `prefix` (or whose openid is exactly it),
 /// newest first; the newest users when `prefix` is empty.
-pub fn find_users(conn: &Connection, prefix: &str, limit: u32) -> AppResult<Vec<UserInfo>> {
+pub fn find_users(conn: &Conn, prefix: &str, limit: u32) -> AppResult<Vec<UserInfo>> {
     let escaped = prefix
         .replace('\\', "\\\\")
         .replace('%', "\\%")
@@ -77,7 +77,7 @@ pub struct HoldRow {
 }
 
 /// Reservations still held by the user's replies in flight.
-pub fn holds(conn: &Connection, user_id: &UserId) -> AppResult<Vec<HoldRow>> {
+pub fn holds(conn: &Conn, user_id: &UserId) -> AppResult<Vec<HoldRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, message_id, kind, amount_fen, created_at FROM reservations
          WHERE user_id = ?1 AND state = 'held' ORDER BY created_at",
@@ -97,7 +97,7 @@ pub fn holds(conn: &Connection, user_id: &UserId) -> AppResult<Vec<HoldRow>> {
 const PAYMENT_COLUMNS: &str = "out_trade_no, user_id, amount_fen, status, transaction_id, \
                                prepay_id, created_at, expires_at, paid_at";
 
-fn payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRow> {
+fn payment(r: &Row<'_>) -> crate::db::sql::DbResult<PaymentRow> {
     Ok(PaymentRow {
         out_trade_no: r.get(0)?,
         user_id: r.get(1)?,
@@ -113,7 +113,7 @@ fn payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRow> {
 
 /// Orders, newest first, optionally of one status and/or one user.
 pub fn orders(
-    conn: &Connection,
+    conn: &Conn,
     status: Option<&str>,
     user_id: Option<&UserId>,
     limit: u32,
@@ -148,14 +148,14 @@ pub struct DayFigures {
 
 /// Daily figures since `since_ms`, keyed by local day (`offset_secs` from UTC).
 pub fn daily(
-    conn: &Connection,
+    conn: &Conn,
     since_ms: i64,
     offset_secs: i64,
 ) -> AppResult<BTreeMap<String, DayFigures>> {
     let day = |col: &str| format!("date(({col} / 1000) + {offset_secs}, 'unixepoch')");
     let mut out: BTreeMap<String, DayFigures> = BTreeMap::new();
     let mut fill = |sql: String,
-                    set: &dyn Fn(&mut DayFigures, &rusqlite::Row<'_>) -> rusqlite::Result<()>|
+                    set: &dyn Fn(&mut DayFigures, &Row<'_>) -> crate::db::sql::DbResult<()>|
      -> AppResult<()> {
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut q = stmt.query([since_ms])?;
@@ -165,7 +165,7 @@ pub fn daily(
                 day: d,
                 ..Default::default()
             });
-            set(e, r)?;
+            set(e, &r)?;
         }
         Ok(())
     };
@@ -224,7 +224,7 @@ pub fn daily(
 /// (model, provider, latency_ms, outcome) of calls since `since_ms`, at most
 /// `limit` of the newest (for latency percentiles).
 pub fn call_latencies(
-    conn: &Connection,
+    conn: &Conn,
     since_ms: i64,
     limit: u32,
 ) -> AppResult<Vec<(String, String, i64, String)>> {
@@ -250,7 +250,7 @@ pub struct ProviderCall {
 
 /// The provider's last successful call and its latest failed ones.
 pub fn provider_calls(
-    conn: &Connection,
+    conn: &Conn,
     provider: &str,
     failures: u32,
 ) -> AppResult<(Option<i64>, Vec<ProviderCall>)> {
@@ -276,7 +276,7 @@ pub fn provider_calls(
 }
 
 /// (users, live users, payments, ledger rows) in the whole database.
-pub fn totals(conn: &Connection) -> AppResult<(i64, i64, i64, i64)> {
+pub fn totals(conn: &Conn) -> AppResult<(i64, i64, i64, i64)> {
     Ok(conn
         .prepare_cached(
             "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM users WHERE deleted_at IS NULL),
@@ -286,7 +286,7 @@ pub fn totals(conn: &Connection) -> AppResult<(i64, i64, i64, i64)> {
 }
 
 /// The database's size in bytes (pages in use, WAL excluded).
-pub fn database_bytes(conn: &Connection) -> AppResult<i64> {
+pub fn database_bytes(conn: &Conn) -> AppResult<i64> {
     Ok(conn.query_row(
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         [],
@@ -295,7 +295,7 @@ pub fn database_bytes(conn: &Connection) -> AppResult<i64> {
 }
 
 /// Distinct users who sent a message since `since_ms`.
-pub fn active_users_since(conn: &Connection, since_ms: i64) -> AppResult<i64> {
+pub fn active_users_since(conn: &Conn, since_ms: i64) -> AppResult<i64> {
     Ok(conn
         .prepare_cached(
             "SELECT count(DISTINCT user_id) FROM messages WHERE role = 'user' AND created_at >= ?1",

@@ -1,6 +1,6 @@
 //! Batch jobs over a user's media and their items (docs/media.md).
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::error::AppResult;
 use crate::ids::{JobId, MediaId, UserId};
@@ -29,7 +29,7 @@ pub struct ItemRow {
 }
 
 pub fn create(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &JobId,
     user_id: &UserId,
     action: &str,
@@ -51,7 +51,7 @@ pub fn create(
 
 const JOB_COLS: &str = "id, user_id, action, state, created_at, finished_at";
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+fn job_row(r: &Row<'_>) -> crate::db::sql::DbResult<JobRow> {
     Ok(JobRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -62,7 +62,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-pub fn find(conn: &Connection, id: &JobId) -> AppResult<Option<JobRow>> {
+pub fn find(conn: &Conn, id: &JobId) -> AppResult<Option<JobRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
@@ -72,7 +72,7 @@ pub fn find(conn: &Connection, id: &JobId) -> AppResult<Option<JobRow>> {
         .optional()?)
 }
 
-pub fn find_for_user(conn: &Connection, user_id: &UserId, id: &JobId) -> AppResult<Option<JobRow>> {
+pub fn find_for_user(conn: &Conn, user_id: &UserId, id: &JobId) -> AppResult<Option<JobRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1 AND user_id = ?2"),
@@ -82,7 +82,7 @@ pub fn find_for_user(conn: &Connection, user_id: &UserId, id: &JobId) -> AppResu
         .optional()?)
 }
 
-pub fn items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<ItemRow>> {
+pub fn items(conn: &Conn, job_id: &JobId) -> AppResult<Vec<ItemRow>> {
     let mut stmt = conn.prepare(
         "SELECT idx, media_id, state, result, error FROM job_items WHERE job_id = ?1 ORDER BY idx",
     )?;
@@ -99,7 +99,7 @@ pub fn items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<ItemRow>> {
 }
 
 /// Startup: jobs still running, their interrupted items made pending again.
-pub fn resume_all(tx: &Transaction<'_>, now: i64) -> AppResult<Vec<JobRow>> {
+pub fn resume_all(tx: &Tx<'_>, now: i64) -> AppResult<Vec<JobRow>> {
     tx.execute(
         "UPDATE job_items SET state = 'pending', updated_at = ?1
          WHERE state = 'running' AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
@@ -113,14 +113,14 @@ pub fn resume_all(tx: &Transaction<'_>, now: i64) -> AppResult<Vec<JobRow>> {
 }
 
 /// A user's jobs still running.
-pub fn count_unfinished(conn: &Connection, user_id: &UserId) -> AppResult<i64> {
+pub fn count_unfinished(conn: &Conn, user_id: &UserId) -> AppResult<i64> {
     Ok(conn
         .prepare_cached("SELECT count(*) FROM jobs WHERE user_id = ?1 AND state = 'running'")?
         .query_row([user_id], |r| r.get(0))?)
 }
 
 /// (idx, attempts) of a job's items that will run again.
-pub fn runnable_items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<(i64, i64)>> {
+pub fn runnable_items(conn: &Conn, job_id: &JobId) -> AppResult<Vec<(i64, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT idx, attempts FROM job_items WHERE job_id = ?1 AND state = 'pending'
          AND attempts < ?2 ORDER BY idx",
@@ -133,11 +133,7 @@ pub fn runnable_items(conn: &Connection, job_id: &JobId) -> AppResult<Vec<(i64, 
 
 /// Marks the next pending item running and returns (idx, media_id,
 /// attempts before this one).
-pub fn claim_next(
-    tx: &Transaction<'_>,
-    job_id: &JobId,
-    now: i64,
-) -> AppResult<Option<(i64, MediaId, i64)>> {
+pub fn claim_next(tx: &Tx<'_>, job_id: &JobId, now: i64) -> AppResult<Option<(i64, MediaId, i64)>> {
     tx.execute(
         "UPDATE job_items SET state = 'failed', error = 'interrupted too many times', updated_at = ?3
          WHERE job_id = ?1 AND state = 'pending' AND attempts >= ?2",
@@ -162,7 +158,7 @@ pub fn claim_next(
 }
 
 pub fn finish_item(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &JobId,
     idx: i64,
     outcome: &Result<String, String>,
@@ -181,7 +177,7 @@ pub fn finish_item(
 }
 
 /// Marks the job done once no item is pending or running; true if it is.
-pub fn finish_if_done(tx: &Transaction<'_>, job_id: &JobId, now: i64) -> AppResult<bool> {
+pub fn finish_if_done(tx: &Tx<'_>, job_id: &JobId, now: i64) -> AppResult<bool> {
     let open: i64 = tx.query_row(
         "SELECT count(*) FROM job_items WHERE job_id = ?1 AND state IN ('pending', 'running')",
         [job_id],

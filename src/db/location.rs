@@ -1,6 +1,6 @@
 //! location_logs: reports, listing, erasure, retention.
 
-use rusqlite::{params, Connection, Transaction};
+use crate::db::sql::{params, Conn, Tx};
 
 use crate::error::AppResult;
 use crate::ids::UserId;
@@ -27,12 +27,7 @@ pub struct PointRow {
     pub created_at: i64,
 }
 
-pub fn insert_all(
-    tx: &Transaction<'_>,
-    user_id: &UserId,
-    points: &[Point],
-    now: i64,
-) -> AppResult<usize> {
+pub fn insert_all(tx: &Tx<'_>, user_id: &UserId, points: &[Point], now: i64) -> AppResult<usize> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO location_logs (user_id, latitude, longitude, accuracy, coord_type, recorded_at,
                                     created_at, speed, altitude, vertical_accuracy, horizontal_accuracy)
@@ -65,7 +60,7 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub fn list(conn: &Connection, user_id: &UserId, f: &ListFilter) -> AppResult<Vec<PointRow>> {
+pub fn list(conn: &Conn, user_id: &UserId, f: &ListFilter) -> AppResult<Vec<PointRow>> {
     let (ts, id) = f.after.unwrap_or((i64::MAX, i64::MAX));
     let mut stmt = conn.prepare_cached(
         "SELECT id, latitude, longitude, accuracy, coord_type, recorded_at, created_at,
@@ -105,18 +100,18 @@ pub fn list(conn: &Connection, user_id: &UserId, f: &ListFilter) -> AppResult<Ve
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn delete_all(tx: &Transaction<'_>, user_id: &UserId) -> AppResult<usize> {
+pub fn delete_all(tx: &Tx<'_>, user_id: &UserId) -> AppResult<usize> {
     Ok(tx
         .prepare_cached("DELETE FROM location_logs WHERE user_id = ?1")?
         .execute([user_id])?)
 }
 
 /// Deletes up to `limit` points recorded before `cutoff`; returns how many.
-pub fn purge_batch(tx: &Transaction<'_>, cutoff: i64, limit: u32) -> AppResult<usize> {
+pub fn purge_batch(tx: &Tx<'_>, cutoff: i64, limit: u32) -> AppResult<usize> {
     Ok(tx
         .prepare_cached(
             "DELETE FROM location_logs WHERE id IN
                (SELECT id FROM location_logs WHERE recorded_at < ?1 LIMIT ?2)",
         )?
-        .execute(rusqlite::params![cutoff, limit])?)
+        .execute(crate::db::sql::params![cutoff, limit])?)
 }

@@ -1,6 +1,6 @@
 //! Media records: pending uploads and committed objects.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::error::AppResult;
 use crate::ids::{MediaId, UserId};
@@ -28,7 +28,7 @@ pub struct NewMedia<'a> {
 
 const COLUMNS: &str = "id, user_id, object_key, filename, content_type, size, state, created_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
+fn row(r: &Row<'_>) -> crate::db::sql::DbResult<MediaRow> {
     Ok(MediaRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -36,14 +36,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
         filename: r.get(3)?,
         content_type: r.get(4)?,
         size: r.get(5)?,
-        committed: r.get::<_, String>(6)? == "committed",
+        committed: r.get::<String>(6)? == "committed",
         created_at: r.get(7)?,
     })
 }
 
 /// What a user stores: (bytes of committed and pending media, pending
 /// uploads).
-pub fn usage_of(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
+pub fn usage_of(conn: &Conn, user_id: &UserId) -> AppResult<(i64, i64)> {
     Ok(conn
         .prepare_cached(
             "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(state = 'pending'), 0)
@@ -52,7 +52,7 @@ pub fn usage_of(conn: &Connection, user_id: &UserId) -> AppResult<(i64, i64)> {
         .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
-pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppResult<()> {
+pub fn insert_pending(tx: &Tx<'_>, m: &NewMedia<'_>, now: i64) -> AppResult<()> {
     tx.prepare_cached("INSERT INTO media (id, user_id, object_key, filename, content_type, size, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)")?.execute(
         params![
@@ -69,11 +69,7 @@ pub fn insert_pending(tx: &Transaction<'_>, m: &NewMedia<'_>, now: i64) -> AppRe
 }
 
 /// The user's media record, in any state; another user's is None.
-pub fn find_for_user(
-    conn: &Connection,
-    user_id: &UserId,
-    id: &MediaId,
-) -> AppResult<Option<MediaRow>> {
+pub fn find_for_user(conn: &Conn, user_id: &UserId, id: &MediaId) -> AppResult<Option<MediaRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM media WHERE id = ?1 AND user_id = ?2"
@@ -82,7 +78,7 @@ pub fn find_for_user(
         .optional()?)
 }
 
-pub fn find_by_key(conn: &Connection, object_key: &str) -> AppResult<Option<MediaRow>> {
+pub fn find_by_key(conn: &Conn, object_key: &str) -> AppResult<Option<MediaRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM media WHERE object_key = ?1"
@@ -93,7 +89,7 @@ pub fn find_by_key(conn: &Connection, object_key: &str) -> AppResult<Option<Medi
 
 /// Marks a pending upload committed; false when it no longer is pending
 /// (committed meanwhile, or swept).
-pub fn mark_committed(tx: &Transaction<'_>, id: &MediaId, now: i64) -> AppResult<bool> {
+pub fn mark_committed(tx: &Tx<'_>, id: &MediaId, now: i64) -> AppResult<bool> {
     let n = tx.prepare_cached("UPDATE media SET state = 'committed', committed_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(
         params![id, now],
     )?;
@@ -101,7 +97,7 @@ pub fn mark_committed(tx: &Transaction<'_>, id: &MediaId, now: i64) -> AppResult
 }
 
 /// Up to `limit` uploads still pending that were created before `cutoff`.
-pub fn pending_before(conn: &Connection, cutoff: i64, limit: u32) -> AppResult<Vec<MediaRow>> {
+pub fn pending_before(conn: &Conn, cutoff: i64, limit: u32) -> AppResult<Vec<MediaRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM media WHERE state = 'pending' AND created_at < ?1
          ORDER BY created_at LIMIT ?2"
@@ -111,7 +107,7 @@ pub fn pending_before(conn: &Connection, cutoff: i64, limit: u32) -> AppResult<V
 }
 
 /// Deletes these rows if they are still pending; returns how many went.
-pub fn delete_pending(tx: &Transaction<'_>, ids: &[MediaId]) -> AppResult<usize> {
+pub fn delete_pending(tx: &Tx<'_>, ids: &[MediaId]) -> AppResult<usize> {
     let mut stmt = tx.prepare_cached("DELETE FROM media WHERE id = ?1 AND state = 'pending'")?;
     let mut n = 0;
     for id in ids {
@@ -121,12 +117,7 @@ pub fn delete_pending(tx: &Transaction<'_>, ids: &[MediaId]) -> AppResult<usize>
 }
 
 /// A committed object the server wrote itself (text-to-speech output).
-pub fn insert_committed(
-    tx: &Transaction<'_>,
-    m: &NewMedia<'_>,
-    origin: &str,
-    now: i64,
-) -> AppResult<()> {
+pub fn insert_committed(tx: &Tx<'_>, m: &NewMedia<'_>, origin: &str, now: i64) -> AppResult<()> {
     tx.execute(
         "INSERT INTO media (id, user_id, object_key, filename, content_type, size, state,
                             created_at, committed_at, origin)
@@ -157,7 +148,7 @@ pub struct MediaTexts {
     pub description: Option<String>,
 }
 
-pub fn texts(conn: &Connection, id: &MediaId) -> AppResult<MediaTexts> {
+pub fn texts(conn: &Conn, id: &MediaId) -> AppResult<MediaTexts> {
     Ok(conn
         .query_row(
             "SELECT extracted_text, extract_error, transcript, description FROM media WHERE id = ?1",
@@ -177,7 +168,7 @@ pub fn texts(conn: &Connection, id: &MediaId) -> AppResult<MediaTexts> {
 
 /// Records the outcome of a text extraction: the text, or why there is none.
 pub fn set_extraction(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &MediaId,
     outcome: &Result<String, String>,
 ) -> AppResult<()> {
@@ -190,13 +181,13 @@ pub fn set_extraction(
     Ok(())
 }
 
-pub fn set_transcript(tx: &Transaction<'_>, id: &MediaId, text: &str) -> AppResult<()> {
+pub fn set_transcript(tx: &Tx<'_>, id: &MediaId, text: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE media SET transcript = ?2 WHERE id = ?1")?
         .execute(params![id, text])?;
     Ok(())
 }
 
-pub fn set_description(tx: &Transaction<'_>, id: &MediaId, text: &str) -> AppResult<()> {
+pub fn set_description(tx: &Tx<'_>, id: &MediaId, text: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE media SET description = ?2 WHERE id = ?1")?
         .execute(params![id, text])?;
     Ok(())

@@ -1,5 +1,8 @@
-//! SQLite: pool, pragmas, migrations, and the one helper that runs blocking
-//! DB work off the async threads. SQL lives in this module's children only.
+//! The storage layer: SQLite (embedded default) or Postgres
+//! (`database.url`), each with a pool of read connections and one writer
+//! (see `writer`), migrations, and the helpers that run blocking DB work off
+//! the async threads. SQL lives in this module's children only, written once
+//! against [`sql::Conn`] / [`sql::Tx`].
 
 pub mod admins;
 pub mod billing;
@@ -10,6 +13,8 @@ pub mod jobs;
 pub mod location;
 pub mod media;
 pub mod payments;
+pub mod pg;
+pub mod sql;
 mod sql_enum;
 pub mod usage;
 pub mod users;
@@ -21,16 +26,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use r2d2::Pool;
+use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension as _};
 use tokio::sync::Semaphore;
+
+pub use sql::{Backend, Conn, DbError, DbResult, OptionalExtension, Tx};
 
 use crate::config::Synchronous;
 use crate::error::{AppError, AppResult, ErrorCode};
 
 mod embedded {
-    refinery::embed_migrations!("migrations");
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+mod embedded_pg {
+    refinery::embed_migrations!("migrations/postgres");
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,16 +51,24 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
+enum Readers {
+    Sqlite(Pool<SqliteConnectionManager>),
+    Postgres(Pool<pg::PgManager>),
+}
+
 struct Inner {
     /// All writes of this process go through one connection on one thread,
     /// batched into group commits (see `writer`). Other processes (the admin
-    /// CLI) still meet busy_timeout.
+    /// CLI, other instances on Postgres) meet a lock.
     writer: writer::Writer,
-    pool: Pool<SqliteConnectionManager>,
+    readers: Readers,
     /// Requests queue here asynchronously instead of blocking a thread in
     /// `pool.get()`.
     permits: Semaphore,
+    /// The SQLite file; empty on Postgres.
     path: PathBuf,
+    /// Where the database is, without secrets (messages, console).
+    location: String,
     /// Time requests spent queued for a connection (metrics).
     waited_micros: AtomicU64,
     acquisitions: AtomicU64,
@@ -59,6 +78,29 @@ pub struct MigrationInfo {
     pub version: i32,
     pub name: String,
     pub applied: bool,
+}
+
+/// A pooled read connection for synchronous callers (CLI, startup).
+pub enum ReadConn {
+    Sqlite(PooledConnection<SqliteConnectionManager>),
+    Postgres(PooledConnection<pg::PgManager>),
+}
+
+impl ReadConn {
+    pub fn conn(&self) -> Conn<'_> {
+        match self {
+            ReadConn::Sqlite(c) => Conn::sqlite(c),
+            ReadConn::Postgres(c) => Conn::postgres(c),
+        }
+    }
+}
+
+/// Postgres connection settings (`[database]` with a `postgres://` url).
+pub struct PgSettings<'a> {
+    pub url: &'a str,
+    pub ca_file: Option<&'a str>,
+    pub statement_timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 impl Db {
@@ -99,16 +141,85 @@ impl Db {
             .connection_timeout(Duration::from_secs(15))
             .build(manager)
             .with_context(|| format!("opening database {}", path.display()))?;
+        Ok(Db::assemble(
+            writer::WriterConn::Sqlite(writer),
+            Readers::Sqlite(pool),
+            pool_size,
+            path.to_path_buf(),
+            path.display().to_string(),
+        )?)
+    }
+
+    /// Connects to Postgres (once: an unreachable server is an error, not a
+    /// retry loop), refuses a schema newer than this binary, applies
+    /// pending migrations, and opens the pool.
+    pub fn open_postgres(settings: &PgSettings<'_>, pool_size: u32) -> anyhow::Result<Db> {
+        let connector = pg::PgConnector::new(
+            settings.url,
+            settings.ca_file,
+            settings.statement_timeout,
+            settings.connect_timeout,
+        )?;
+        let location = connector.describe();
+        let mut client = connector.connect_raw().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the database at {location}: {}",
+                DbError::from(e)
+            )
+        })?;
+        migrate_pg(&mut client, &location)?;
+        drop(client);
+        let writer = connector.connect().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the database at {location}: {}",
+                DbError::from(e)
+            )
+        })?;
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(pg::PgManager {
+                connector: connector.clone(),
+            })
+            .with_context(|| format!("opening a pool to {location}"))?;
+        Ok(Db::assemble(
+            writer::WriterConn::Postgres {
+                connector,
+                conn: Some(writer),
+            },
+            Readers::Postgres(pool),
+            pool_size,
+            PathBuf::new(),
+            location,
+        )?)
+    }
+
+    fn assemble(
+        writer: writer::WriterConn,
+        readers: Readers,
+        pool_size: u32,
+        path: PathBuf,
+        location: String,
+    ) -> std::io::Result<Db> {
         Ok(Db {
             inner: Arc::new(Inner {
                 writer: writer::Writer::start(writer)?,
-                pool,
+                readers,
                 permits: Semaphore::new(pool_size as usize),
-                path: path.to_path_buf(),
+                path,
+                location,
                 waited_micros: AtomicU64::new(0),
                 acquisitions: AtomicU64::new(0),
             }),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner.readers {
+            Readers::Sqlite(_) => Backend::Sqlite,
+            Readers::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// (connections handed out, total seconds spent waiting for one)
@@ -119,19 +230,36 @@ impl Db {
         )
     }
 
+    /// The SQLite file (empty on Postgres: see [`location`](Self::location)).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
+    /// Where the database is, without secrets.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
     /// A pooled (read-only) connection for synchronous callers (CLI, startup).
-    pub fn conn(&self) -> anyhow::Result<r2d2::PooledConnection<SqliteConnectionManager>> {
-        Ok(self.inner.pool.get()?)
+    pub fn conn(&self) -> AppResult<ReadConn> {
+        Ok(match &self.inner.readers {
+            Readers::Sqlite(p) => ReadConn::Sqlite(p.get()?),
+            Readers::Postgres(p) => ReadConn::Postgres(p.get()?),
+        })
     }
 
     pub fn migration_status(&self) -> anyhow::Result<Vec<MigrationInfo>> {
-        let conn = self.conn()?;
-        let applied = applied_versions(&conn)?;
-        let mut out: Vec<MigrationInfo> = embedded::migrations::runner()
+        let (applied, runner) = match &self.inner.readers {
+            Readers::Sqlite(p) => (
+                applied_versions(&*p.get()?)?,
+                embedded::migrations::runner(),
+            ),
+            Readers::Postgres(p) => (
+                applied_versions_pg(&Conn::postgres(&*p.get()?))?,
+                embedded_pg::migrations::runner(),
+            ),
+        };
+        let mut out: Vec<MigrationInfo> = runner
             .get_migrations()
             .iter()
             .map(|m| MigrationInfo {
@@ -145,12 +273,12 @@ impl Db {
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, carrying the
-    /// caller's tracing span. The connection is `query_only`: writes go
-    /// through [`write`](Self::write).
+    /// caller's tracing span. The connection is read-only in spirit (and
+    /// `query_only` on SQLite): writes go through [`write`](Self::write).
     pub async fn run<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> AppResult<T> + Send + 'static,
     {
         let queued = std::time::Instant::now();
         let _permit = self
@@ -167,19 +295,28 @@ impl Db {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            let conn = db.inner.pool.get()?;
-            f(&conn)
+            let conn = db.conn()?;
+            f(&conn.conn())
         })
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("db task failed: {e}")))?
     }
 
-    /// Like [`run`](Self::run) inside one `BEGIN IMMEDIATE` transaction,
-    /// committed when `f` returns Ok.
+    /// [`run`](Self::run) for synchronous callers (the CLI).
+    pub fn read_blocking<T, F>(&self, f: F) -> AppResult<T>
+    where
+        F: FnOnce(&Conn<'_>) -> AppResult<T>,
+    {
+        let conn = self.conn()?;
+        f(&conn.conn())
+    }
+
+    /// Like [`run`](Self::run) inside one write transaction, committed when
+    /// `f` returns Ok.
     pub async fn write<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         self.inner.writer.write(f).await
     }
@@ -189,7 +326,7 @@ impl Db {
     pub fn write_blocking<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         self.inner.writer.write_blocking(f)
     }
@@ -204,9 +341,20 @@ impl Db {
         )
     }
 
+    fn sqlite_pool(&self) -> Option<&Pool<SqliteConnectionManager>> {
+        match &self.inner.readers {
+            Readers::Sqlite(p) => Some(p),
+            Readers::Postgres(_) => None,
+        }
+    }
+
     /// Copies committed WAL pages into the database file off the write path,
-    /// every `every` (PASSIVE: never blocks readers or the writer).
+    /// every `every` (PASSIVE: never blocks readers or the writer). SQLite
+    /// only: Postgres checkpoints itself.
     pub fn spawn_checkpointer(&self, every: Duration) {
+        if self.sqlite_pool().is_none() {
+            return;
+        }
         let db = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -215,8 +363,10 @@ impl Db {
                 tick.tick().await;
                 let db = db.clone();
                 let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    let conn = db.conn()?;
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                    if let Some(pool) = db.sqlite_pool() {
+                        pool.get()?
+                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                    }
                     Ok(())
                 })
                 .await;
@@ -229,7 +379,10 @@ impl Db {
 
     /// Copies the WAL into the main file and truncates it (clean shutdown).
     pub fn checkpoint(&self) -> anyhow::Result<()> {
-        let conn = self.conn()?;
+        let Some(pool) = self.sqlite_pool() else {
+            return Ok(());
+        };
+        let conn = pool.get()?;
         // The background checkpointer or a last reader may hold it a moment.
         for _ in 0..100 {
             let (busy, _, _): (i64, i64, i64) =
@@ -247,25 +400,58 @@ impl Db {
 
 /// Refuses a schema newer than this binary, then applies what is pending.
 fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
-    let newest = embedded::migrations::runner()
+    let runner = embedded::migrations::runner();
+    refuse_newer(
+        &runner,
+        &applied_versions(conn)?,
+        &path.display().to_string(),
+    )?;
+    runner
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run(conn)
+        .context("applying migrations")?;
+    Ok(())
+}
+
+fn migrate_pg(client: &mut postgres::Client, location: &str) -> anyhow::Result<()> {
+    let runner = embedded_pg::migrations::runner();
+    let exists: Option<String> = client
+        .query_one(
+            "SELECT CAST(to_regclass('refinery_schema_history') AS TEXT)",
+            &[],
+        )?
+        .get(0);
+    let applied: Vec<i32> = match exists {
+        None => vec![],
+        Some(_) => client
+            .query("SELECT version FROM refinery_schema_history", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    refuse_newer(&runner, &applied, location)?;
+    runner
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run(client)
+        .context("applying migrations")?;
+    Ok(())
+}
+
+fn refuse_newer(runner: &refinery::Runner, applied: &[i32], location: &str) -> anyhow::Result<()> {
+    let newest = runner
         .get_migrations()
         .iter()
         .map(|m| m.version())
         .max()
         .unwrap_or(0);
-    let applied = applied_versions(conn)?;
     if let Some(v) = applied.iter().copied().max().filter(|v| *v > newest) {
         bail!(
-            "database {} has schema version {v}, newer than this binary's {newest}; \
-             it was written by a newer mvp28 — upgrade the binary instead",
-            path.display()
+            "database {location} has schema version {v}, newer than this binary's {newest}; \
+             it was written by a newer mvp28 — upgrade the binary instead"
         );
     }
-    embedded::migrations::runner()
-        .set_abort_divergent(true)
-        .set_abort_missing(true)
-        .run(conn)
-        .context("applying migrations")?;
     Ok(())
 }
 
@@ -299,18 +485,31 @@ fn applied_versions(conn: &Connection) -> anyhow::Result<Vec<i32>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+fn applied_versions_pg(conn: &Conn<'_>) -> anyhow::Result<Vec<i32>> {
+    let exists: Option<String> = conn.query_row(
+        "SELECT CAST(to_regclass('refinery_schema_history') AS TEXT)",
+        sql::params![],
+        |r| r.get(0),
+    )?;
+    if exists.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(conn
+        .prepare("SELECT version FROM refinery_schema_history")?
+        .query_map(sql::params![], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 /// A read that proves the schema is there (health checks).
-pub fn ping(conn: &Connection) -> AppResult<()> {
+pub fn ping(conn: &Conn<'_>) -> AppResult<()> {
     conn.prepare_cached("SELECT count(*) FROM settings")?
-        .query_row([], |r| r.get::<_, i64>(0))?;
+        .query_row(sql::params![], |r| r.get::<i64>(0))?;
     Ok(())
 }
 
-/// True for SQLite's UNIQUE/PRIMARY KEY constraint violations.
-pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+/// True for UNIQUE/PRIMARY KEY constraint violations.
+pub fn is_unique_violation(e: &DbError) -> bool {
+    e.is_unique_violation()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! closed | failed; a paid order is credited to the ledger in the same
 //! transaction that marks it paid (see `pay::service::settle`).
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::error::AppResult;
 use crate::ids::UserId;
@@ -23,7 +23,7 @@ pub struct PaymentRow {
 const COLUMNS: &str = "out_trade_no, user_id, amount_fen, status, transaction_id, prepay_id, \
                        created_at, expires_at, paid_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+fn row(r: &Row<'_>) -> crate::db::sql::DbResult<PaymentRow> {
     Ok(PaymentRow {
         out_trade_no: r.get(0)?,
         user_id: r.get(1)?,
@@ -40,7 +40,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
 /// Creates a pending order for a live user, recording the payer's openid;
 /// returns that openid, or None when the user no longer exists.
 pub fn create_pending(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     out_trade_no: &str,
     user_id: &UserId,
     amount_fen: i64,
@@ -58,13 +58,13 @@ pub fn create_pending(
         .optional()?)
 }
 
-pub fn set_prepay_id(tx: &Transaction<'_>, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
+pub fn set_prepay_id(tx: &Tx<'_>, out_trade_no: &str, prepay_id: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE payments SET prepay_id = ?2 WHERE out_trade_no = ?1")?
         .execute(params![out_trade_no, prepay_id])?;
     Ok(())
 }
 
-pub fn find(conn: &Connection, out_trade_no: &str) -> AppResult<Option<PaymentRow>> {
+pub fn find(conn: &Conn, out_trade_no: &str) -> AppResult<Option<PaymentRow>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM payments WHERE out_trade_no = ?1"
@@ -75,7 +75,7 @@ pub fn find(conn: &Connection, out_trade_no: &str) -> AppResult<Option<PaymentRo
 
 /// The order if it belongs to `user_id`.
 pub fn find_for_user(
-    conn: &Connection,
+    conn: &Conn,
     out_trade_no: &str,
     user_id: &UserId,
 ) -> AppResult<Option<PaymentRow>> {
@@ -89,7 +89,7 @@ pub fn find_for_user(
 
 /// Marks an order paid unless it already is; true when this call did it.
 pub fn mark_paid(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     out_trade_no: &str,
     transaction_id: &str,
     paid_at: i64,
@@ -105,7 +105,7 @@ pub fn mark_paid(
 
 /// Moves a pending order to `status` ('closed' or 'failed'); true when it
 /// was pending.
-pub fn finish_pending(tx: &Transaction<'_>, out_trade_no: &str, status: &str) -> AppResult<bool> {
+pub fn finish_pending(tx: &Tx<'_>, out_trade_no: &str, status: &str) -> AppResult<bool> {
     debug_assert!(matches!(status, "closed" | "failed"));
     let n = tx
         .prepare_cached(
@@ -116,7 +116,7 @@ pub fn finish_pending(tx: &Transaction<'_>, out_trade_no: &str, status: &str) ->
 }
 
 /// Pending orders created before `created_before`, oldest first.
-pub fn pending_before(conn: &Connection, created_before: i64) -> AppResult<Vec<PaymentRow>> {
+pub fn pending_before(conn: &Conn, created_before: i64) -> AppResult<Vec<PaymentRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM payments WHERE status = 'pending' AND created_at < ?1
          ORDER BY created_at, out_trade_no"
@@ -126,7 +126,7 @@ pub fn pending_before(conn: &Connection, created_before: i64) -> AppResult<Vec<P
 }
 
 /// Payment orders per status (for metrics).
-pub fn payments_by_status(conn: &Connection) -> AppResult<Vec<(String, i64)>> {
+pub fn payments_by_status(conn: &Conn) -> AppResult<Vec<(String, i64)>> {
     let mut stmt = conn
         .prepare_cached("SELECT status, count(*) FROM payments GROUP BY status ORDER BY status")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

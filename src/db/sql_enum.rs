@@ -39,27 +39,24 @@ macro_rules! str_enum {
     };
 }
 
-/// [`str_enum!`] stored as TEXT: `ToSql`/`FromSql` too (an unknown text
+/// [`str_enum!`] stored as TEXT: `ToValue`/`FromValue` too (an unknown text
 /// read back is a conversion error, never a silent default).
 #[macro_export]
 macro_rules! sql_enum {
     ($(#[$meta:meta])* $vis:vis $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $crate::str_enum!($(#[$meta])* $vis $name { $($(#[$vmeta])* $variant = $text),+ });
 
-        impl rusqlite::types::ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+        impl $crate::db::sql::ToValue for $name {
+            fn to_value(&self) -> $crate::db::sql::ValueRef<'_> {
+                $crate::db::sql::ValueRef::Text(self.as_str())
             }
         }
 
-        impl rusqlite::types::FromSql for $name {
-            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-                let s = v.as_str()?;
-                $name::parse(s).ok_or_else(|| {
-                    rusqlite::types::FromSqlError::Other(
-                        format!("unknown {} {s:?}", stringify!($name)).into(),
-                    )
-                })
+        impl $crate::db::sql::FromValue for $name {
+            fn from_value(v: $crate::db::sql::ValueRef<'_>) -> Result<Self, String> {
+                let s = String::from_value(v)?;
+                $name::parse(&s)
+                    .ok_or_else(|| format!("unknown {} {s:?}", stringify!($name)))
             }
         }
     };

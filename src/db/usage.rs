@@ -1,6 +1,6 @@
 //! llm_calls and llm_spend: upstream usage, spend per period, the usage report.
 
-use rusqlite::{params, Connection, Transaction};
+use crate::db::sql::{params, Conn, Tx};
 
 use crate::billing::types::CallOutcome;
 use crate::error::AppResult;
@@ -23,7 +23,7 @@ pub struct CallRecord {
 }
 
 /// Records a call and adds its cost to the day's and month's spend.
-pub fn record_call(tx: &Transaction<'_>, c: &CallRecord, day: &str, month: &str) -> AppResult<()> {
+pub fn record_call(tx: &Tx<'_>, c: &CallRecord, day: &str, month: &str) -> AppResult<()> {
     tx.prepare_cached("INSERT INTO llm_calls (user_id, message_id, model, provider, provider_model, prompt_tokens,
              completion_tokens, estimated, latency_ms, outcome, cost_nanos, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?.execute(
@@ -54,7 +54,7 @@ pub fn record_call(tx: &Transaction<'_>, c: &CallRecord, day: &str, month: &str)
 }
 
 /// Spend so far in the given day and month (nanos).
-pub fn spend(conn: &Connection, day: &str, month: &str) -> AppResult<(i64, i64)> {
+pub fn spend(conn: &Conn, day: &str, month: &str) -> AppResult<(i64, i64)> {
     // one statement: this runs in every chat turn
     let mut stmt = conn.prepare_cached(
         "SELECT COALESCE(max(CASE WHEN period = ?1 THEN cost_nanos END), 0),
@@ -94,12 +94,7 @@ pub enum By {
 
 /// Calls, tokens, spend and income since `since_ms`, grouped. `offset_secs`
 /// is the quota timezone's UTC offset (for days).
-pub fn report(
-    conn: &Connection,
-    since_ms: i64,
-    by: By,
-    offset_secs: i64,
-) -> AppResult<Vec<UsageRow>> {
+pub fn report(conn: &Conn, since_ms: i64, by: By, offset_secs: i64) -> AppResult<Vec<UsageRow>> {
     let day = |col: &str| format!("date(({col} / 1000) + {offset_secs}, 'unixepoch')");
     let call_key = match by {
         By::Model => "c.model".to_string(),
@@ -165,7 +160,7 @@ fn row_for(rows: &mut std::collections::BTreeMap<String, UsageRow>, key: String)
 }
 
 fn add_income(
-    conn: &Connection,
+    conn: &Conn,
     sql: &str,
     since_ms: i64,
     rows: &mut std::collections::BTreeMap<String, UsageRow>,
@@ -181,7 +176,7 @@ fn add_income(
 
 /// Paid top-ups since `since_ms` (fen), for totals of groupings that cannot
 /// attribute them.
-pub fn topups_since(conn: &Connection, since_ms: i64) -> AppResult<i64> {
+pub fn topups_since(conn: &Conn, since_ms: i64) -> AppResult<i64> {
     Ok(conn.prepare_cached("SELECT COALESCE(sum(delta_fen), 0) FROM ledger WHERE kind = 'topup' AND created_at >= ?1")?.query_row(
         [since_ms],
         |r| r.get(0),

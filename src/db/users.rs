@@ -1,6 +1,6 @@
 //! Users: upsert on login, lookup for auth, account deletion.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::db::sql::{params, Conn, OptionalExtension, Tx};
 
 use crate::error::AppResult;
 use crate::ids::UserId;
@@ -14,7 +14,7 @@ pub struct UserRow {
 /// Finds the user with this openid or creates one; unionid is kept when
 /// WeChat sends it (and never erased by a login that omits it).
 pub fn upsert_by_openid(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     openid: &str,
     unionid: Option<&str>,
     now: i64,
@@ -46,7 +46,7 @@ pub fn upsert_by_openid(
 }
 
 /// A live (not deleted) user.
-pub fn find_active(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option<UserRow>> {
+pub fn find_active(conn: &Conn, id: &UserId) -> AppResult<Option<UserRow>> {
     Ok(conn
         .prepare_cached("SELECT id, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([id], |r| {
@@ -59,16 +59,16 @@ pub fn find_active(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option
 }
 
 /// A live user's openid (what WeChat's per-user APIs take).
-pub fn openid(conn: &rusqlite::Connection, id: &UserId) -> AppResult<Option<String>> {
+pub fn openid(conn: &Conn, id: &UserId) -> AppResult<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT openid FROM users WHERE id = ?1 AND deleted_at IS NULL")?
-        .query_row([id], |r| r.get::<_, Option<String>>(0))
+        .query_row([id], |r| r.get::<Option<String>>(0))
         .optional()?
         .flatten())
 }
 
 /// Any user, deleted or not (admin).
-pub fn exists(conn: &rusqlite::Connection, id: &UserId) -> AppResult<bool> {
+pub fn exists(conn: &Conn, id: &UserId) -> AppResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -80,7 +80,7 @@ pub fn exists(conn: &rusqlite::Connection, id: &UserId) -> AppResult<bool> {
 /// locations go; the user row stays without openid/unionid so payments and
 /// ledger rows keep an anonymous owner for accounting. Returns the object
 /// keys of the deleted media so the caller can remove the objects.
-pub fn delete_account(tx: &Transaction<'_>, id: &UserId, now: i64) -> AppResult<Vec<String>> {
+pub fn delete_account(tx: &Tx<'_>, id: &UserId, now: i64) -> AppResult<Vec<String>> {
     let keys: Vec<String> = {
         let mut stmt = tx.prepare_cached("SELECT object_key FROM media WHERE user_id = ?1")?;
         let rows = stmt.query_map([id], |r| r.get(0))?;

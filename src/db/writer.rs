@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
+
+use super::pg::{PgConn, PgConnector};
+use super::sql::{Conn, DbError, Tx};
 
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -23,7 +25,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 const MAX_BATCH: usize = 64;
 
 trait Job: Send {
-    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Box<dyn Finish>;
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> Box<dyn Finish>;
     fn fail(self: Box<Self>, e: AppError);
     fn enqueued(&self) -> Instant;
 }
@@ -52,9 +54,9 @@ struct TypedFinish<T> {
 impl<T, F> Job for TypedJob<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+    F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Box<dyn Finish> {
+    fn run(self: Box<Self>, tx: &Tx<'_>) -> Box<dyn Finish> {
         let this = *self;
         let _enter = this.span.enter();
         let f = this.f;
@@ -106,7 +108,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread, which owns `conn` until every handle is gone.
-    pub fn start(conn: Connection) -> std::io::Result<Writer> {
+    pub fn start(conn: WriterConn) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -119,7 +121,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         self.send(f, reply_to(move |r| drop(reply.send(r))))?;
@@ -131,7 +133,7 @@ impl Writer {
     pub fn write_blocking<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         let (reply, rx) = mpsc::sync_channel(1);
         self.send(f, reply_to(move |r| drop(reply.send(r))))?;
@@ -141,7 +143,7 @@ impl Writer {
     fn send<T, F>(&self, f: F, reply: Reply<T>) -> AppResult<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         let job = Box::new(TypedJob {
             f,
@@ -163,7 +165,48 @@ fn dropped() -> AppError {
     AppError::internal(anyhow::anyhow!("the database writer dropped a job"))
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats) {
+/// The writer's own connection. On Postgres it is re-opened when it was
+/// lost (the database restarted): a batch that meets a lost connection
+/// fails as 503 `unavailable` and the next one reconnects.
+pub enum WriterConn {
+    Sqlite(rusqlite::Connection),
+    Postgres {
+        connector: PgConnector,
+        conn: Option<PgConn>,
+    },
+}
+
+/// Serialises writers across every instance sharing one Postgres database,
+/// so the money rules hold exactly as with SQLite's single writer.
+const PG_WRITE_LOCK: i64 = 0x6d76_7032_3800;
+
+impl WriterConn {
+    /// Opens the transaction; the connection it runs on.
+    fn begin(&mut self) -> Result<Conn<'_>, DbError> {
+        match self {
+            WriterConn::Sqlite(c) => {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                Ok(Conn::sqlite(c))
+            }
+            WriterConn::Postgres { connector, conn } => {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                    *conn = None;
+                    *conn = Some(connector.connect()?);
+                }
+                let c = conn.as_ref().expect("connected above");
+                if let Err(e) = c.batch(&format!(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"
+                )) {
+                    let _ = c.batch("ROLLBACK");
+                    return Err(e);
+                }
+                Ok(Conn::postgres(c))
+            }
+        }
+    }
+}
+
+fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -184,16 +227,14 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterSta
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
+fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>) {
+    let tx = match conn.begin() {
+        Ok(c) => Tx::new(c),
         Err(e) => {
             let msg = e.to_string();
+            tracing::warn!(error = %msg, "could not begin a write transaction");
             for job in batch {
-                job.fail(AppError::from(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                    Some(msg.clone()),
-                )));
+                job.fail(unavailable(&msg));
             }
             return;
         }
@@ -206,16 +247,16 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>) {
         }
         let f = job.run(&tx);
         let end = if f.failed() {
-            "ROLLBACK TO job; RELEASE job"
+            "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
         } else {
-            "RELEASE job"
+            "RELEASE SAVEPOINT job"
         };
         if let Err(e) = tx.execute_batch(end) {
             // The transaction is in an unknown state: fail everything.
             tracing::error!(error = %e, "savepoint handling failed; rolling the batch back");
             finished.push(f);
             let msg = e.to_string();
-            drop(tx);
+            let _ = tx.execute_batch("ROLLBACK");
             for f in finished {
                 f.finish(Some(&msg));
             }
@@ -223,13 +264,22 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>) {
         }
         finished.push(f);
     }
-    let commit = tx.commit().err().map(|e| e.to_string());
+    let commit = tx.execute_batch("COMMIT").err().map(|e| {
+        let _ = tx.execute_batch("ROLLBACK");
+        e.to_string()
+    });
     if let Some(e) = &commit {
         tracing::error!(error = %e, "batch commit failed");
     }
     for f in finished {
         f.finish(commit.as_deref());
     }
+}
+
+fn unavailable(msg: &str) -> AppError {
+    let mut e = AppError::unavailable(ErrorCode::Unavailable, "database unavailable, retry");
+    e.source = Some(anyhow::anyhow!("{msg}"));
+    e.with_retry_after(1)
 }
 
 #[cfg(test)]
@@ -240,10 +290,10 @@ mod tests {
     async fn a_failing_job_rolls_back_alone_and_others_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let conn = Connection::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        let writer = Arc::new(Writer::start(conn).unwrap());
+        let writer = Arc::new(Writer::start(WriterConn::Sqlite(conn)).unwrap());
         let mut tasks = vec![];
         for n in 0..200i64 {
             let w = writer.clone();
@@ -271,7 +321,7 @@ mod tests {
                 Err(e) => assert!(n % 7 == 0 || n == 13, "job {n} failed: {e}"),
             }
         }
-        let check = Connection::open(&path).unwrap();
+        let check = rusqlite::Connection::open(&path).unwrap();
         let stored: i64 = check
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();

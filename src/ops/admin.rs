@@ -128,7 +128,8 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     let now_ms = to_ms(now);
     let db = crate::ops::serve::open_db(config, now_ms)?;
-    let conn = db.conn()?;
+    let pooled = db.conn().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let conn = pooled.conn();
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.message);
     let set = |key: &'static str, value: i64| {
         db.write_blocking(move |tx| {
@@ -234,6 +235,7 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Backup { to } => {
             drop(conn);
+            drop(pooled);
             let target = to.to_string_lossy().into_owned();
             let s3 = if target.starts_with("s3://") {
                 Some(crate::ops::backup::parse_s3_url(&target).ok_or_else(|| {
@@ -340,6 +342,7 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Reconcile { older_than_minutes } => {
             drop(conn);
+            drop(pooled);
             let sum = crate::pay::reconcile::run(config, &db, older_than_minutes, now)?;
             if sum.errors > 0 {
                 return Ok(ExitCode::FAILURE);

@@ -2,9 +2,9 @@
 //! notifications, order queries and reconciliation, and the notification
 //! checks.
 
+use crate::db::sql::Tx;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
-use rusqlite::Transaction;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -220,7 +220,7 @@ impl std::fmt::Display for Refusal {
 /// checks the transaction against the stored order, then moves the order
 /// (and for SUCCESS credits the ledger) — all or nothing.
 pub fn settle(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     mch_id: &str,
     app_id: &str,
     t: &WxTransaction,

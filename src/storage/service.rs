@@ -1,6 +1,7 @@
 //! Upload domain: presign -> (client PUTs the bytes) -> commit; media
 //! lookups; the sweep of uploads never committed.
 
+use crate::db::sql::Tx;
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::json;
@@ -145,7 +146,7 @@ fn quota_exceeded(message: String, key: &str, limit: u64) -> AppError {
 /// fit `max_bytes`, and (for a presign) one more pending upload must fit
 /// `max_pending`.
 fn within_quota(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     user_id: &UserId,
     size: u64,
     max_bytes: u64,

@@ -2,6 +2,7 @@
 //! `/audio/*` API, charged like messages (`voice.cost_messages`) through
 //! the same reserve -> call -> settle / release path as chat.
 
+use crate::db::sql::Tx;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -479,7 +480,7 @@ async fn charge<T: Send + 'static>(
     user_id: &UserId,
     hold: Hold,
     call: CallRecord,
-    store: impl FnOnce(&rusqlite::Transaction<'_>) -> AppResult<T> + Send + 'static,
+    store: impl FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
 ) -> AppResult<(T, ReplyQuota)> {
     calls::count(state.metrics(), std::slice::from_ref(&call));
     let (uid, at) = (user_id.clone(), state.at());

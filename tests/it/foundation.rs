@@ -198,9 +198,9 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// Every migration file of the repository (any *.sql in migrations/).
+/// Every SQLite migration file of the repository (migrations/sqlite/*.sql).
 fn migration_files() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(repo_path("migrations"))
+    let mut names: Vec<String> = std::fs::read_dir(repo_path("migrations/sqlite"))
         .expect("migrations dir")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".sql"))

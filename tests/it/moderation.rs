@@ -443,7 +443,7 @@ fn the_blocked_status_migration_keeps_rows_indexes_and_the_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("m.db")).unwrap();
     conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
