@@ -94,7 +94,11 @@ fn legacy_env(env: &HashMap<String, String>) -> Result<serde_json::Value, Config
     };
     let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
     if let Some(url) = get("DATABASE_URL") {
-        set("database", "path", json!(database_path(url)?));
+        if is_postgres_url(url) {
+            set("database", "url", json!(url));
+        } else {
+            set("database", "path", json!(database_path(url)?));
+        }
     }
     if let Some(v) = get("JWT_SECRET") {
         set("auth", "jwt_secret", json!(v));
@@ -126,17 +130,20 @@ fn legacy_env(env: &HashMap<String, String>) -> Result<serde_json::Value, Config
     Ok(Value::Object(root))
 }
 
-/// `sqlite:PATH`, `sqlite://PATH` or a plain path; anything else is refused.
+/// `postgres://…` or `postgresql://…`: the Postgres backend.
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// `sqlite:PATH`, `sqlite://PATH` or a plain path; other servers are refused.
 pub fn database_path(url: &str) -> Result<String, ConfigError> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("postgres:")
-        || lower.starts_with("postgresql:")
-        || lower.starts_with("mysql:")
-    {
+    if lower.starts_with("mysql:") || lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
         return Err(bad(
             "database.path (DATABASE_URL)",
-            "this binary keeps its data in SQLite, not in a database server: remove DATABASE_URL \
-             or set it to a sqlite: URL or file path (README: Moving from the Next.js deployment)",
+            "use SQLite (a sqlite: URL or file path) or Postgres (a postgres://user:pass@host/db \
+             URL); no other database server is supported (README: Database)",
         ));
     }
     let path = url

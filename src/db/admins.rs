@@ -48,8 +48,8 @@ pub fn list(conn: &Conn) -> AppResult<Vec<(AdminRow, i64)>> {
 pub fn create(tx: &Tx<'_>, name: &str, password_hash: &str, now: i64) -> AppResult<bool> {
     let n = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO admins (name, password_hash, created_at, password_set_at)
-             VALUES (?1, ?2, ?3, ?3)",
+            "INSERT INTO admins (name, password_hash, created_at, password_set_at)
+             VALUES (?1, ?2, ?3, ?3) ON CONFLICT DO NOTHING",
         )?
         .execute(params![name, password_hash, now])?;
     Ok(n == 1)

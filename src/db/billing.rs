@@ -42,7 +42,7 @@ pub fn get_setting(conn: &Conn, key: &str) -> AppResult<Option<i64>> {
 /// Writes a setting's first value; later changes come from the admin CLI.
 pub fn seed_setting(conn: &Conn, key: &str, value: i64, now: i64) -> AppResult<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?
     .execute(params![key, value, now])?;
     Ok(())
@@ -90,7 +90,7 @@ pub fn quota_state(conn: &Conn, user_id: &UserId, today: &str) -> AppResult<Quot
 }
 
 pub fn ensure_quota_row(tx: &Tx<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO user_quotas (user_id, updated_at) VALUES (?1, ?2)")?
+    tx.prepare_cached("INSERT INTO user_quotas (user_id, updated_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
         .execute(params![user_id, now])?;
     Ok(())
 }

@@ -152,7 +152,8 @@ pub fn daily(
     since_ms: i64,
     offset_secs: i64,
 ) -> AppResult<BTreeMap<String, DayFigures>> {
-    let day = |col: &str| format!("date(({col} / 1000) + {offset_secs}, 'unixepoch')");
+    let backend = conn.backend();
+    let day = |col: &str| backend.local_day(col, offset_secs);
     let mut out: BTreeMap<String, DayFigures> = BTreeMap::new();
     let mut fill = |sql: String,
                     set: &dyn Fn(&mut DayFigures, &Row<'_>) -> crate::db::sql::DbResult<()>|
@@ -182,7 +183,7 @@ pub fn daily(
     )?;
     fill(
         format!(
-            "SELECT {}, sum(kind = 'free'), sum(kind = 'paid') FROM reservations
+            "SELECT {}, sum(CASE WHEN kind = 'free' THEN 1 ELSE 0 END), sum(CASE WHEN kind = 'paid' THEN 1 ELSE 0 END) FROM reservations
              WHERE state = 'settled' AND created_at >= ?1 GROUP BY 1",
             day("created_at")
         ),
@@ -207,7 +208,7 @@ pub fn daily(
     )?;
     fill(
         format!(
-            "SELECT {}, count(*), sum(outcome <> 'ok'), sum(cost_nanos) FROM llm_calls
+            "SELECT {}, count(*), sum(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END), sum(cost_nanos) FROM llm_calls
              WHERE created_at >= ?1 GROUP BY 1",
             day("created_at")
         ),

@@ -154,6 +154,16 @@ impl Db {
     /// retry loop), refuses a schema newer than this binary, applies
     /// pending migrations, and opens the pool.
     pub fn open_postgres(settings: &PgSettings<'_>, pool_size: u32) -> anyhow::Result<Db> {
+        // The synchronous client runs its own small runtime, which cannot
+        // start inside an async context: connect from a plain thread.
+        std::thread::scope(|s| {
+            s.spawn(|| Self::open_postgres_here(settings, pool_size))
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the database panicked")))
+        })
+    }
+
+    fn open_postgres_here(settings: &PgSettings<'_>, pool_size: u32) -> anyhow::Result<Db> {
         let connector = pg::PgConnector::new(
             settings.url,
             settings.ca_file,

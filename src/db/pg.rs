@@ -105,20 +105,39 @@ impl PgConnector {
 
 /// One Postgres connection with its statement cache.
 pub struct PgConn {
-    client: RefCell<Client>,
+    /// Always Some until dropped (see `Drop`).
+    client: RefCell<Option<Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Closing blocks on the client's own runtime, which cannot happen
+        // on an async worker thread (a pool dropped when the server stops).
+        if let Some(client) = self.client.get_mut().take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::spawn(move || drop(client));
+            }
+        }
+    }
 }
 
 impl PgConn {
     fn new(client: Client) -> PgConn {
         PgConn {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
         }
     }
 
+    fn client(&self) -> std::cell::RefMut<'_, Client> {
+        std::cell::RefMut::map(self.client.borrow_mut(), |c| {
+            c.as_mut().expect("a live connection")
+        })
+    }
+
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client().is_closed()
     }
 
     fn statement(&self, sql: &str) -> DbResult<postgres::Statement> {
@@ -126,7 +145,7 @@ impl PgConn {
             return Ok(s.clone());
         }
         let translated = to_postgres_placeholders(sql);
-        let stmt = self.client.borrow_mut().prepare(&translated)?;
+        let stmt = self.client().prepare(&translated)?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -137,7 +156,7 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let n = self.client.borrow_mut().execute(&stmt, &params)?;
+        let n = self.client().execute(&stmt, &params)?;
         Ok(n as usize)
     }
 
@@ -145,7 +164,7 @@ impl PgConn {
         let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.borrow_mut().query(&stmt, &params)?;
+        let rows = self.client().query(&stmt, &params)?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
@@ -163,7 +182,7 @@ impl PgConn {
     }
 
     pub fn batch(&self, sql: &str) -> DbResult<()> {
-        Ok(self.client.borrow_mut().batch_execute(sql)?)
+        Ok(self.client().batch_execute(sql)?)
     }
 }
 
@@ -181,7 +200,7 @@ impl r2d2::ManageConnection for PgManager {
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
-        conn.client.get_mut().simple_query("").map(|_| ())
+        conn.client().simple_query("").map(|_| ())
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {

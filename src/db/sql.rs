@@ -27,6 +27,17 @@ impl Backend {
             Backend::Postgres => "postgres",
         }
     }
+
+    /// `YYYY-MM-DD` of a unix-milliseconds column, shifted by a fixed UTC
+    /// offset (the quota's local day).
+    pub fn local_day(self, col: &str, offset_secs: i64) -> String {
+        match self {
+            Backend::Sqlite => format!("date(({col} / 1000) + {offset_secs}, 'unixepoch')"),
+            Backend::Postgres => format!(
+                "to_char(to_timestamp(({col} / 1000) + {offset_secs}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]

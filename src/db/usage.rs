@@ -95,7 +95,8 @@ pub enum By {
 /// Calls, tokens, spend and income since `since_ms`, grouped. `offset_secs`
 /// is the quota timezone's UTC offset (for days).
 pub fn report(conn: &Conn, since_ms: i64, by: By, offset_secs: i64) -> AppResult<Vec<UsageRow>> {
-    let day = |col: &str| format!("date(({col} / 1000) + {offset_secs}, 'unixepoch')");
+    let backend = conn.backend();
+    let day = |col: &str| backend.local_day(col, offset_secs);
     let call_key = match by {
         By::Model => "c.model".to_string(),
         By::Provider => "c.provider".to_string(),
@@ -105,7 +106,7 @@ pub fn report(conn: &Conn, since_ms: i64, by: By, offset_secs: i64) -> AppResult
     let mut rows: std::collections::BTreeMap<String, UsageRow> = Default::default();
     {
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {call_key}, count(*), sum(c.outcome <> 'ok'), sum(c.prompt_tokens),
+            "SELECT {call_key}, count(*), sum(CASE WHEN c.outcome <> 'ok' THEN 1 ELSE 0 END), sum(c.prompt_tokens),
                     sum(c.completion_tokens), sum(c.estimated), sum(c.cost_nanos)
              FROM llm_calls c WHERE c.created_at >= ?1 GROUP BY 1"
         ))?;

@@ -26,7 +26,7 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<std::io::Result<()>>,
     /// This server owns the database until it is dropped.
-    _lock: crate::ops::lock::ServeLock,
+    _lock: Option<crate::ops::lock::ServeLock>,
     tls: Option<Tls>,
     http_handle: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -75,11 +75,19 @@ impl Server {
 
 /// Opens the database (migrating it) and seeds live settings from config.
 pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
-    let db = Db::open_with(
-        Path::new(&config.database.path),
-        config.database.pool_size,
-        config.database.synchronous,
-    )?;
+    let d = &config.database;
+    let db = match d.postgres_url() {
+        Some(url) => Db::open_postgres(
+            &db::PgSettings {
+                url,
+                ca_file: Some(d.ca_file.as_str()).filter(|f| !f.is_empty()),
+                statement_timeout: std::time::Duration::from_millis(d.statement_timeout_ms),
+                connect_timeout: std::time::Duration::from_secs(d.connect_timeout_secs),
+            },
+            d.pool_size,
+        )?,
+        None => Db::open_with(Path::new(&d.path), d.pool_size, d.synchronous)?,
+    };
     let seeds = [
         (db::billing::FREE_DAILY, config.quota.free_daily),
         (db::billing::PRICE_FEN, config.quota.price_fen),
@@ -154,7 +162,11 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     };
     let now = to_ms(clock.now());
     // Before anything touches the database (crash recovery releases holds).
-    let lock = crate::ops::lock::acquire(Path::new(&config.database.path))?;
+    // SQLite allows one server per file; Postgres is shared by design.
+    let lock = match config.database.postgres_url() {
+        None => Some(crate::ops::lock::acquire(Path::new(&config.database.path))?),
+        Some(_) => None,
+    };
     let db = open_db(&config, now)?;
     let secret = jwt_secret(&config)?;
     let storage = Storage::from_config(&config, &secret)?;

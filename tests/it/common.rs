@@ -36,6 +36,10 @@ pub fn test_config(dir: &Path) -> Config {
     let mut c = Config::default();
     c.server.bind = "127.0.0.1:0".into();
     c.database.path = dir.join("mvp28.db").to_string_lossy().into();
+    // The suite's Postgres run (tests/it/postgres.rs): a fresh database each.
+    if let Some(admin) = postgres_admin_url() {
+        c.database.url = super::pgcluster::create_db(&admin);
+    }
     c.storage.local_dir = dir.join("objects").to_string_lossy().into();
     c.auth.jwt_secret = TEST_JWT_SECRET.into();
     c.rate_limit.per_ip_per_minute = 0;
@@ -178,9 +182,28 @@ impl TestApp {
         run_cli(
             self.dir.path(),
             args,
-            &[("MVP28_DATABASE__PATH", &self.config.database.path)],
+            &[
+                ("MVP28_DATABASE__PATH", &self.config.database.path),
+                ("MVP28_DATABASE__URL", &self.config.database.url),
+            ],
         )
     }
+}
+
+/// Set when this run of the suite is the Postgres one: the cluster's
+/// superuser URL.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("MVP28_TEST_PG").ok().filter(|u| !u.is_empty())
+}
+
+/// True (after one line saying why) when a test checks something only
+/// SQLite has (its file, WAL, the backup API) and this is the Postgres run.
+pub fn sqlite_only(what: &str) -> bool {
+    if postgres_admin_url().is_some() {
+        eprintln!("skipped on Postgres: {what}");
+        return true;
+    }
+    false
 }
 
 /// Asserts our error shape and returns the error object.

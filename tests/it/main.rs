@@ -18,6 +18,8 @@ mod moderation;
 mod openapi;
 mod ops;
 mod pay;
+mod pgcluster;
+mod postgres;
 mod sdk;
 mod streaming;
 mod tls;
