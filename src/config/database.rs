@@ -74,10 +74,7 @@ impl DatabaseConfig {
             ));
         }
         if self.statement_timeout_ms == 0 || self.connect_timeout_secs == 0 {
-            return Err(bad(
-                "database.statement_timeout_ms",
-                "timeouts must be > 0",
-            ));
+            return Err(bad("database.statement_timeout_ms", "timeouts must be > 0"));
         }
         if self.pool_size == 0 {
             return Err(bad("database.pool_size", "must be > 0"));

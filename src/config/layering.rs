@@ -139,7 +139,10 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// `sqlite:PATH`, `sqlite://PATH` or a plain path; other servers are refused.
 pub fn database_path(url: &str) -> Result<String, ConfigError> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("mysql:") || lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+    if lower.starts_with("mysql:")
+        || lower.starts_with("postgres:")
+        || lower.starts_with("postgresql:")
+    {
         return Err(bad(
             "database.path (DATABASE_URL)",
             "use SQLite (a sqlite: URL or file path) or Postgres (a postgres://user:pass@host/db \

@@ -90,8 +90,10 @@ pub fn quota_state(conn: &Conn, user_id: &UserId, today: &str) -> AppResult<Quot
 }
 
 pub fn ensure_quota_row(tx: &Tx<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
-    tx.prepare_cached("INSERT INTO user_quotas (user_id, updated_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
-        .execute(params![user_id, now])?;
+    tx.prepare_cached(
+        "INSERT INTO user_quotas (user_id, updated_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![user_id, now])?;
     Ok(())
 }
 
@@ -288,7 +290,7 @@ pub struct AuditMismatch {
 
 /// Every user whose stored balance differs from the sum of their ledger.
 pub fn audit(conn: &Conn) -> AppResult<(usize, Vec<AuditMismatch>)> {
-    let checked: i64 = conn.prepare_cached("SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger)")?.query_row(
+    let checked: i64 = conn.prepare_cached("SELECT count(*) FROM (SELECT user_id FROM user_quotas UNION SELECT user_id FROM ledger) AS known")?.query_row(
         [],
         |r| r.get(0),
     )?;

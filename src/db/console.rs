@@ -120,7 +120,7 @@ pub fn orders(
 ) -> AppResult<Vec<PaymentRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR user_id = ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) AND (CAST(?2 AS TEXT) IS NULL OR user_id = ?2)
          ORDER BY created_at DESC, out_trade_no LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![status, user_id, limit], payment)?;
@@ -288,11 +288,7 @@ pub fn totals(conn: &Conn) -> AppResult<(i64, i64, i64, i64)> {
 
 /// The database's size in bytes (pages in use, WAL excluded).
 pub fn database_bytes(conn: &Conn) -> AppResult<i64> {
-    Ok(conn.query_row(
-        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn.query_row(conn.backend().database_size_sql(), [], |r| r.get(0))?)
 }
 
 /// Distinct users who sent a message since `since_ms`.

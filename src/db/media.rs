@@ -46,7 +46,7 @@ fn row(r: &Row<'_>) -> crate::db::sql::DbResult<MediaRow> {
 pub fn usage_of(conn: &Conn, user_id: &UserId) -> AppResult<(i64, i64)> {
     Ok(conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(state = 'pending'), 0)
+            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0)
              FROM media WHERE user_id = ?1",
         )?
         .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?)

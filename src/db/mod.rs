@@ -81,6 +81,7 @@ pub struct MigrationInfo {
 }
 
 /// A pooled read connection for synchronous callers (CLI, startup).
+#[allow(clippy::large_enum_variant)] // short-lived, on the stack of one call
 pub enum ReadConn {
     Sqlite(PooledConnection<SqliteConnectionManager>),
     Postgres(PooledConnection<pg::PgManager>),
@@ -433,7 +434,24 @@ fn migrate_pg(client: &mut postgres::Client, location: &str) -> anyhow::Result<(
         )?
         .get(0);
     let applied: Vec<i32> = match exists {
-        None => vec![],
+        None => {
+            // Never share a schema with another application's tables (the
+            // Next.js deployment's Prisma schema, say): its `users` is not ours.
+            let foreign: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                    &[],
+                )?
+                .get(0);
+            if foreign > 0 {
+                bail!(
+                    "database {location} already holds {foreign} table(s) that mvp28 did not create \
+                     (the old deployment's?): point database.url / DATABASE_URL at a new, empty \
+                     database (README: Database)"
+                );
+            }
+            vec![]
+        }
         Some(_) => client
             .query("SELECT version FROM refinery_schema_history", &[])?
             .iter()

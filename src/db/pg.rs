@@ -145,7 +145,13 @@ impl PgConn {
             return Ok(s.clone());
         }
         let translated = to_postgres_placeholders(sql);
-        let stmt = self.client().prepare(&translated)?;
+        let stmt = self.client().prepare(&translated).inspect_err(|e| {
+            // a statement Postgres cannot parse or type is a bug: say which
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            tracing::error!(error = %why, sql = %translated, "Postgres refused a statement");
+        })?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());

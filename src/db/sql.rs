@@ -28,6 +28,16 @@ impl Backend {
         }
     }
 
+    /// One row, one column: the database's size in bytes.
+    pub fn database_size_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+            }
+            Backend::Postgres => "SELECT pg_database_size(current_database())",
+        }
+    }
+
     /// `YYYY-MM-DD` of a unix-milliseconds column, shifted by a fixed UTC
     /// offset (the quota's local day).
     pub fn local_day(self, col: &str, offset_secs: i64) -> String {
@@ -154,6 +164,18 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+}
+
+impl ValueRef<'_> {
+    pub fn to_owned(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Real(r) => Value::Real(r),
+            ValueRef::Text(s) => Value::Text(s.to_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
 }
 
 impl Value {
@@ -377,6 +399,12 @@ impl Params for [&dyn ToValue; 0] {
     }
 }
 
+impl Params for Vec<Value> {
+    fn values(&self) -> Vec<ValueRef<'_>> {
+        self.iter().map(Value::as_ref).collect()
+    }
+}
+
 impl Params for Vec<ValueRef<'_>> {
     fn values(&self) -> Vec<ValueRef<'_>> {
         self.clone()
@@ -466,7 +494,7 @@ impl<'c> Conn<'c> {
         }
     }
 
-    pub(crate) fn postgres(c: &'c pg::PgConn) -> Conn<'c> {
+    pub fn postgres(c: &'c pg::PgConn) -> Conn<'c> {
         Conn {
             kind: ConnKind::Pg(c),
         }

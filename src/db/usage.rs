@@ -45,7 +45,7 @@ pub fn record_call(tx: &Tx<'_>, c: &CallRecord, day: &str, month: &str) -> AppRe
     if c.cost_nanos > 0 {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO llm_spend (period, cost_nanos) VALUES (?1, ?2)
-             ON CONFLICT(period) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos",
+             ON CONFLICT(period) DO UPDATE SET cost_nanos = llm_spend.cost_nanos + excluded.cost_nanos",
         )?;
         stmt.execute(params![format!("d:{day}"), c.cost_nanos])?;
         stmt.execute(params![format!("m:{month}"), c.cost_nanos])?;

@@ -168,6 +168,7 @@ fn dropped() -> AppError {
 /// The writer's own connection. On Postgres it is re-opened when it was
 /// lost (the database restarted): a batch that meets a lost connection
 /// fails as 503 `unavailable` and the next one reconnects.
+#[allow(clippy::large_enum_variant)] // one per process
 pub enum WriterConn {
     Sqlite(rusqlite::Connection),
     Postgres {

@@ -234,7 +234,6 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AdminCommand::Backup { to } => {
-            drop(conn);
             drop(pooled);
             let target = to.to_string_lossy().into_owned();
             let s3 = if target.starts_with("s3://") {
@@ -341,7 +340,6 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             return crate::console::accounts::audit_log(&conn, limit);
         }
         AdminCommand::Reconcile { older_than_minutes } => {
-            drop(conn);
             drop(pooled);
             let sum = crate::pay::reconcile::run(config, &db, older_than_minutes, now)?;
             if sum.errors > 0 {

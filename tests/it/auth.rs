@@ -68,7 +68,7 @@ async fn unionid_is_kept() {
     // a later login without unionid must not erase it
     let (_, b2) = login_code(&app, "ok-carol").await;
     assert_eq!(b["user"]["id"], b2["user"]["id"]);
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let unionid: Option<String> = conn
         .query_row(
             "SELECT unionid FROM users WHERE openid = 'carol'",
@@ -322,7 +322,7 @@ async fn deleting_the_account_erases_personal_data_and_keeps_the_ledger() {
         StatusCode::UNAUTHORIZED
     );
 
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let count = |sql: &str| -> i64 { conn.query_row(sql, [&uid], |r| r.get(0)).unwrap() };
     assert_eq!(count("SELECT count(*) FROM messages WHERE user_id = ?1"), 0);
     assert_eq!(count("SELECT count(*) FROM sessions WHERE user_id = ?1"), 0);

@@ -290,7 +290,7 @@ async fn upstream_failure_and_timeout_refund() {
     let (_, sessions) = app.get("/api/sessions", Some(&token)).await;
     assert_eq!(sessions["items"].as_array().unwrap().len(), 1);
     // and nothing was ledgered but the grant
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let rows: i64 = conn
         .query_row(
             "SELECT count(*) FROM ledger WHERE user_id = ?1",
@@ -445,7 +445,7 @@ async fn admin_grant_rules_and_audit_detects_tampering() {
     assert_audit_clean(&app);
 
     // the ledger is append-only at the database level
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     assert!(conn.execute("UPDATE ledger SET delta_fen = 1", []).is_err());
     assert!(conn.execute("DELETE FROM ledger", []).is_err());
     // a balance changed behind the ledger's back is caught

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use mvp28::clock::ManualClock;
 use mvp28::config::Config;
+use mvp28::db::pg::PgConnector;
+use mvp28::db::sql::{Conn, DbResult, Params, Row, Value as SqlValue};
 use mvp28::http::AppState;
 use mvp28::ops::serve::{self, Server};
 use reqwest::StatusCode;
@@ -193,7 +195,9 @@ impl TestApp {
 /// Set when this run of the suite is the Postgres one: the cluster's
 /// superuser URL.
 pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("MVP28_TEST_PG").ok().filter(|u| !u.is_empty())
+    std::env::var("MVP28_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// True (after one line saying why) when a test checks something only
@@ -325,5 +329,81 @@ impl ServeGuard {
 impl Drop for ServeGuard {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The app's database opened beside it, on either backend, for checks a
+/// user cannot make through HTTP (rows, holds, the ledger).
+pub struct TestDb {
+    sqlite: Option<rusqlite::Connection>,
+    url: String,
+}
+
+impl TestDb {
+    pub fn of(app: &TestApp) -> TestDb {
+        Self::open(&app.config)
+    }
+
+    pub fn open(config: &Config) -> TestDb {
+        match config.database.postgres_url() {
+            Some(url) => TestDb {
+                sqlite: None,
+                url: url.to_owned(),
+            },
+            None => TestDb {
+                sqlite: Some(rusqlite::Connection::open(&config.database.path).expect("open db")),
+                url: String::new(),
+            },
+        }
+    }
+
+    /// Runs `f` on a connection (on Postgres, from a plain thread: the
+    /// synchronous client cannot run inside the test's runtime).
+    pub fn with<T: Send>(&self, f: impl FnOnce(&Conn<'_>) -> DbResult<T> + Send) -> DbResult<T> {
+        match &self.sqlite {
+            Some(c) => f(&Conn::sqlite(c)),
+            None => std::thread::scope(|s| {
+                let url = self.url.as_str();
+                s.spawn(move || {
+                    let connector = PgConnector::new(
+                        url,
+                        None,
+                        std::time::Duration::from_secs(30),
+                        std::time::Duration::from_secs(10),
+                    )
+                    .expect("postgres url");
+                    let pg = connector.connect()?;
+                    f(&Conn::postgres(&pg))
+                })
+                .join()
+                .expect("db thread")
+            }),
+        }
+    }
+
+    pub fn query_row<T: Send, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> DbResult<T> + Send,
+    ) -> DbResult<T> {
+        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        self.with(|c| c.query_row(sql, values, f))
+    }
+
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> DbResult<usize> {
+        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        self.with(|c| c.execute(sql, values))
+    }
+
+    /// Every row of `sql`, mapped by `f`.
+    pub fn query_all<T: Send, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row<'_>) -> DbResult<T> + Send,
+    ) -> DbResult<Vec<T>> {
+        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        self.with(|c| c.prepare(sql)?.query_map(values, f)?.collect())
     }
 }

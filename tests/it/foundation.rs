@@ -938,11 +938,17 @@ fn config_database_url_forms() {
             "data dir for DATABASE_URL={url}"
         );
     }
+    // postgres URLs choose the Postgres backend (docs/postgres.md)
     for url in [
         "postgres://app:hunter2-pw@db.example:5432/app",
         "postgresql://app:hunter2-pw@db.example/app",
-        "mysql://app:hunter2-pw@db.example/app",
     ] {
+        let c = load_ok(None, &[("DATABASE_URL", url)]);
+        assert_eq!(c.database.postgres_url(), Some(url));
+        assert_eq!(c.database.path, "data/mvp28.db", "the SQLite default stays");
+    }
+    {
+        let url = "mysql://app:hunter2-pw@db.example/app";
         let e = load_err(None, &[("DATABASE_URL", url)]);
         assert!(
             e.key.contains("database.path") && e.key.contains("DATABASE_URL"),
@@ -1185,7 +1191,7 @@ fn config_check_exit_codes_and_precedence_through_the_binary() {
     let out = run(
         dir.path(),
         &["config", "check"],
-        &[("DATABASE_URL", "postgres://u:pw@h/db")],
+        &[("DATABASE_URL", "mysql://u:pw@h/db")],
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));

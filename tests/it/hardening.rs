@@ -52,7 +52,7 @@ async fn balance(app: &TestApp, token: &str) -> i64 {
 }
 
 fn sql_i64(app: &TestApp, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(app);
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
@@ -453,6 +453,9 @@ async fn a_refund_debits_once_never_below_zero_and_records_the_shortfall() {
 
 #[tokio::test]
 async fn commits_are_durable_by_default_and_normal_is_a_choice() {
+    if super::common::sqlite_only("PRAGMA synchronous") {
+        return;
+    }
     async fn pragmas(app: &TestApp) -> (i64, i64) {
         let db = app.state().db();
         let read = db
@@ -482,6 +485,9 @@ async fn commits_are_durable_by_default_and_normal_is_a_choice() {
 
 #[tokio::test]
 async fn a_second_serve_on_the_same_database_refuses_to_start() {
+    if super::common::sqlite_only("one server per SQLite file (Postgres is shared by design)") {
+        return;
+    }
     let fake = FakeOpenAi::start().await;
     fake.set(Behavior::Gated);
     let app = app_with(vec![fake.provider(10)], |_| {}).await;

@@ -566,13 +566,13 @@ async fn transcription_refusals_and_refund_on_upstream_failure() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let calls: Vec<(String, String)> = conn
-        .prepare("SELECT provider, outcome FROM llm_calls ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+        .query_all(
+            "SELECT provider, outcome FROM llm_calls ORDER BY id",
+            [] as [&dyn mvp28::db::sql::ToValue; 0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!(
         calls,

@@ -304,7 +304,7 @@ async fn multipart_upload_as_wx_upload_file_sends_it_local() {
     )
     .await;
     assert_error(s, &b, 413, "payload_too_large");
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let n: i64 = conn
         .query_row("SELECT count(*) FROM media", [], |r| r.get(0))
         .unwrap();

@@ -53,8 +53,8 @@ async fn balance(app: &TestApp, token: &str) -> i64 {
         .unwrap()
 }
 
-fn db(app: &TestApp) -> rusqlite::Connection {
-    rusqlite::Connection::open(&app.config.database.path).unwrap()
+fn db(app: &TestApp) -> super::common::TestDb {
+    super::common::TestDb::of(app)
 }
 
 fn count(app: &TestApp, sql: &str) -> i64 {
@@ -443,10 +443,11 @@ fn the_blocked_status_migration_keeps_rows_indexes_and_the_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("m.db")).unwrap();
     conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
     files.sort_by_key(|p| {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         name[1..name.find("__").unwrap()].parse::<u32>().unwrap()

@@ -282,6 +282,9 @@ async fn logs_never_contain_secrets_tokens_or_openids() {
 
 #[tokio::test]
 async fn online_backup_is_consistent_and_restorable() {
+    if super::common::sqlite_only("the online backup API copies the SQLite file") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let (token, uid) = app.login("keeper").await;
     let out = app.cli(&["admin", "grant", "--user", &uid, "--fen", "700"]);
@@ -351,6 +354,9 @@ async fn online_backup_is_consistent_and_restorable() {
 // server must keep answering
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_uploads_to_s3() {
+    if super::common::sqlite_only("the online backup API copies the SQLite file") {
+        return;
+    }
     let s3 = crate::fakes::s3::FakeS3::start().await;
     let app = TestApp::spawn().await;
     let (_, uid) = app.login("s3backup").await;

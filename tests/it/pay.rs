@@ -78,8 +78,8 @@ async fn balance(app: &TestApp, token: &str) -> i64 {
     b["quota"]["balance_fen"].as_i64().unwrap()
 }
 
-fn db(app: &TestApp) -> rusqlite::Connection {
-    rusqlite::Connection::open(&app.config.database.path).unwrap()
+fn db(app: &TestApp) -> super::common::TestDb {
+    super::common::TestDb::of(app)
 }
 
 fn db_balance(app: &TestApp, user_id: &str) -> i64 {
@@ -548,6 +548,7 @@ fn pay_env(fake: &FakeWechatPay, app: &TestApp) -> Vec<(&'static str, String)> {
     let (key, pubkey) = wxpay::write_key_files(app.dir.path());
     vec![
         ("MVP28_DATABASE__PATH", app.config.database.path.clone()),
+        ("MVP28_DATABASE__URL", app.config.database.url.clone()),
         ("WECHAT_PAY_MCHID", wxpay::MCH_ID.into()),
         ("WECHAT_PAY_SERIAL_NO", wxpay::MERCHANT_SERIAL.into()),
         ("WECHAT_PAY_V3KEY", wxpay::API_V3_KEY.into()),

@@ -3,7 +3,7 @@
 //! system user when the tests run as root) in a temp dir, on a free port,
 //! stopped and removed when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -143,43 +143,18 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// A new empty database; its URL.
-    pub fn create_db(&self) -> String {
-        create_db(&self.url("postgres"))
-    }
-
     pub fn stop(&self) {
         let _ = self
             .command("pg_ctl")
-            .args(["-D", &self.dir.to_string_lossy(), "-m", "immediate", "-w", "stop"])
-            .output();
-    }
-
-    /// Starts it again after [`stop`](Self::stop) (same data, same port).
-    pub fn restart(&self) {
-        let base = self.dir.parent().expect("base");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400",
-            self.port,
-            base.display()
-        );
-        self.run(
-            "pg_ctl",
-            &[
+            .args([
                 "-D",
                 &self.dir.to_string_lossy(),
-                "-o",
-                &opts,
-                "-l",
-                &base.join("log").to_string_lossy(),
+                "-m",
+                "immediate",
                 "-w",
-                "start",
-            ],
-        );
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+                "stop",
+            ])
+            .output();
     }
 }
 

@@ -49,7 +49,7 @@ async fn balance(app: &TestApp, token: &str) -> i64 {
 }
 
 fn ledger_rows(app: &TestApp, kind: &str) -> i64 {
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(app);
     conn.query_row("SELECT count(*) FROM ledger WHERE kind = ?1", [kind], |r| {
         r.get(0)
     })
@@ -133,7 +133,7 @@ async fn sse_deltas_concatenate_to_the_stored_reply() {
     assert_eq!(sent["stream"], true);
     assert_eq!(sent["stream_options"]["include_usage"], true);
     // and the usage it reported is stored with the reply
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let tokens: (i64, i64) = conn
         .query_row(
             "SELECT prompt_tokens, completion_tokens FROM messages WHERE id = ?1",
@@ -418,7 +418,7 @@ async fn anthropic_messages_stream_through_the_same_path() {
             {"role": "user", "content": "again"},
         ])
     );
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let tokens: (i64, i64) = conn
         .query_row("SELECT prompt_tokens, completion_tokens FROM messages WHERE content = 'claude says: again'", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();

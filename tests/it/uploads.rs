@@ -131,7 +131,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The object key of an upload, read back from its media row.
 fn key_of(app: &TestApp, upload_id: &str) -> String {
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(app);
     conn.query_row(
         "SELECT object_key FROM media WHERE id = ?1",
         [upload_id],
@@ -452,13 +452,13 @@ async fn abandoned_uploads_are_swept_after_a_day() {
         2
     );
     assert!(!local_file(&app, &put_only_key).exists());
-    let conn = rusqlite::Connection::open(&app.config.database.path).unwrap();
+    let conn = super::common::TestDb::of(&app);
     let ids: Vec<String> = conn
-        .prepare("SELECT id FROM media ORDER BY created_at")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
+        .query_all(
+            "SELECT id FROM media ORDER BY created_at",
+            [] as [&dyn mvp28::db::sql::ToValue; 0],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(
         ids,

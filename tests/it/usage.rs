@@ -33,8 +33,8 @@ async fn priced_app(fake: &FakeOpenAi, f: impl FnOnce(&mut mvp28::config::Config
         .await
 }
 
-fn db(app: &TestApp) -> rusqlite::Connection {
-    rusqlite::Connection::open(&app.config.database.path).unwrap()
+fn db(app: &TestApp) -> super::common::TestDb {
+    super::common::TestDb::of(app)
 }
 
 fn usage_json(app: &TestApp, by: &str) -> Value {
@@ -75,11 +75,7 @@ async fn every_call_is_recorded_with_exact_tokens_and_spend() {
 
     let conn = db(&app);
     let rows: Vec<(String, i64, i64, i64, String, i64, String)> = conn
-        .prepare("SELECT provider, prompt_tokens, completion_tokens, estimated, outcome, cost_nanos, COALESCE(user_id, '') FROM llm_calls ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+        .query_all("SELECT provider, prompt_tokens, completion_tokens, estimated, outcome, cost_nanos, COALESCE(user_id, '') FROM llm_calls ORDER BY id", [] as [&dyn mvp28::db::sql::ToValue; 0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .unwrap();
     assert_eq!(rows.len(), 5);
     for r in &rows[..3] {
