@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod location;
 pub mod media;
+pub mod moderation;
 pub mod payments;
 mod sql_enum;
 pub mod usage;
