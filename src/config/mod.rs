@@ -176,10 +176,7 @@ impl Config {
             ));
         }
         if self.moderation.images && !self.moderation.enabled {
-            return Err(bad(
-                "moderation.images",
-                "needs moderation.enabled = true",
-            ));
+            return Err(bad("moderation.images", "needs moderation.enabled = true"));
         }
         if self.moderation.images && self.wechat.push_token.is_empty() {
             return Err(bad(

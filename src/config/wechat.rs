@@ -50,7 +50,9 @@ impl WechatConfig {
                 "must be 3-32 letters or digits (the Token of the message push settings)",
             ));
         }
-        if !self.push_aes_key.is_empty() && crate::moderation::push::AesKey::parse(&self.push_aes_key).is_none() {
+        if !self.push_aes_key.is_empty()
+            && crate::moderation::push::AesKey::parse(&self.push_aes_key).is_none()
+        {
             return Err(bad(
                 "wechat.push_aes_key",
                 "must be the 43-character EncodingAESKey of the message push settings",

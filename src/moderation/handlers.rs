@@ -45,11 +45,9 @@ struct PushQuery {
 }
 
 fn count(state: &AppState, outcome: &str) {
-    state.metrics().inc(
-        "moderation_push_total",
-        labels(&[("outcome", outcome)]),
-        1,
-    );
+    state
+        .metrics()
+        .inc("moderation_push_total", labels(&[("outcome", outcome)]), 1);
 }
 
 /// The Token, or 404 when the message push is not configured.
@@ -80,7 +78,10 @@ fn bad_signature(state: &AppState, what: &str) -> AppError {
 fn verify_query(state: &AppState, q: &PushQuery) -> AppResult<()> {
     let token = token(state)?;
     let (Some(sig), Some(ts), Some(nonce)) = (&q.signature, &q.timestamp, &q.nonce) else {
-        return Err(bad_signature(state, "a push without signature, timestamp and nonce"));
+        return Err(bad_signature(
+            state,
+            "a push without signature, timestamp and nonce",
+        ));
     };
     if !push::verify(sig, &[token, ts, nonce]) {
         return Err(bad_signature(state, "signature"));
@@ -98,7 +99,10 @@ fn verify_query(state: &AppState, q: &PushQuery) -> AppResult<()> {
         (status = 401, description = "`invalid_signature`", body = ErrorBody),
         (status = 404, description = "`not_found`: `wechat.push_token` is not set", body = ErrorBody),
     ))]
-async fn verify_url(State(state): State<AppState>, Query(q): Query<PushQuery>) -> AppResult<Response> {
+async fn verify_url(
+    State(state): State<AppState>,
+    Query(q): Query<PushQuery>,
+) -> AppResult<Response> {
     verify_query(&state, &q)?;
     let Some(echo) = q.echostr else {
         return Err(AppError::invalid_request("echostr is required"));
@@ -138,7 +142,11 @@ async fn receive(
     if outcome == PushOutcome::UnknownTrace {
         tracing::debug!("unknown trace_id answered 200 so WeChat does not retry");
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "success").into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "success",
+    )
+        .into_response())
 }
 
 /// The event of a verified push: as sent (plain mode), or decrypted from
@@ -168,7 +176,10 @@ fn read_event(state: &AppState, q: &PushQuery, body: &[u8]) -> AppResult<Push> {
         ));
     };
     let (Some(sig), Some(ts), Some(nonce)) = (&q.msg_signature, &q.timestamp, &q.nonce) else {
-        return Err(bad_signature(state, "an encrypted push without msg_signature"));
+        return Err(bad_signature(
+            state,
+            "an encrypted push without msg_signature",
+        ));
     };
     if !push::verify(sig, &[&wechat.push_token, ts, nonce, encrypt]) {
         return Err(bad_signature(state, "msg_signature"));

@@ -169,7 +169,10 @@ async fn start(state: &AppState, m: &MediaRow) -> Result<(), String> {
             );
             metrics.inc(
                 "moderation_failures_total",
-                labels(&[("direction", Direction::Image.as_str()), ("reason", f.reason)]),
+                labels(&[
+                    ("direction", Direction::Image.as_str()),
+                    ("reason", f.reason),
+                ]),
                 1,
             );
             return Err(format!("{}: {}", f.reason, f.detail));
@@ -313,7 +316,10 @@ pub async fn on_push(state: &AppState, push: Push) -> AppResult<PushOutcome> {
             );
             state.metrics().inc(
                 "moderation_failures_total",
-                labels(&[("direction", Direction::Image.as_str()), ("reason", "refused")]),
+                labels(&[
+                    ("direction", Direction::Image.as_str()),
+                    ("reason", "refused"),
+                ]),
                 1,
             );
             CheckStatus::Failed
@@ -452,19 +458,55 @@ mod tests {
         };
         let img = |s, t| row(s, t, "image/png");
         use CheckStatus::*;
-        assert_eq!(standing(&cfg, true, &img(Some(Risky), None), 0), Standing::Blocked(20002));
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Risky), None), 0),
+            Standing::Blocked(20002)
+        );
         // a stored risky verdict holds with images moderation off too
-        assert_eq!(standing(&cfg, false, &img(Some(Risky), None), 0), Standing::Blocked(20002));
-        assert_eq!(standing(&cfg, true, &img(Some(Review), None), 0), Standing::Allowed);
+        assert_eq!(
+            standing(&cfg, false, &img(Some(Risky), None), 0),
+            Standing::Blocked(20002)
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Review), None), 0),
+            Standing::Allowed
+        );
         cfg.on_review = "block".into();
-        assert_eq!(standing(&cfg, true, &img(Some(Review), None), 0), Standing::Blocked(20002));
-        assert_eq!(standing(&cfg, true, &img(Some(Pass), None), 0), Standing::Allowed);
-        assert_eq!(standing(&cfg, true, &img(Some(Pending), Some(0)), 9_999), Standing::Pending);
-        assert_eq!(standing(&cfg, true, &img(Some(Pending), Some(0)), 10_000), Standing::NoVerdict);
-        assert_eq!(standing(&cfg, false, &img(Some(Pending), Some(0)), 0), Standing::Allowed);
-        assert_eq!(standing(&cfg, true, &img(Some(Failed), None), 0), Standing::NoVerdict);
-        assert_eq!(standing(&cfg, true, &img(None, None), 0), Standing::Unchecked);
-        assert_eq!(standing(&cfg, false, &img(None, None), 0), Standing::Allowed);
-        assert_eq!(standing(&cfg, true, &row(None, None, "application/pdf"), 0), Standing::Allowed);
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Review), None), 0),
+            Standing::Blocked(20002)
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Pass), None), 0),
+            Standing::Allowed
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Pending), Some(0)), 9_999),
+            Standing::Pending
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Pending), Some(0)), 10_000),
+            Standing::NoVerdict
+        );
+        assert_eq!(
+            standing(&cfg, false, &img(Some(Pending), Some(0)), 0),
+            Standing::Allowed
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(Some(Failed), None), 0),
+            Standing::NoVerdict
+        );
+        assert_eq!(
+            standing(&cfg, true, &img(None, None), 0),
+            Standing::Unchecked
+        );
+        assert_eq!(
+            standing(&cfg, false, &img(None, None), 0),
+            Standing::Allowed
+        );
+        assert_eq!(
+            standing(&cfg, true, &row(None, None, "application/pdf"), 0),
+            Standing::Allowed
+        );
     }
 }

@@ -191,7 +191,10 @@ mod tests {
         let sig = signature(&["AAAAA", "1714036504", "1514711492"]);
         assert_eq!(sig, "f464b24fc39322e44b38aa78f5edd27bd1441696");
         assert!(verify(&sig, &["1514711492", "AAAAA", "1714036504"]));
-        assert!(verify(&sig.to_uppercase(), &["AAAAA", "1714036504", "1514711492"]));
+        assert!(verify(
+            &sig.to_uppercase(),
+            &["AAAAA", "1714036504", "1514711492"]
+        ));
         assert!(!verify(&sig, &["AAAAB", "1714036504", "1514711492"]));
         assert!(!verify("", &["AAAAA", "1714036504", "1514711492"]));
         assert!(!verify(&sig[..39], &["AAAAA", "1714036504", "1514711492"]));
@@ -206,7 +209,10 @@ mod tests {
         assert_eq!(key.decrypt(&enc, "wx-other"), Err(DecryptError::OtherApp));
         let other = AesKey::parse("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg").unwrap();
         assert!(other.decrypt(&enc, "wx-app").is_err());
-        assert_eq!(key.decrypt("not base64!", "wx-app"), Err(DecryptError::Encoding));
+        assert_eq!(
+            key.decrypt("not base64!", "wx-app"),
+            Err(DecryptError::Encoding)
+        );
         assert_eq!(key.decrypt("AAAA", "wx-app"), Err(DecryptError::Encoding));
         assert!(AesKey::parse("short").is_none());
         assert!(AesKey::parse(&"a".repeat(44)).is_none());
@@ -219,8 +225,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.result.unwrap().label(), Some(20002));
-        let p: Push =
-            serde_json::from_str(r#"{"result":{"suggest":"pass","label":100}}"#).unwrap();
+        let p: Push = serde_json::from_str(r#"{"result":{"suggest":"pass","label":100}}"#).unwrap();
         assert_eq!(p.result.unwrap().label(), Some(100));
     }
 }
