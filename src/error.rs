@@ -37,6 +37,10 @@ crate::str_enum!(
         VoiceDisabled = "voice_disabled",
         ContentBlocked = "content_blocked",
         ModerationUnavailable = "moderation_unavailable",
+        /// An image whose content check has no verdict yet (409, Retry-After).
+        ModerationPending = "moderation_pending",
+        /// A WeChat message push whose signature is wrong (401).
+        InvalidSignature = "invalid_signature",
         Unavailable = "unavailable",
         Internal = "internal",
         /// Admin API: a session's state-changing request without its CSRF token.

@@ -48,6 +48,7 @@ pub fn print(
         total.charges_fen += r.charges_fen;
     }
     total.topups_fen = repo::topups_since(conn, since)?;
+    let blocks = blocks_per_day(conn, &first_day.to_string())?;
     if as_json {
         let out = json!({
             "since": first_day.to_string(),
@@ -55,6 +56,7 @@ pub fn print(
             "by": format!("{by:?}").to_lowercase(),
             "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
             "total": row_json(&total),
+            "blocks": blocks,
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
         return Ok(());
@@ -86,7 +88,88 @@ pub fn print(
             total.estimated_calls
         );
     }
+    println!();
+    if blocks.is_empty() {
+        println!("content security blocks per day: none");
+        return Ok(());
+    }
+    println!("content security blocks per day");
+    println!(
+        "{:<12} {:>6} {:>6} {:>6} {:>6}  labels",
+        "day", "input", "output", "image", "total"
+    );
+    for d in &blocks {
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .map(|l| format!("{} {} {}x{}", l.direction, l.label, l.name, l.count))
+            .collect();
+        println!(
+            "{:<12} {:>6} {:>6} {:>6} {:>6}  {}",
+            d.day,
+            d.input,
+            d.output,
+            d.image,
+            d.total,
+            labels.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// Content security blocks on one local day.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct BlocksDay {
+    /// Local day (quota.timezone), `YYYY-MM-DD`
+    pub day: String,
+    /// Chat messages refused
+    pub input: i64,
+    /// Replies withheld
+    pub output: i64,
+    /// Images blocked (media_check_async verdicts)
+    pub image: i64,
+    pub total: i64,
+    pub labels: Vec<BlockLabel>,
+}
+
+/// How many blocks one direction had with one of WeChat's labels.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct BlockLabel {
+    /// `input`, `output` or `image`
+    pub direction: String,
+    /// WeChat's label (20002 …)
+    pub label: i64,
+    /// Its name (`porn` …; `other` when not a known one)
+    pub name: String,
+    pub count: i64,
+}
+
+/// Blocks per local day since `first_day` (`YYYY-MM-DD`), oldest first.
+pub fn blocks_per_day(conn: &Conn, first_day: &str) -> AppResult<Vec<BlocksDay>> {
+    use crate::moderation::Direction;
+    let mut out: Vec<BlocksDay> = vec![];
+    for b in crate::db::moderation::blocks_since(conn, first_day)? {
+        if out.last().is_none_or(|d| d.day != b.day) {
+            out.push(BlocksDay {
+                day: b.day.clone(),
+                ..Default::default()
+            });
+        }
+        let d = out.last_mut().expect("pushed");
+        match b.direction {
+            Direction::Input => d.input += b.count,
+            Direction::Output => d.output += b.count,
+            Direction::Image => d.image += b.count,
+        }
+        d.total += b.count;
+        d.labels.push(BlockLabel {
+            direction: b.direction.as_str().to_string(),
+            label: b.label,
+            name: crate::moderation::label_name(b.label).to_string(),
+            count: b.count,
+        });
+    }
+    Ok(out)
 }
 
 fn yuan(fen: i64) -> String {

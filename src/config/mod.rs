@@ -175,6 +175,15 @@ impl Config {
                 "needs wechat.app_id and wechat.app_secret (msgSecCheck uses the app's access token)",
             ));
         }
+        if self.moderation.images && !self.moderation.enabled {
+            return Err(bad("moderation.images", "needs moderation.enabled = true"));
+        }
+        if self.moderation.images && self.wechat.push_token.is_empty() {
+            return Err(bad(
+                "wechat.push_token",
+                "required with moderation.images (image verdicts arrive on the message push, signed with this Token)",
+            ));
+        }
         self.jobs.validate()?;
         Ok(())
     }

@@ -19,6 +19,13 @@ pub struct ModerationConfig {
     /// WeChat unreachable, busy or rate limited: true lets the text through
     /// (logged, counted); false answers 503 `moderation_unavailable`.
     pub fail_open: bool,
+    /// Images (chat attachments, uploads of an image type) too, with
+    /// `wxa/media_check_async`; the verdict comes on the message push
+    /// callback (`wechat.push_token`). Needs `enabled`.
+    pub images: bool,
+    /// An image whose verdict has not come this long after its check
+    /// started counts as a check that failed: `fail_open` decides.
+    pub image_timeout_secs: u64,
 }
 
 impl Default for ModerationConfig {
@@ -29,6 +36,8 @@ impl Default for ModerationConfig {
             on_review: "pass".into(),
             segment_chars: 200,
             fail_open: false,
+            images: false,
+            image_timeout_secs: 1800,
         }
     }
 }
@@ -43,6 +52,9 @@ impl ModerationConfig {
         }
         if self.segment_chars == 0 || self.segment_chars > 2500 {
             return Err(bad("moderation.segment_chars", "must be 1-2500"));
+        }
+        if self.image_timeout_secs == 0 || self.image_timeout_secs > 86_400 {
+            return Err(bad("moderation.image_timeout_secs", "must be 1-86400"));
         }
         Ok(())
     }

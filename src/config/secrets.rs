@@ -34,6 +34,8 @@ pub(super) const SECRETS: &[(&str, &str, Option<&str>)] = &[
     ("metrics.token", "MVP28_METRICS__TOKEN", None),
     // a postgres:// URL carries the database password
     ("database.url", "MVP28_DATABASE__URL", None),
+    ("wechat.push_token", "MVP28_WECHAT__PUSH_TOKEN", None),
+    ("wechat.push_aes_key", "MVP28_WECHAT__PUSH_AES_KEY", None),
     ("voice.api_key", "MVP28_VOICE__API_KEY", None),
     (
         "voice.assemblyai_api_key",
@@ -63,6 +65,8 @@ impl Config {
             "storage.s3.session_token" => &mut self.storage.s3.session_token,
             "metrics.token" => &mut self.metrics.token,
             "database.url" => &mut self.database.url,
+            "wechat.push_token" => &mut self.wechat.push_token,
+            "wechat.push_aes_key" => &mut self.wechat.push_aes_key,
             "voice.api_key" => &mut self.voice.api_key,
             "voice.assemblyai_api_key" => &mut self.voice.assemblyai_api_key,
             "server.tls.acme_eab_hmac_key" => &mut self.server.tls.acme_eab_hmac_key,

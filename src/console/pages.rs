@@ -619,6 +619,34 @@ fn usage_table(id: &str, first: &str, rows: &[UsageRowView]) -> String {
     s
 }
 
+fn blocks_table(days: &[crate::billing::report::BlocksDay]) -> String {
+    if days.is_empty() {
+        return "<p class=\"muted\" id=\"blocks\">None in this period.</p>".into();
+    }
+    let mut s = String::from(
+        "<div class=\"scroll\"><table id=\"blocks\"><tr><th>Day</th><th>Messages</th><th>Replies</th><th>Images</th><th>Total</th><th>Labels</th></tr>",
+    );
+    for d in days {
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .map(|l| format!("{} {} ({}) ×{}", l.direction, l.label, l.name, l.count))
+            .collect();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.day),
+            d.input,
+            d.output,
+            d.image,
+            d.total,
+            esc(&labels.join(", ")),
+        );
+    }
+    s.push_str("</table></div>");
+    s
+}
+
 async fn usage(
     State(state): State<AppState>,
     PageAdmin(admin): PageAdmin,
@@ -649,6 +677,8 @@ async fn usage(
     c.push_str(&usage_table("by-provider", "Provider", &u.by_provider));
     c.push_str("<h2>By day</h2>");
     c.push_str(&usage_table("by-day", "Day", &u.by_day));
+    c.push_str("<h2>Content security blocks</h2>");
+    c.push_str(&blocks_table(&u.blocks));
     layout(Some(&admin), "Usage and cost", "Usage", &c)
 }
 

@@ -658,6 +658,7 @@ pub async fn usage(state: &AppState, days: Option<u32>) -> AppResult<Usage> {
                     monthly_spent: budget::format_units(s.month_spend),
                     monthly_left: left(s.month_budget, s.month_spend),
                 },
+                blocks: crate::billing::report::blocks_per_day(c, &first.to_string())?,
             })
         })
         .await

@@ -247,6 +247,8 @@ pub struct Usage {
     pub by_provider: Vec<UsageRowView>,
     pub by_day: Vec<UsageRowView>,
     pub budgets: Budgets,
+    /// Content security blocks per local day (days with none are left out)
+    pub blocks: Vec<crate::billing::report::BlocksDay>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,6 +4,7 @@ use crate::db::sql::{params, Conn, OptionalExtension, Row, Tx};
 
 use crate::error::AppResult;
 use crate::ids::{MediaId, UserId};
+use crate::moderation::CheckStatus;
 
 #[derive(Debug, Clone)]
 pub struct MediaRow {
@@ -15,6 +16,12 @@ pub struct MediaRow {
     pub size: i64,
     pub committed: bool,
     pub created_at: i64,
+    /// Content security (images): None = never checked.
+    pub check_status: Option<CheckStatus>,
+    /// WeChat's label with the verdict.
+    pub check_label: Option<i64>,
+    /// When the check was started (ms).
+    pub check_started_at: Option<i64>,
 }
 
 pub struct NewMedia<'a> {
@@ -26,7 +33,8 @@ pub struct NewMedia<'a> {
     pub size: i64,
 }
 
-const COLUMNS: &str = "id, user_id, object_key, filename, content_type, size, state, created_at";
+const COLUMNS: &str = "id, user_id, object_key, filename, content_type, size, state, created_at,
+    check_status, check_label, check_started_at";
 
 fn row(r: &Row<'_>) -> crate::db::sql::DbResult<MediaRow> {
     Ok(MediaRow {
@@ -38,6 +46,9 @@ fn row(r: &Row<'_>) -> crate::db::sql::DbResult<MediaRow> {
         size: r.get(5)?,
         committed: r.get::<String>(6)? == "committed",
         created_at: r.get(7)?,
+        check_status: r.get(8)?,
+        check_label: r.get(9)?,
+        check_started_at: r.get(10)?,
     })
 }
 
@@ -191,4 +202,51 @@ pub fn set_description(tx: &Tx<'_>, id: &MediaId, text: &str) -> AppResult<()> {
     tx.prepare_cached("UPDATE media SET description = ?2 WHERE id = ?1")?
         .execute(params![id, text])?;
     Ok(())
+}
+
+/// A content check was started: the media waits for its verdict under
+/// `trace_id`. A verdict already stored is kept (a restart of the check
+/// cannot undo it).
+pub fn set_check_started(tx: &Tx<'_>, id: &MediaId, trace_id: &str, now: i64) -> AppResult<()> {
+    tx.prepare_cached(
+        "UPDATE media SET check_status = 'pending', check_trace_id = ?2, check_label = NULL,
+                check_started_at = ?3, check_done_at = NULL
+         WHERE id = ?1 AND (check_status IS NULL OR check_status = 'pending')",
+    )?
+    .execute(params![id, trace_id, now])?;
+    Ok(())
+}
+
+/// What a pushed verdict changed.
+#[derive(Debug, Clone)]
+pub struct CheckApplied {
+    pub media_id: MediaId,
+    /// The status before (None: never checked).
+    pub before: Option<CheckStatus>,
+}
+
+/// Stores the verdict for `trace_id`; None when no media has that trace
+/// (unknown, or its media was deleted). A verdict is final: a later push
+/// for the same trace (WeChat retries) changes nothing.
+pub fn apply_check(
+    tx: &Tx<'_>,
+    trace_id: &str,
+    status: CheckStatus,
+    label: Option<i64>,
+    now: i64,
+) -> AppResult<Option<CheckApplied>> {
+    let found: Option<(MediaId, Option<CheckStatus>)> = tx
+        .prepare_cached("SELECT id, check_status FROM media WHERE check_trace_id = ?1")?
+        .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((media_id, before)) = found else {
+        return Ok(None);
+    };
+    if before == Some(CheckStatus::Pending) {
+        tx.prepare_cached(
+            "UPDATE media SET check_status = ?2, check_label = ?3, check_done_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![media_id, status, label, now])?;
+    }
+    Ok(Some(CheckApplied { media_id, before }))
 }

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod location;
 pub mod media;
+pub mod moderation;
 pub mod payments;
 pub mod pg;
 pub mod sql;

@@ -49,6 +49,7 @@ impl MakeRequestId for RandomRequestId {
 pub struct Routes {
     /// Outside the rate limits: health, the document, metrics, the
     /// payment webhook (WeChat Pay calling, authenticated by its signature),
+    /// the WeChat message push (`/api/wechat/callback`, signed likewise),
     /// and the operator console's HTML pages (`/admin/`).
     pub open: OpenApiRouter<AppState>,
     /// The API, under the per-IP and per-user rate limits.
@@ -70,6 +71,7 @@ impl Routes {
                 .merge(crate::http::openapi::routes())
                 .merge(crate::http::metrics::routes())
                 .merge(crate::pay::handlers::webhook_routes(payments))
+                .merge(crate::moderation::handlers::routes())
                 .merge(crate::console::pages::routes()),
             limited: OpenApiRouter::new()
                 .merge(crate::auth::handlers::routes())

@@ -349,6 +349,9 @@ async fn describe(state: &AppState, job_id: &JobId, m: &MediaRow) -> Result<Stri
         .run(move |c| budget::check(c, &at))
         .await
         .map_err(|e| e.message)?;
+    crate::moderation::images::check_attach(state, m)
+        .await
+        .map_err(|e| e.message)?;
     let image = crate::media::load_image(state, m)
         .await
         .map_err(|e| e.message)?;

@@ -18,8 +18,10 @@ use crate::llm::{Image, Route};
 pub const MAX_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
 
 /// Called once when an upload is committed: PDFs get their text extracted
-/// and stored (or the reason there is none). Never fails the commit.
+/// and stored (or the reason there is none); with `moderation.images`, an
+/// image's content check is started. Never fails the commit.
 pub async fn on_commit(state: &AppState, m: &MediaRow) {
+    crate::moderation::images::on_commit(state, m).await;
     if m.content_type != "application/pdf" {
         return;
     }
@@ -151,6 +153,11 @@ pub async fn prepare(
                 format!("{ct} cannot be attached to a message"),
             ));
         }
+    }
+    // Content security: no image with a blocking verdict, or (with
+    // moderation.images) without a verdict, reaches the model.
+    for m in rows.iter().filter(|m| m.content_type.starts_with("image/")) {
+        crate::moderation::images::check_attach(state, m).await?;
     }
     let limit = state.config().llm.attachment_chars;
     for (i, m) in rows.iter().enumerate() {

@@ -8,8 +8,15 @@
 //!   `moderation.segment_chars` characters; then checked once whole.
 //! - Text over msgSecCheck's limit is checked in overlapping parts.
 //! - WeChat unreachable, busy or rate limited: `moderation.fail_open`.
+//! - Images (`moderation.images`): `images.rs` starts WeChat's
+//!   media_check_async when an image is committed and applies the verdict
+//!   pushed to `/api/wechat/callback` (`handlers.rs`, `push.rs`).
+//! - Every block is counted by day in `moderation_blocks` (`admin usage`).
 
 pub mod access_token;
+pub mod handlers;
+pub mod images;
+pub mod push;
 mod segment;
 
 use std::future::Future;
@@ -25,6 +32,7 @@ use tokio::sync::mpsc;
 pub use access_token::{AccessToken, AccessTokens, TokenError};
 pub use segment::{parts, MAX_CHECK_CHARS};
 
+use crate::billing::At;
 use crate::chat::live::Generation;
 use crate::config::{ModerationConfig, WechatConfig};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -36,20 +44,27 @@ use crate::ids::UserId;
 pub const BLOCKED_NOTICE: &str =
     "该回复因内容安全原因未予显示。(This reply was withheld for content security reasons.)";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Input,
-    Output,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Input => "input",
-            Direction::Output => "output",
-        }
+crate::sql_enum!(
+    /// What was checked: a chat message (in), a reply (out), an image.
+    pub Direction {
+        Input = "input",
+        Output = "output",
+        Image = "image",
     }
-}
+);
+
+crate::sql_enum!(
+    /// An image's content check (`media.check_status`): started and
+    /// waiting, or WeChat's suggestion as pushed, or `failed` (the push
+    /// carried an errcode instead of a verdict).
+    pub CheckStatus {
+        Pending = "pending",
+        Pass = "pass",
+        Review = "review",
+        Risky = "risky",
+        Failed = "failed",
+    }
+);
 
 /// msgSecCheck's labels by name; any other number is "other" (metrics
 /// labels come from this fixed set only).
@@ -103,10 +118,15 @@ impl From<TokenError> for Failure {
     }
 }
 
+/// The errcode every WeChat server API answers (absent or 0: success).
 #[derive(Deserialize)]
-struct CheckAnswer {
+struct ErrAnswer {
     errcode: Option<i64>,
     errmsg: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckAnswer {
     result: Option<CheckResult>,
 }
 
@@ -122,6 +142,10 @@ pub struct Moderation {
     tokens: Arc<AccessTokens>,
     client: reqwest::Client,
     url: String,
+    /// `wxa/media_check_async`
+    media_url: String,
+    /// Verdicts pushed before their trace_id was stored (images.rs).
+    early: images::Early,
 }
 
 impl Moderation {
@@ -137,6 +161,11 @@ impl Moderation {
                 "{}/wxa/msg_sec_check",
                 wechat.api_base.trim_end_matches('/')
             ),
+            media_url: format!(
+                "{}/wxa/media_check_async",
+                wechat.api_base.trim_end_matches('/')
+            ),
+            early: Default::default(),
         }
     }
 
@@ -236,35 +265,53 @@ impl Moderation {
         Ok(())
     }
 
-    /// One msgSecCheck call, retried once with a refreshed token when the
-    /// token was refused.
+    /// One msgSecCheck call.
     async fn check_part(&self, openid: &str, content: &str) -> Result<Verdict, Failure> {
+        let body = json!({
+            "content": content,
+            "version": 2,
+            "scene": self.cfg.scene,
+            "openid": openid,
+        });
+        let answer: CheckAnswer = self.post(&self.url, &body).await?;
+        let r = answer
+            .result
+            .ok_or_else(|| Failure::new("unusable", "answer without result"))?;
+        let suggest = match r.suggest.as_str() {
+            "pass" => Suggest::Pass,
+            "review" => Suggest::Review,
+            "risky" => Suggest::Risky,
+            _ => return Err(Failure::new("unusable", "unknown suggest")),
+        };
+        Ok(Verdict {
+            suggest,
+            label: r.label.unwrap_or(0),
+        })
+    }
+
+    /// POSTs `body` to a WeChat server API with the access token, retried
+    /// once with a refreshed token when the token was refused; the answer
+    /// of an errcode 0, parsed.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Failure> {
         let mut token = self.tokens.get().await?;
         let mut refreshed = false;
         loop {
-            let answer = self.call(&token, openid, content).await?;
-            let errcode = answer.errcode.unwrap_or(0);
+            let bytes = self.call(url, &token, body).await?;
+            let head: ErrAnswer = serde_json::from_slice(&bytes)
+                .map_err(|_| Failure::new("unusable", "a non-JSON body"))?;
+            let errcode = head.errcode.unwrap_or(0);
             if access_token::is_token_rejected(errcode) && !refreshed {
                 refreshed = true;
                 token = self.tokens.refresh(&token).await?;
                 continue;
             }
             return match errcode {
-                0 => {
-                    let r = answer
-                        .result
-                        .ok_or_else(|| Failure::new("unusable", "answer without result"))?;
-                    let suggest = match r.suggest.as_str() {
-                        "pass" => Suggest::Pass,
-                        "review" => Suggest::Review,
-                        "risky" => Suggest::Risky,
-                        _ => return Err(Failure::new("unusable", "unknown suggest")),
-                    };
-                    Ok(Verdict {
-                        suggest,
-                        label: r.label.unwrap_or(0),
-                    })
-                }
+                0 => serde_json::from_slice(&bytes)
+                    .map_err(|_| Failure::new("unusable", "an answer of another shape")),
                 code => {
                     let reason = match code {
                         -1 => "busy",
@@ -274,7 +321,7 @@ impl Moderation {
                     };
                     Err(Failure::new(
                         reason,
-                        format!("errcode {code}: {}", answer.errmsg.unwrap_or_default()),
+                        format!("errcode {code}: {}", head.errmsg.unwrap_or_default()),
                     ))
                 }
             };
@@ -283,22 +330,16 @@ impl Moderation {
 
     async fn call(
         &self,
+        url: &str,
         token: &AccessToken,
-        openid: &str,
-        content: &str,
-    ) -> Result<CheckAnswer, Failure> {
-        let body = json!({
-            "content": content,
-            "version": 2,
-            "scene": self.cfg.scene,
-            "openid": openid,
-        });
+        body: &serde_json::Value,
+    ) -> Result<bytes::Bytes, Failure> {
         // The URL carries the token: errors are described by kind only.
         let res = self
             .client
-            .post(&self.url)
+            .post(url)
             .query(&[("access_token", token.expose())])
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| Failure::new("unreachable", access_token::kind(&e)))?;
@@ -307,12 +348,23 @@ impl Moderation {
             .bytes()
             .await
             .map_err(|e| Failure::new("unreachable", access_token::kind(&e)))?;
-        serde_json::from_slice(&bytes).map_err(|_| {
-            Failure::new(
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(Failure::new(
                 "unusable",
                 format!("HTTP {} with a non-JSON body", status.as_u16()),
-            )
-        })
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The settings this was built with.
+    pub fn config(&self) -> &ModerationConfig {
+        &self.cfg
+    }
+
+    /// Whether images are checked too (`moderation.images`).
+    pub fn images(&self) -> bool {
+        self.cfg.images
     }
 }
 
@@ -320,6 +372,7 @@ fn blocked(direction: Direction, label: i64) -> AppError {
     let what = match direction {
         Direction::Input => "your message",
         Direction::Output => "the reply",
+        Direction::Image => "the image",
     };
     AppError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -339,6 +392,38 @@ pub fn withheld() -> AppError {
         ErrorCode::ContentBlocked,
         "the reply was blocked by WeChat content security; nothing was charged",
     )
+}
+
+/// Counts a block by day (`admin usage`) when `e` is one (422
+/// `content_blocked`, carrying WeChat's label); other errors are not.
+async fn note_block(state: &AppState, direction: Direction, e: &AppError) {
+    if e.code != ErrorCode::ContentBlocked {
+        return;
+    }
+    let label = e.extra.get("label").and_then(|l| l.as_i64()).unwrap_or(0);
+    record_block(state, direction, label).await;
+}
+
+/// Stores one block in `moderation_blocks` (its local day, direction and
+/// label). A failure is logged: the block itself has already happened.
+pub async fn record_block(state: &AppState, direction: Direction, label: i64) {
+    let at = state.at();
+    if let Err(e) = state
+        .db()
+        .write(move |tx| store_block(tx, &at, direction, label))
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a content security block");
+    }
+}
+
+fn store_block(
+    tx: &crate::db::sql::Tx<'_>,
+    at: &At,
+    direction: Direction,
+    label: i64,
+) -> AppResult<()> {
+    crate::db::moderation::record_block(tx, &at.day, direction, label, at.ms)
 }
 
 /// Who a turn's text is checked for (msgSecCheck wants the user's openid).
@@ -368,8 +453,13 @@ pub async fn screen_input(
     } else {
         format!("{message}{attached_text}")
     };
-    m.check(state.metrics(), Direction::Input, &openid, &text)
-        .await?;
+    if let Err(e) = m
+        .check(state.metrics(), Direction::Input, &openid, &text)
+        .await
+    {
+        note_block(state, Direction::Input, &e).await;
+        return Err(e);
+    }
     Ok(Some(Screen { openid }))
 }
 
@@ -409,8 +499,13 @@ pub fn screen_output<'a>(
             }
             if let Some(n) = segment::ready(&pending, segment_chars, ended) {
                 let seg: String = pending.drain(..n).collect();
-                m.check(metrics, Direction::Output, &screen.openid, &seg)
-                    .await?;
+                if let Err(e) = m
+                    .check(metrics, Direction::Output, &screen.openid, &seg)
+                    .await
+                {
+                    note_block(state, Direction::Output, &e).await;
+                    return Err(e);
+                }
                 gen.push(&seg);
                 segments += 1;
                 continue;
@@ -425,8 +520,13 @@ pub fn screen_output<'a>(
         }
         if segments > 1 {
             // the whole reply, in context
-            m.check(metrics, Direction::Output, &screen.openid, &gen.text())
-                .await?;
+            if let Err(e) = m
+                .check(metrics, Direction::Output, &screen.openid, &gen.text())
+                .await
+            {
+                note_block(state, Direction::Output, &e).await;
+                return Err(e);
+            }
         }
         Ok(())
     };

@@ -355,6 +355,16 @@ async fn local_get(
     else {
         return Err(forbidden("this link does not grant downloads"));
     };
+    // A link handed out before content security blocked the image stops
+    // working too.
+    let k = key.clone();
+    if let Some(m) = state
+        .db()
+        .run(move |c| db::media::find_by_key(c, &k))
+        .await?
+    {
+        crate::moderation::images::check_download(&state, &m)?;
+    }
     let object = match state.storage().read(&key).await {
         Ok(o) => o,
         Err(super::StoreError::NotFound { .. }) => return Err(AppError::not_found("media")),

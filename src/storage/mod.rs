@@ -294,11 +294,25 @@ impl Storage {
         content_type: &str,
         now: DateTime<Utc>,
     ) -> Result<SignedUrl, StoreError> {
+        self.download_url_for(key, content_type, now, self.ttl)
+            .await
+    }
+
+    /// [`download_url`](Self::download_url) valid for `ttl` (e.g. the URL
+    /// WeChat's content check fetches later). Local storage: a URL of
+    /// `server.public_url`, so that must be reachable by whoever fetches it.
+    pub async fn download_url_for(
+        &self,
+        key: &str,
+        content_type: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<SignedUrl, StoreError> {
         match &self.backend {
             Backend::Local {
                 tokens, public_url, ..
             } => {
-                let expires_at = now + self.ttl;
+                let expires_at = now + ttl;
                 let token = tokens.sign(&Grant::Get {
                     key: key.into(),
                     content_type: content_type.into(),
@@ -312,12 +326,12 @@ impl Storage {
             }
             Backend::S3 { s3, .. } => {
                 let url = s3
-                    .signed_url(reqwest::Method::GET, &ObjectPath::from(key), self.ttl)
+                    .signed_url(reqwest::Method::GET, &ObjectPath::from(key), ttl)
                     .await?;
                 Ok(SignedUrl {
                     url: url.to_string(),
                     headers: vec![],
-                    expires_at: Utc::now() + self.ttl,
+                    expires_at: Utc::now() + ttl,
                 })
             }
         }

@@ -335,6 +335,8 @@ async fn find(state: &AppState, user: &AuthUser, id: &MediaId) -> AppResult<Opti
 
 /// The client's view of a committed media record, with a fresh download URL.
 pub async fn media_view(state: &AppState, m: &MediaRow) -> AppResult<MediaResponse> {
+    // An image content security blocked is never handed out again.
+    crate::moderation::images::check_download(state, m)?;
     let url = state
         .storage()
         .download_url(&m.object_key, &m.content_type, state.now())

@@ -590,3 +590,446 @@ async fn a_websocket_sees_only_checked_text_and_a_blocked_reply_resumes_as_block
     assert_eq!(last["error"]["code"], "content_blocked", "{last}");
     assert_eq!(balance(&s.app, &token).await, 300);
 }
+
+// ------------------------------------------------------------------ images
+
+const PUSH_TOKEN: &str = "PushToken2026";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const RISKY_PNG: &[u8] = b"\x89PNG\r\n\x1a\n-an-image-the-fake-finds-RISKY";
+
+/// Images moderation on, the server on a known port whose public URL is
+/// really its own (WeChat must fetch the media URL), a vision model.
+async fn setup_images(auto_push: bool, aes_key: Option<&str>) -> Setup {
+    let port = free_port();
+    let s = setup(|c| {
+        c.moderation.images = true;
+        c.wechat.push_token = PUSH_TOKEN.into();
+        c.wechat.push_aes_key = aes_key.unwrap_or("").into();
+        c.server.bind = format!("127.0.0.1:{port}");
+        c.server.public_url = format!("http://127.0.0.1:{port}");
+        c.llm.providers[0].vision = true;
+    })
+    .await;
+    s.wechat.set_push(wechat::PushTarget {
+        url: s.app.url("/api/wechat/callback"),
+        token: PUSH_TOKEN.into(),
+        aes_key: aes_key.map(String::from),
+        auto: auto_push,
+    });
+    s
+}
+
+/// presign -> PUT -> commit; (media id, the commit's download URL).
+async fn upload_image(app: &TestApp, token: &str, bytes: &[u8]) -> (String, String) {
+    let (st, p) = app
+        .post(
+            "/api/upload/presign",
+            Some(token),
+            json!({"filename": "pic.png", "content_type": "image/png", "size": bytes.len()}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    let res = app
+        .client
+        .put(p["url"].as_str().unwrap())
+        .header("content-type", "image/png")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "PUT {}", res.status());
+    let (st, c) = app
+        .post(
+            "/api/upload/commit",
+            Some(token),
+            json!({"upload_id": p["upload_id"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    (
+        c["media"]["id"].as_str().unwrap().to_string(),
+        c["media"]["url"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn attach(app: &TestApp, token: &str, media_id: &str) -> (StatusCode, Value) {
+    app.post(
+        "/api/chat",
+        Some(token),
+        json!({"message": "what is in this picture?", "attachments": [media_id]}),
+    )
+    .await
+}
+
+fn check_status(app: &TestApp, media_id: &str) -> Option<String> {
+    db(app)
+        .query_row(
+            "SELECT check_status FROM media WHERE id = ?1",
+            [media_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_committed_image_is_checked_and_a_risky_verdict_blocks_attaching_and_downloading() {
+    let s = setup_images(true, None).await;
+    let token = paying_user(&s.app, "judy", 300).await;
+    let (id, url) = upload_image(&s.app, &token, RISKY_PNG).await;
+
+    // WeChat got media_check_async as documented and could fetch the image
+    let checks = s.wechat.media_checks_done(1).await;
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let c = &checks[0];
+    assert_eq!(c.errcode, 0, "{c:?}");
+    assert_eq!(c.trace_id.as_deref(), Some("fake-media-trace-1"));
+    assert_eq!(c.access_token, "ACCESS-TOKEN-1");
+    assert_eq!(c.body["media_type"], 2);
+    assert_eq!(c.body["version"], 2);
+    assert_eq!(c.body["scene"], 2);
+    assert_eq!(c.body["openid"], "dev:judy");
+    let media_url = c.body["media_url"].as_str().unwrap();
+    assert!(
+        media_url.starts_with(&s.app.config.server.public_url),
+        "{media_url}"
+    );
+    assert_eq!(
+        c.fetched,
+        Some((200, RISKY_PNG.to_vec())),
+        "the fake fetched the image"
+    );
+    assert_eq!(c.pushed, Some(200), "the signed verdict was accepted");
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("risky"));
+
+    // attaching it: 422 content_blocked with the label, no upstream call, nothing charged
+    let (st, body) = attach(&s.app, &token, &id).await;
+    let err = assert_error(st, &body, 422, "content_blocked");
+    assert_eq!(err["label"], 20002);
+    assert_eq!(err["media_id"], id.as_str());
+    assert_eq!(s.llm.count(), 0);
+    assert_eq!(balance(&s.app, &token).await, 300);
+    assert_eq!(count(&s.app, "SELECT count(*) FROM messages"), 0);
+    assert_eq!(count(&s.app, "SELECT count(*) FROM reservations"), 0);
+
+    // downloading it: 451, by the media endpoint and by a URL handed out before
+    let (st, body) = s.app.get(&format!("/api/media/{id}"), Some(&token)).await;
+    let err = assert_error(st, &body, 451, "content_blocked");
+    assert_eq!(err["label"], 20002);
+    let res = s.app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 451);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_blocked");
+    let res = s.app.client.get(media_url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 451, "WeChat's URL too");
+
+    // a retried push of the same verdict changes and counts nothing more
+    let (st, text) = s
+        .wechat
+        .push_verdict("fake-media-trace-1", "risky", 20002)
+        .await;
+    assert_eq!((st, text.as_str()), (200, "success"));
+    let m = metrics(&s.app).await;
+    assert!(
+        m.contains("moderation_blocks_total{direction=\"image\",label=\"porn\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_image_checks_total{result=\"started\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_image_checks_total{result=\"risky\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_push_total{outcome=\"applied\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_push_total{outcome=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains(PUSH_TOKEN));
+    assert_eq!(
+        count(
+            &s.app,
+            "SELECT count(*) FROM moderation_blocks WHERE direction = 'image'"
+        ),
+        1
+    );
+    assert_audit_clean(&s.app);
+}
+
+#[tokio::test]
+async fn a_pending_image_waits_and_a_passed_one_can_be_attached() {
+    let s = setup_images(false, None).await;
+    let token = paying_user(&s.app, "ken", 300).await;
+    let (id, url) = upload_image(&s.app, &token, crate::media::PNG).await;
+    let checks = s.wechat.media_checks_done(1).await;
+    assert_eq!(checks[0].fetched, Some((200, crate::media::PNG.to_vec())));
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("pending"));
+
+    // no verdict yet: 409 moderation_pending, nothing reaches the model
+    let (st, body) = attach(&s.app, &token, &id).await;
+    let err = assert_error(st, &body, 409, "moderation_pending");
+    assert_eq!(err["media_id"], id.as_str());
+    assert_eq!(s.llm.count(), 0);
+    assert_eq!(balance(&s.app, &token).await, 300);
+    // the uploader may still download it meanwhile
+    let res = s.app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // a verdict for a trace nobody knows: 200 (or WeChat retries), counted
+    let (st, text) = s.wechat.push_verdict("no-such-trace", "risky", 20002).await;
+    assert_eq!((st, text.as_str()), (200, "success"));
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("pending"));
+
+    // pass, in compatible mode (plain fields beside an Encrypt this server
+    // has no key for): the image goes to the (vision) model, charged
+    let mut event = wechat::media_event("fake-media-trace-1", "pass", 100);
+    event["Encrypt"] = json!("bm90LXJlYWRhYmxlLXdpdGhvdXQtdGhlLWtleQ==");
+    let (ts, nonce, sig) = wechat::signed(PUSH_TOKEN);
+    let res = s
+        .app
+        .client
+        .post(s.app.url(&format!(
+            "/api/wechat/callback?signature={sig}&timestamp={ts}&nonce={nonce}"
+        )))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "success");
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("pass"));
+    let (st, body) = attach(&s.app, &token, &id).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["quota"]["charged_fen"], 100);
+    assert_eq!(s.llm.count(), 1);
+
+    // the one-step upload (wx.uploadFile) starts a check too
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(crate::media::PNG.to_vec())
+            .file_name("b.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let res = s
+        .app
+        .client
+        .post(s.app.url("/api/upload"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let checks = s.wechat.media_checks_done(2).await;
+    assert_eq!(checks[1].fetched, Some((200, crate::media::PNG.to_vec())));
+    let m = metrics(&s.app).await;
+    assert!(
+        m.contains("moderation_push_total{outcome=\"unknown_trace\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("moderation_image_checks_total{result=\"pass\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_push_with_a_bad_signature_is_refused_and_changes_nothing() {
+    let s = setup_images(false, None).await;
+    let token = paying_user(&s.app, "leo", 300).await;
+    let (id, _) = upload_image(&s.app, &token, RISKY_PNG).await;
+    s.wechat.media_checks_done(1).await;
+    let event = wechat::media_event("fake-media-trace-1", "pass", 100);
+    let callback = s.app.url("/api/wechat/callback");
+
+    // signed with another Token
+    let forged = wechat::PushTarget {
+        url: callback.clone(),
+        token: "SomeoneElsesToken".into(),
+        aes_key: None,
+        auto: false,
+    };
+    let (st, body) = wechat::push(&forged, &event).await;
+    assert_eq!(st, 401, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_signature");
+    // no signature at all; a good signature over another timestamp
+    let res = s
+        .app
+        .client
+        .post(&callback)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let (ts, nonce, sig) = wechat::signed(PUSH_TOKEN);
+    let res = s
+        .app
+        .client
+        .post(format!(
+            "{callback}?signature={sig}&timestamp=1{ts}&nonce={nonce}"
+        ))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("pending"));
+    let (st, body) = attach(&s.app, &token, &id).await;
+    assert_error(st, &body, 409, "moderation_pending");
+    assert_eq!(s.llm.count(), 0);
+
+    // a signed body that is not a JSON event: 400, nothing changes
+    let res = s
+        .app
+        .client
+        .post(format!(
+            "{callback}?signature={sig}&timestamp={ts}&nonce={nonce}"
+        ))
+        .body("<xml><Event>wxa_media_check</Event></xml>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let m = metrics(&s.app).await;
+    assert!(
+        m.contains("moderation_push_total{outcome=\"bad_signature\"} 3"),
+        "{m}"
+    );
+
+    // the URL check echoes echostr only with a good signature
+    let (ts, nonce, sig) = wechat::signed(PUSH_TOKEN);
+    let res = s
+        .app
+        .client
+        .get(format!(
+            "{callback}?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=4375120948345356249"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "4375120948345356249");
+    let res = s
+        .app
+        .client
+        .get(format!(
+            "{callback}?signature={}&timestamp={ts}&nonce={nonce}&echostr=4375120948345356249",
+            "0".repeat(40)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("4375120948345356249"), "{text}");
+    assert!(text.contains("invalid_signature"), "{text}");
+
+    // without wechat.push_token the callback is not configured: 404
+    let plain = setup(|_| {}).await;
+    let res = plain
+        .app
+        .client
+        .get(plain.app.url(&format!(
+            "/api/wechat/callback?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn safe_mode_pushes_are_verified_and_decrypted() {
+    let s = setup_images(true, Some(AES_KEY)).await;
+    let token = paying_user(&s.app, "mia", 300).await;
+    let (id, _) = upload_image(&s.app, &token, RISKY_PNG).await;
+    let checks = s.wechat.media_checks_done(1).await;
+    assert_eq!(checks[0].pushed, Some(200));
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("risky"));
+    let (st, body) = attach(&s.app, &token, &id).await;
+    assert_error(st, &body, 422, "content_blocked");
+
+    // an Encrypt under another key (right signatures) is refused
+    let other = wechat::PushTarget {
+        url: s.app.url("/api/wechat/callback"),
+        token: PUSH_TOKEN.into(),
+        aes_key: Some("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg".into()),
+        auto: false,
+    };
+    let (st, _) = wechat::push(
+        &other,
+        &wechat::media_event("fake-media-trace-1", "pass", 100),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_eq!(check_status(&s.app, &id).as_deref(), Some("risky"));
+}
+
+#[tokio::test]
+async fn admin_usage_shows_blocks_per_day() {
+    let s = setup_images(true, None).await;
+    let token = paying_user(&s.app, "nina", 300).await;
+    let (st, body) = s
+        .app
+        .post("/api/chat", Some(&token), json!({"message": "RISKY words"}))
+        .await;
+    assert_error(st, &body, 422, "content_blocked");
+    upload_image(&s.app, &token, RISKY_PNG).await;
+    s.wechat.media_checks_done(1).await;
+
+    let out = s.app.cli(&["admin", "usage", "--days", "3660", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 1, "{v}");
+    let day = &blocks[0];
+    assert_eq!(day["day"], "2026-11-25");
+    assert_eq!(
+        (&day["input"], &day["output"], &day["image"], &day["total"]),
+        (&json!(1), &json!(0), &json!(1), &json!(2))
+    );
+    let labels = day["labels"].as_array().unwrap();
+    assert!(
+        labels.contains(&json!({"direction": "input", "label": 20002, "name": "porn", "count": 1}))
+    );
+    assert!(
+        labels.contains(&json!({"direction": "image", "label": 20002, "name": "porn", "count": 1}))
+    );
+
+    let out = s.app.cli(&["admin", "usage", "--days", "3660"]);
+    let text = stdout(&out);
+    assert!(text.contains("content security blocks per day"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("2026-11-25") && l.contains("porn"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cols: Vec<&str> = row.split_whitespace().take(5).collect();
+    assert_eq!(cols, ["2026-11-25", "1", "0", "1", "2"], "{row}");
+}
+
+#[test]
+fn images_need_moderation_and_a_push_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(dir.path());
+    c.wechat.app_id = "wx1".into();
+    c.wechat.app_secret = "s".into();
+    c.moderation.images = true;
+    assert_eq!(c.validate().unwrap_err().key, "moderation.images");
+    c.moderation.enabled = true;
+    assert_eq!(c.validate().unwrap_err().key, "wechat.push_token");
+    c.wechat.push_token = "bad token!".into();
+    assert_eq!(c.validate().unwrap_err().key, "wechat.push_token");
+    c.wechat.push_token = PUSH_TOKEN.into();
+    c.validate().unwrap();
+    c.wechat.push_aes_key = "short".into();
+    assert_eq!(c.validate().unwrap_err().key, "wechat.push_aes_key");
+    c.wechat.push_aes_key = AES_KEY.into();
+    c.validate().unwrap();
+}
