@@ -167,6 +167,17 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     );
     if res.status() == StatusCode::PAYMENT_REQUIRED {
         m.inc("quota_exhausted_total", labels(&[("route", &route)]), 1);
+        // per local day in the database too, for the console's overview
+        // (counted before the answer leaves, so it is never behind it); a
+        // lost count is logged, never the request's problem
+        let day = state.at().day;
+        if let Err(e) = state
+            .db()
+            .write(move |tx| crate::db::console::count_quota_refusal(tx, &day))
+            .await
+        {
+            tracing::warn!(error = %e, "could not count a 402");
+        }
     }
     res
 }
