@@ -170,13 +170,7 @@ fn audit_json(v: serde_json::Value) -> String {
 pub async fn admins(state: &AppState) -> AppResult<AdminList> {
     let (admins, tokens, sessions) = state
         .db()
-        .run(|c| {
-            Ok((
-                repo::list(c)?,
-                repo::tokens(c)?,
-                repo::session_counts(c)?,
-            ))
-        })
+        .run(|c| Ok((repo::list(c)?, repo::tokens(c)?, repo::session_counts(c)?)))
         .await?;
     Ok(AdminList {
         items: admins

@@ -14,8 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{self, Admin};
-use super::{accounts, service};
 use super::views::*;
+use super::{accounts, service};
 use crate::error::{AppError, AppResult};
 use crate::http::openapi::ErrorBody;
 use crate::http::{ApiJson, AppState};
@@ -365,7 +365,9 @@ async fn create_admin(
     admin: Admin,
     ApiJson(input): ApiJson<NewAdminInput>,
 ) -> AppResult<Json<OneTimePassword>> {
-    Ok(Json(accounts::create_admin(&state, &admin, input.name).await?))
+    Ok(Json(
+        accounts::create_admin(&state, &admin, input.name).await?,
+    ))
 }
 
 /// `admin reset-admin`: a new one-time password for another admin (in
@@ -428,9 +430,6 @@ async fn doctor(State(state): State<AppState>, _admin: Admin) -> Json<DoctorRepo
 #[utoipa::path(post, path = "/api/admin/doctor", tag = "admin",
     security(("admin_session" = []), ("admin_token" = [])),
     responses((status = 200, body = DoctorReport)))]
-async fn run_doctor(
-    State(state): State<AppState>,
-    admin: Admin,
-) -> AppResult<Json<DoctorReport>> {
+async fn run_doctor(State(state): State<AppState>, admin: Admin) -> AppResult<Json<DoctorReport>> {
     Ok(Json(service::run_doctor(&state, &admin).await?))
 }

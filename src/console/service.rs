@@ -1037,7 +1037,9 @@ pub async fn backup_copy(
             .await
             .map_err(upstream)?
         {
-            return Err(AppError::conflict(format!("{to} exists already; refusing to overwrite")));
+            return Err(AppError::conflict(format!(
+                "{to} exists already; refusing to overwrite"
+            )));
         }
         let local = state.config().data_dir().join(format!(".upload-{name}"));
         let l = local.clone();
@@ -1054,8 +1056,7 @@ pub async fn backup_copy(
         let fine = |c: std::path::Component<'_>| match c {
             std::path::Component::Normal(p) => p.to_str().is_some_and(|p| {
                 !p.starts_with('.')
-                    && p
-                        .chars()
+                    && p.chars()
                         .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             }),
             _ => false,
@@ -1067,7 +1068,9 @@ pub async fn backup_copy(
         }
         let dest = std::path::Path::new(&state.config().backup.dir).join(rel);
         if dest.exists() {
-            return Err(AppError::conflict(format!("{to} exists already in backup.dir; refusing to overwrite")));
+            return Err(AppError::conflict(format!(
+                "{to} exists already in backup.dir; refusing to overwrite"
+            )));
         }
         let d = dest.clone();
         let bytes = tokio::task::spawn_blocking(move || backup::backup_to(&src, &d, |_, _| {}))

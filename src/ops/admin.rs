@@ -158,8 +158,8 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             println!("free_daily = {n} (live)");
         }
         AdminCommand::SetTopups { amounts } => {
-            let amounts = billing::topups::parse(&amounts)
-                .map_err(|e| anyhow::anyhow!("set-topups: {e}"))?;
+            let amounts =
+                billing::topups::parse(&amounts).map_err(|e| anyhow::anyhow!("set-topups: {e}"))?;
             let fallback = config.quota.topup_amounts_fen.clone();
             let a = amounts.clone();
             db.write_blocking(move |tx| {

@@ -64,11 +64,10 @@ pub async fn checkout(
         .run(move |c| crate::billing::topups::live(c, &fallback))
         .await?;
     if !amounts.contains(&amount_fen) {
-        return Err(AppError::validation(
-            "amount_fen",
-            format!("must be one of {amounts:?}"),
-        )
-        .with("topup_amounts_fen", json!(amounts)));
+        return Err(
+            AppError::validation("amount_fen", format!("must be one of {amounts:?}"))
+                .with("topup_amounts_fen", json!(amounts)),
+        );
     }
     let now = state.now();
     let now_ms = to_ms(now);

@@ -493,4 +493,3 @@ async fn charge<T: Send + 'static>(
         })
         .await
 }
-
