@@ -68,7 +68,7 @@ mod tests {
         assert!(parse("-5").is_err());
         assert!(parse("600,600").is_err());
         assert!(parse("1.5").is_err());
-        assert!(parse(&"1,2,3,4,5,6,7,8,9,10,11".to_string()).is_err());
+        assert!(parse("1,2,3,4,5,6,7,8,9,10,11").is_err());
         assert!(validate(&[MAX_FEN + 1]).is_err());
         assert!(validate(&[MAX_FEN]).is_ok());
     }

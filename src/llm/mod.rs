@@ -819,6 +819,30 @@ fn events_from_body(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn error_texts_are_short_and_keep_no_secrets() {
+        let e = LlmError::upstream(
+            Some(401),
+            "{\"error\": {\"message\": \"Incorrect API key provided: sk-live-AbC123. Auth: Bearer abc\ndef\"}}",
+        );
+        let s = e.summary();
+        assert!(s.starts_with("HTTP 401: "), "{s}");
+        assert!(
+            !s.contains("sk-live") && !s.contains("abc") && !s.contains('\n'),
+            "{s}"
+        );
+        assert_eq!(LlmError::Timeout.summary(), "timed out");
+        let long = short_error(&"word ".repeat(100));
+        assert_eq!(long.chars().count(), ERROR_TEXT_MAX);
+        assert!(long.ends_with('…'));
+        assert!(short_error("id 0123456789abcdef0123456789abcdef end").contains("[redacted]"));
+        assert_eq!(
+            short_error("HTTP 503: Service Unavailable"),
+            "HTTP 503: Service Unavailable"
+        );
+    }
+
     use super::*;
 
     /// Wires an OpenAI-compatible upstream might send, good and bad.
