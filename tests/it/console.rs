@@ -1168,6 +1168,14 @@ async fn quota_refusals_are_counted_per_local_day() {
     for _ in 0..2 {
         assert_eq!(chat().await.0.as_u16(), 402);
     }
+    // a refusal over the WebSocket counts too
+    {
+        use crate::streaming::{ws_connect, ws_next, ws_send};
+        let mut ws = ws_connect(&app, &user_token, true).await;
+        ws_send(&mut ws, json!({"type": "chat", "message": "hi"})).await;
+        let f = ws_next(&mut ws).await;
+        assert_eq!(f["error"]["code"], "quota_exhausted", "{f}");
+    }
     let (_, o) = with_token(
         &app,
         &token,
@@ -1176,9 +1184,9 @@ async fn quota_refusals_are_counted_per_local_day() {
         None,
     )
     .await;
-    assert_eq!(o["today_totals"]["quota_refusals"], 2, "{o}");
-    assert_eq!(o["days"][1]["quota_refusals"], 2, "{o}");
-    // the next local day: yesterday keeps its two, today starts at none
+    assert_eq!(o["today_totals"]["quota_refusals"], 3, "{o}");
+    assert_eq!(o["days"][1]["quota_refusals"], 3, "{o}");
+    // the next local day: yesterday keeps its three, today starts at none
     app.clock.advance(chrono::Duration::days(1));
     assert_eq!(chat().await.0, StatusCode::OK);
     assert_eq!(chat().await.0.as_u16(), 402);
@@ -1190,10 +1198,10 @@ async fn quota_refusals_are_counted_per_local_day() {
         None,
     )
     .await;
-    assert_eq!(o["days"][0]["quota_refusals"], 2, "{o}");
+    assert_eq!(o["days"][0]["quota_refusals"], 3, "{o}");
     assert_eq!(o["days"][1]["quota_refusals"], 1, "{o}");
     assert_eq!(o["today_totals"]["quota_refusals"], 1, "{o}");
-    assert_eq!(o["period_totals"]["quota_refusals"], 3, "{o}");
+    assert_eq!(o["period_totals"]["quota_refusals"], 4, "{o}");
     // kept in the database: a restart does not reset them
     let mut app = app;
     app.restart().await;
@@ -1205,7 +1213,7 @@ async fn quota_refusals_are_counted_per_local_day() {
         None,
     )
     .await;
-    assert_eq!(o["period_totals"]["quota_refusals"], 3, "{o}");
+    assert_eq!(o["period_totals"]["quota_refusals"], 4, "{o}");
     assert_eq!(o["quota_exhausted_since_start"], 0, "{o}");
 }
 
