@@ -715,6 +715,7 @@ async fn pages_need_a_session_and_render_from_the_binary() {
         "/admin/settings".into(),
         "/admin/providers".into(),
         "/admin/system".into(),
+        "/admin/admins".into(),
     ] {
         let res = no_redirect
             .get(app.url(&page))
