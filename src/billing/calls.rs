@@ -16,7 +16,7 @@ use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::http::metrics::{labels, Metrics};
 use crate::ids::UserId;
-use crate::llm::{Attempt, ChatMessage, Opened, Route, TokenUsage};
+use crate::llm::{Attempt, ChatMessage, LlmError, Opened, Route, TokenUsage};
 
 pub use crate::db::usage::CallRecord;
 
@@ -45,6 +45,7 @@ impl Subject {
             outcome: CallOutcome::Ok,
             cost_nanos: 0,
             created_at: at.ms,
+            error: None,
         }
     }
 
@@ -54,6 +55,7 @@ impl Subject {
             .iter()
             .map(|a| CallRecord {
                 outcome: a.outcome,
+                error: Some(a.error.clone()),
                 ..self.call(&a.provider, &a.model_id, a.latency_ms, at)
             })
             .collect()
@@ -70,6 +72,20 @@ impl Subject {
         CallRecord {
             outcome,
             ..self.call(provider, &self.model, millis(started.elapsed()), at)
+        }
+    }
+
+    /// A call without token counts that failed with `e` (the client's
+    /// message, which is free of secrets, kept as its error text).
+    pub fn failed(&self, provider: &str, started: Instant, e: &AppError, at: &At) -> CallRecord {
+        let outcome = if e.status == axum::http::StatusCode::GATEWAY_TIMEOUT {
+            CallOutcome::Timeout
+        } else {
+            CallOutcome::Error
+        };
+        CallRecord {
+            error: Some(crate::llm::short_error(&e.message)),
+            ..self.untokened(provider, started, outcome, at)
         }
     }
 
@@ -211,7 +227,10 @@ impl Meter<'_> {
             Some(_) => CallOutcome::Partial,
             None => CallOutcome::Ok,
         };
-        calls.push(subject.streamed(self.prices, &opened, &usage, chars, outcome, &self.at()));
+        calls.push(CallRecord {
+            error: failure.as_ref().map(LlmError::summary),
+            ..subject.streamed(self.prices, &opened, &usage, chars, outcome, &self.at())
+        });
         Metered {
             calls,
             usage: reported,

@@ -41,7 +41,8 @@ impl Hold {
                 repo::add_held(tx, user_id, s.price_fen, at.ms)?;
                 (ReservationKind::Paid, s.price_fen)
             } else {
-                return Err(exhausted_error(s.price_fen, &quota.topup_amounts_fen));
+                let topups = super::topups::live(tx, &quota.topup_amounts_fen)?;
+                return Err(exhausted_error(s.price_fen, &topups));
             };
             let r = Reservation {
                 id: new_id("rsv", at.ms),

@@ -23,6 +23,7 @@ mod hold;
 pub mod ledger;
 pub mod quota;
 pub mod report;
+pub mod topups;
 pub mod types;
 
 use chrono::{DateTime, FixedOffset, Utc};

@@ -217,6 +217,9 @@ fn handle(state: &AppState, user: &AuthUser, frame: ClientFrame, outbox: mpsc::S
         match result {
             Ok((message_id, events)) => forward(message_id, events, outbox).await,
             Err(e) => {
+                if e.code == ErrorCode::QuotaExhausted {
+                    crate::http::metrics::quota_refused(&state, "/api/chat/ws").await;
+                }
                 let _ = outbox.send(frame_error(&e)).await;
             }
         }

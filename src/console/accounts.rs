@@ -145,3 +145,214 @@ pub fn audit_log(conn: &Conn, limit: u32) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+// ------------------------------------------------------ from the console
+
+use serde_json::json;
+
+use super::auth::Admin;
+use super::views::{AdminList, AdminView, NewToken, OneTimePassword, TokenView};
+use crate::clock::to_ms;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::http::AppState;
+
+/// A password hash off the async threads (Argon2 takes ~50 ms).
+async fn hash_off_thread(password: String) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("hashing task: {e}")))?
+}
+
+fn audit_json(v: serde_json::Value) -> String {
+    v.to_string()
+}
+
+/// Every admin with their open sessions and API tokens (never a secret).
+pub async fn admins(state: &AppState) -> AppResult<AdminList> {
+    let (admins, tokens, sessions) = state
+        .db()
+        .run(|c| Ok((repo::list(c)?, repo::tokens(c)?, repo::session_counts(c)?)))
+        .await?;
+    Ok(AdminList {
+        items: admins
+            .into_iter()
+            .map(|(a, _)| AdminView {
+                sessions: sessions
+                    .iter()
+                    .find(|(id, _)| *id == a.id)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0),
+                tokens: tokens
+                    .iter()
+                    .filter(|t| t.admin_id == a.id)
+                    .map(|t| TokenView {
+                        id: t.id,
+                        label: t.label.clone(),
+                        created_at: rfc3339(t.created_at),
+                        revoked_at: t.revoked_at.map(rfc3339),
+                    })
+                    .collect(),
+                name: a.name,
+                created_at: rfc3339(a.created_at),
+                last_login_at: a.last_login_at.map(rfc3339),
+            })
+            .collect(),
+    })
+}
+
+/// `create-admin` from the console: the one-time password is in the
+/// answer, once; the audit row names the new admin, never the password.
+pub async fn create_admin(
+    state: &AppState,
+    admin: &Admin,
+    name: String,
+) -> AppResult<OneTimePassword> {
+    if !auth::valid_name(&name) {
+        return Err(AppError::validation(
+            "name",
+            "1-64 letters, digits, '.', '_', '-' or '@'",
+        ));
+    }
+    let password = auth::new_password();
+    let hash = hash_off_thread(password.clone()).await?;
+    let now = to_ms(state.now());
+    let (actor, n) = (admin.name.clone(), name.clone());
+    state
+        .db()
+        .write(move |tx| {
+            if !repo::create(tx, &n, &hash, now)? {
+                return Err(AppError::conflict(format!(
+                    "an admin named {n:?} exists already"
+                )));
+            }
+            repo::append_audit(
+                tx,
+                &actor,
+                "admin.create",
+                &n,
+                None,
+                Some(&audit_json(json!({"name": n}))),
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, created = %name, "admin account created from the console");
+    Ok(OneTimePassword { name, password })
+}
+
+/// `reset-admin` from the console: a new one-time password, every session
+/// of that admin ended. Never the caller's own account: a password the
+/// console shows is for handing to someone else, and a stolen session must
+/// not be able to lock its owner out (another admin, or the CLI on the
+/// server, resets it).
+pub async fn reset_admin(
+    state: &AppState,
+    admin: &Admin,
+    name: String,
+) -> AppResult<OneTimePassword> {
+    if name == admin.name {
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "an admin cannot reset their own password from the console; another admin can, or `mvp28 admin reset-admin` on the server",
+        ));
+    }
+    let password = auth::new_password();
+    let hash = hash_off_thread(password.clone()).await?;
+    let now = to_ms(state.now());
+    let (actor, n) = (admin.name.clone(), name.clone());
+    state
+        .db()
+        .write(move |tx| {
+            let target = repo::find_by_name(tx, &n)?.ok_or_else(|| AppError::not_found("admin"))?;
+            let sessions = repo::session_counts(tx)?
+                .into_iter()
+                .find(|(id, _)| *id == target.id)
+                .map(|(_, c)| c)
+                .unwrap_or(0);
+            repo::reset_password(tx, &n, &hash, now)?;
+            repo::append_audit(
+                tx,
+                &actor,
+                "admin.reset",
+                &n,
+                Some(&audit_json(json!({"sessions": sessions}))),
+                Some(&audit_json(json!({"sessions": 0, "password": "new"}))),
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, reset = %name, "admin password reset from the console");
+    Ok(OneTimePassword { name, password })
+}
+
+/// `create-token` from the console, for the caller (so the audit trail's
+/// "who" of what the token does is the admin who made it).
+pub async fn create_api_token(
+    state: &AppState,
+    admin: &Admin,
+    label: String,
+) -> AppResult<NewToken> {
+    let label = label.trim().to_string();
+    if label.is_empty() || label.chars().count() > 100 {
+        return Err(AppError::validation("label", "1 to 100 characters"));
+    }
+    let (token, hash) = auth::new_api_token();
+    let now = to_ms(state.now());
+    let (actor, l) = (admin.name.clone(), label.clone());
+    let id = state
+        .db()
+        .write(move |tx| {
+            let id = repo::insert_token(tx, &actor, &hash, &l, now)?
+                .ok_or_else(|| AppError::unauthorized("admin account gone"))?;
+            repo::append_audit(
+                tx,
+                &actor,
+                "token.create",
+                &actor,
+                None,
+                Some(&audit_json(json!({"token_id": id, "label": l}))),
+                now,
+            )?;
+            Ok(id)
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, token_id = id, "admin API token created from the console");
+    Ok(NewToken {
+        id,
+        admin: admin.name.clone(),
+        label,
+        token,
+    })
+}
+
+/// `revoke-token` from the console: any admin's token, the caller's own
+/// included (even the one this request came with: revoking only takes
+/// access away).
+pub async fn revoke_api_token(state: &AppState, admin: &Admin, id: i64) -> AppResult<()> {
+    let now = to_ms(state.now());
+    let actor = admin.name.clone();
+    state
+        .db()
+        .write(move |tx| {
+            let t = repo::token(tx, id)?.ok_or_else(|| AppError::not_found("token"))?;
+            if t.revoked_at.is_some() {
+                return Err(AppError::conflict("the token is already revoked"));
+            }
+            repo::revoke_token(tx, id, now)?;
+            repo::append_audit(
+                tx,
+                &actor,
+                "token.revoke",
+                &id.to_string(),
+                Some(&audit_json(
+                    json!({"admin": t.admin_name, "label": t.label, "revoked": false}),
+                )),
+                Some(&audit_json(json!({"revoked": true}))),
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, token_id = id, "admin API token revoked from the console");
+    Ok(())
+}

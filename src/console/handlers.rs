@@ -14,8 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{self, Admin};
-use super::service;
 use super::views::*;
+use super::{accounts, service};
 use crate::error::{AppError, AppResult};
 use crate::http::openapi::ErrorBody;
 use crate::http::{ApiJson, AppState};
@@ -44,6 +44,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system))
         .routes(routes!(audit_log))
         .routes(routes!(list_backups, run_backup))
+        .routes(routes!(copy_backup))
+        .routes(routes!(list_admins, create_admin))
+        .routes(routes!(reset_admin))
+        .routes(routes!(create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(doctor, run_doctor))
 }
 
 /// The client's address as the rate limits judge it.
@@ -320,4 +326,110 @@ async fn list_backups(State(state): State<AppState>, _admin: Admin) -> AppResult
         (status = 409, description = "`conflict`: a backup of this second exists", body = ErrorBody)))]
 async fn run_backup(State(state): State<AppState>, admin: Admin) -> AppResult<Json<BackupFile>> {
     Ok(Json(service::backup_now(&state, &admin).await?))
+}
+
+/// `admin backup --to`: a consistent online copy to a name under
+/// `backup.dir` or to `s3://bucket/key`; an existing target is refused.
+#[utoipa::path(post, path = "/api/admin/backups/copy", tag = "admin", request_body = BackupInput,
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = BackupCopy),
+        (status = 409, description = "`conflict`: the target exists", body = ErrorBody),
+        (status = 422, description = "`validation`: not a name under backup.dir or an s3:// URL", body = ErrorBody),
+        (status = 502, description = "`upstream_error`: the bucket failed", body = ErrorBody)))]
+async fn copy_backup(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiJson(input): ApiJson<BackupInput>,
+) -> AppResult<Json<BackupCopy>> {
+    Ok(Json(service::backup_copy(&state, &admin, input).await?))
+}
+
+/// The console accounts, their open sessions and API tokens (never a
+/// password or a token).
+#[utoipa::path(get, path = "/api/admin/admins", tag = "admin",
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = AdminList)))]
+async fn list_admins(State(state): State<AppState>, _admin: Admin) -> AppResult<Json<AdminList>> {
+    Ok(Json(accounts::admins(&state).await?))
+}
+
+/// `admin create-admin`: a new console account; its one-time password is
+/// in this answer only.
+#[utoipa::path(post, path = "/api/admin/admins", tag = "admin", request_body = NewAdminInput,
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = OneTimePassword),
+        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 422, description = "`validation`", body = ErrorBody)))]
+async fn create_admin(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiJson(input): ApiJson<NewAdminInput>,
+) -> AppResult<Json<OneTimePassword>> {
+    Ok(Json(
+        accounts::create_admin(&state, &admin, input.name).await?,
+    ))
+}
+
+/// `admin reset-admin`: a new one-time password for another admin (in
+/// this answer only); their sessions end. Not for the caller's own account.
+#[utoipa::path(post, path = "/api/admin/admins/{name}/reset", tag = "admin",
+    params(("name" = String, Path)),
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = OneTimePassword),
+        (status = 403, description = "`forbidden`: the caller's own account", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn reset_admin(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> AppResult<Json<OneTimePassword>> {
+    Ok(Json(accounts::reset_admin(&state, &admin, name).await?))
+}
+
+/// `admin create-token`: an API token acting as the caller; the token is
+/// in this answer only.
+#[utoipa::path(post, path = "/api/admin/tokens", tag = "admin", request_body = NewTokenInput,
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = NewToken),
+        (status = 422, description = "`validation`", body = ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiJson(input): ApiJson<NewTokenInput>,
+) -> AppResult<Json<NewToken>> {
+    Ok(Json(
+        accounts::create_api_token(&state, &admin, input.label).await?,
+    ))
+}
+
+/// `admin revoke-token`: any admin's token, the caller's own included.
+#[utoipa::path(delete, path = "/api/admin/tokens/{id}", tag = "admin",
+    params(("id" = i64, Path)),
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody),
+        (status = 409, description = "`conflict`: already revoked", body = ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<i64>,
+) -> AppResult<StatusCode> {
+    accounts::revoke_api_token(&state, &admin, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The last `doctor` report run from the console (nothing is run).
+#[utoipa::path(get, path = "/api/admin/doctor", tag = "admin",
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = DoctorReport)))]
+async fn doctor(State(state): State<AppState>, _admin: Admin) -> Json<DoctorReport> {
+    Json(service::doctor(&state))
+}
+
+/// Runs `mvp28 doctor`'s checks against this server's config now (takes
+/// seconds: storage, models, WeChat and WeChat Pay are asked).
+#[utoipa::path(post, path = "/api/admin/doctor", tag = "admin",
+    security(("admin_session" = []), ("admin_token" = [])),
+    responses((status = 200, body = DoctorReport)))]
+async fn run_doctor(State(state): State<AppState>, admin: Admin) -> AppResult<Json<DoctorReport>> {
+    Ok(Json(service::run_doctor(&state, &admin).await?))
 }

@@ -25,6 +25,8 @@ pub struct Console {
     login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     login_by_name: DefaultKeyedRateLimiter<String>,
     started: std::time::Instant,
+    /// The last `doctor` report run from the console.
+    doctor: std::sync::Mutex<Option<views::DoctorReport>>,
 }
 
 impl Default for Console {
@@ -36,6 +38,7 @@ impl Default for Console {
             login_by_ip: RateLimiter::keyed(quota),
             login_by_name: RateLimiter::keyed(quota),
             started: std::time::Instant::now(),
+            doctor: std::sync::Mutex::new(None),
         }
     }
 }
@@ -53,6 +56,14 @@ impl Console {
         self.login_by_name
             .check_key(&name.to_ascii_lowercase())
             .map_err(wait)
+    }
+
+    pub fn last_doctor(&self) -> Option<views::DoctorReport> {
+        self.doctor.lock().expect("doctor lock").clone()
+    }
+
+    pub fn keep_doctor(&self, report: views::DoctorReport) {
+        *self.doctor.lock().expect("doctor lock") = Some(report);
     }
 
     pub fn uptime_secs(&self) -> u64 {

@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .route("/admin/settings", get(settings))
         .route("/admin/providers", get(providers))
         .route("/admin/system", get(system))
+        .route("/admin/admins", get(admins))
         .route(
             "/admin/assets/console.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
@@ -132,13 +133,15 @@ fn html(body: String) -> Response {
     res
 }
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 8] = [
     ("/admin/", "Overview"),
     ("/admin/users", "Users"),
     ("/admin/payments", "Payments"),
     ("/admin/usage", "Usage"),
     ("/admin/settings", "Settings"),
     ("/admin/providers", "Providers"),
+    ("/admin/system", "System"),
+    ("/admin/admins", "Admins"),
 ];
 
 fn layout(admin: Option<&Admin>, title: &str, active: &str, content: &str) -> Response {
@@ -157,7 +160,7 @@ fn layout(admin: Option<&Admin>, title: &str, active: &str, content: &str) -> Re
     );
     if let Some(a) = admin {
         s.push_str("<header><nav><strong>mvp28</strong>");
-        for (href, name) in NAV.iter().chain([("/admin/system", "System")].iter()) {
+        for (href, name) in NAV.iter() {
             let cls = if *name == active {
                 " class=\"active\""
             } else {
@@ -281,6 +284,7 @@ fn totals_block(t: &Totals) -> String {
             "Calls (failed)",
             &format!("{} ({})", t.calls, t.failed_calls),
         ),
+        stat("402s (quota refused)", &t.quota_refusals.to_string()),
     ]
     .concat()
 }
@@ -298,13 +302,9 @@ async fn overview(
     let mut c = String::new();
     let _ = write!(
         c,
-        "<h2>Today ({})</h2><div class=\"stats\" id=\"today\">{}{}</div>",
+        "<h2>Today ({})</h2><div class=\"stats\" id=\"today\">{}</div>",
         esc(&o.today),
         totals_block(&o.today_totals),
-        stat(
-            "402s since start",
-            &o.quota_exhausted_since_start.to_string()
-        )
     );
     let _ = write!(
         c,
@@ -352,6 +352,15 @@ async fn overview(
                 o.days.iter().map(|d| d.paid_messages).collect(),
             ),
         ],
+    ));
+    c.push_str(&bar_chart(
+        "402s per day (no free message left, balance below the price)",
+        &labels,
+        &[(
+            "402s",
+            "#b5838d",
+            o.days.iter().map(|d| d.quota_refusals).collect(),
+        )],
     ));
     c.push_str(&bar_chart(
         "Active users per day",
@@ -693,12 +702,19 @@ async fn settings(State(state): State<AppState>, PageAdmin(admin): PageAdmin) ->
          <label>Free messages per user per day <input name=\"free_daily\" data-type=\"int\" value=\"{}\" inputmode=\"numeric\"></label>\
          <label>Daily model budget (upstream currency, 0 = none) <input name=\"daily_budget\" data-type=\"float\" value=\"{}\" inputmode=\"decimal\"></label>\
          <label>Monthly model budget <input name=\"monthly_budget\" data-type=\"float\" value=\"{}\" inputmode=\"decimal\"></label>\
+         <label>Top-up amounts a checkout may ask for (fen, comma-separated, 1 to 10) <input name=\"topup_amounts_fen\" data-type=\"intlist\" value=\"{}\" inputmode=\"numeric\"></label>\
          <button type=\"submit\">Save (live)</button></form>\
-         <p class=\"muted\">Top-up amounts (from the config file, <code>quota.topup_amounts_fen</code>): {}</p>",
+         <p class=\"muted\">Top-ups offered now: {} CNY. The same settings as <code>mvp28 admin set-price</code>, \
+         <code>set-free-quota</code>, <code>set-budget</code> and <code>set-topups</code>; every change is in the audit trail.</p>",
         s.price_fen,
         s.free_daily,
         esc(&s.daily_budget),
         esc(&s.monthly_budget),
+        s.topup_amounts_fen
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         s.topup_amounts_fen
             .iter()
             .map(|f| yuan(*f))
@@ -736,18 +752,19 @@ async fn providers(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -
         if p.recent_failures.is_empty() {
             c.push_str("<p class=\"muted\">No failed calls recorded.</p>");
         } else {
-            c.push_str("<table><tr><th>When</th><th>Model</th><th>Outcome</th><th>ms</th></tr>");
+            c.push_str("<div class=\"scroll\"><table class=\"failures\"><tr><th>When</th><th>Model</th><th>Outcome</th><th>ms</th><th>Error</th></tr>");
             for f in &p.recent_failures {
                 let _ = write!(
                     c,
-                    "<tr><td>{}</td><td>{}</td><td class=\"status-failed\">{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td class=\"status-failed\">{}</td><td>{}</td><td class=\"wrap error-text\">{}</td></tr>",
                     esc(&f.at),
                     esc(&f.provider_model),
                     esc(&f.outcome),
-                    f.latency_ms
+                    f.latency_ms,
+                    esc(f.error.as_deref().unwrap_or("–"))
                 );
             }
-            c.push_str("</table>");
+            c.push_str("</table></div>");
         }
         c.push_str("</section>");
     }
@@ -763,6 +780,7 @@ async fn system(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> R
         Ok(v) => v,
         Err(e) => return error_page(&admin, "System", e),
     };
+    let doctor = service::doctor(&state);
     let mut c = format!(
         "<div class=\"stats\">{}{}{}{}{}{}</div>",
         stat("Version", &s.version),
@@ -799,6 +817,15 @@ async fn system(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> R
         );
     }
     c.push_str("</table></div>");
+    c.push_str(
+        "<form id=\"backup-copy\" class=\"inline\" data-api=\"/api/admin/backups/copy\" data-method=\"POST\" data-show=\"to\" data-label=\"Backup written to \">\
+         <label>Or back up to <input name=\"to\" placeholder=\"name.db under the directory above, or s3://bucket/key\" required></label>\
+         <button type=\"submit\">Back up there</button></form>\
+         <p class=\"muted\">A file name (sub-directories allowed) under the backup directory, ending in <code>.db</code>, \
+         or <code>s3://bucket/key</code> with the keys of <code>[storage.s3]</code>; an existing target is never overwritten. \
+         Other places on the server: <code>mvp28 admin backup --to PATH</code>.</p>",
+    );
+    c.push_str(&doctor_section(&doctor));
     c.push_str("<h2>Audit trail</h2><div class=\"scroll\"><table id=\"audit\"><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Before</th><th>After</th></tr>");
     for a in &audit.items {
         let _ = write!(
@@ -814,4 +841,131 @@ async fn system(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> R
     }
     c.push_str("</table></div>");
     layout(Some(&admin), "System", "System", &c)
+}
+
+/// `mvp28 doctor`'s checks as last run from the console, and the button
+/// that runs them (they take seconds: never on a page load).
+fn doctor_section(d: &DoctorReport) -> String {
+    let mut c = String::from("<h2>Doctor</h2>");
+    match &d.ran_at {
+        None => c.push_str(
+            "<p class=\"muted\" id=\"doctor-summary\">Not run since the server started. \
+             The checks ask storage, the models, WeChat and WeChat Pay, so they run only on demand.</p>",
+        ),
+        Some(at) => {
+            let _ = write!(
+                c,
+                "<p id=\"doctor-summary\">{} ok, {} warn, {} fail · run {}</p>",
+                d.ok_count,
+                d.warn_count,
+                d.fail_count,
+                esc(at)
+            );
+        }
+    }
+    c.push_str(
+        "<button id=\"doctor-run\" data-api=\"/api/admin/doctor\" data-method=\"POST\" data-then=\"reload\">Run checks now</button>",
+    );
+    if !d.checks.is_empty() {
+        c.push_str("<div class=\"scroll\"><table id=\"doctor\"><tr><th>Status</th><th>Part</th><th>Check</th><th>Fix</th></tr>");
+        for k in &d.checks {
+            let _ = write!(
+                c,
+                "<tr><td class=\"check-{}\">{}</td><td>{}</td><td class=\"wrap\">{}</td><td class=\"wrap\">{}{}</td></tr>",
+                esc(&k.status),
+                esc(&k.status),
+                esc(&k.part),
+                esc(&k.message),
+                k.key
+                    .as_deref()
+                    .map(|key| format!("<code>{}</code> ", esc(key)))
+                    .unwrap_or_default(),
+                esc(k.fix.as_deref().unwrap_or(""))
+            );
+        }
+        c.push_str("</table></div>");
+    }
+    c
+}
+
+async fn admins(State(state): State<AppState>, PageAdmin(admin): PageAdmin) -> Response {
+    let list = match super::accounts::admins(&state).await {
+        Ok(l) => l,
+        Err(e) => return error_page(&admin, "Admins", e),
+    };
+    let mut c = String::from(
+        "<p class=\"muted\">Console accounts and their API tokens. Passwords and tokens are shown once, \
+         when made, and stored only hashed. The same as <code>mvp28 admin create-admin</code>, \
+         <code>reset-admin</code>, <code>list-admins</code>, <code>create-token</code> and <code>revoke-token</code>.</p>",
+    );
+    c.push_str("<div class=\"scroll\"><table id=\"admins\"><tr><th>Name</th><th>Created</th><th>Last login</th><th>Sessions</th><th></th></tr>");
+    for a in &list.items {
+        let reset = if a.name == admin.name {
+            "<span class=\"muted\">you</span>".to_string()
+        } else {
+            format!(
+                "<button class=\"danger reset\" data-api=\"/api/admin/admins/{}/reset\" data-method=\"POST\" data-show=\"password\" \
+                 data-label=\"New one-time password for {} (shown once; their sessions ended): \" \
+                 data-confirm=\"Give {} a new one-time password and end their sessions?\">Reset password</button>",
+                q(&a.name),
+                esc(&a.name),
+                esc(&a.name)
+            )
+        };
+        let _ = write!(
+            c,
+            "<tr data-admin=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{reset}</td></tr>",
+            esc(&a.name),
+            esc(&a.name),
+            esc(&a.created_at),
+            esc(a.last_login_at.as_deref().unwrap_or("never")),
+            a.sessions
+        );
+    }
+    c.push_str("</table></div>");
+    c.push_str(
+        "<form id=\"new-admin\" class=\"card\" data-api=\"/api/admin/admins\" data-method=\"POST\" data-show=\"password\" \
+         data-label=\"One-time password (shown once, hand it over now): \">\
+         <h2>New admin</h2>\
+         <label>Name <input name=\"name\" required maxlength=\"64\" autocomplete=\"off\"></label>\
+         <button type=\"submit\">Create</button></form>",
+    );
+    c.push_str("<h2>API tokens</h2><div class=\"scroll\"><table id=\"tokens\"><tr><th>#</th><th>Admin</th><th>Label</th><th>Created</th><th>State</th><th></th></tr>");
+    for a in &list.items {
+        for t in &a.tokens {
+            let action = if t.revoked_at.is_none() {
+                format!(
+                    "<button class=\"danger revoke\" data-api=\"/api/admin/tokens/{}\" data-method=\"DELETE\" data-then=\"reload\" \
+                     data-confirm=\"Revoke token #{}? Scripts using it stop working.\">Revoke</button>",
+                    t.id, t.id
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                c,
+                "<tr data-token=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                t.id,
+                t.id,
+                esc(&a.name),
+                esc(&t.label),
+                esc(&t.created_at),
+                t.revoked_at
+                    .as_deref()
+                    .map(|r| format!("revoked {}", esc(r)))
+                    .unwrap_or_else(|| "live".into())
+            );
+        }
+    }
+    c.push_str("</table></div>");
+    let _ = write!(
+        c,
+        "<form id=\"new-token\" class=\"card\" data-api=\"/api/admin/tokens\" data-method=\"POST\" data-show=\"token\" \
+         data-label=\"API token (shown once; send as Authorization: Bearer …): \">\
+         <h2>New API token for {}</h2>\
+         <label>What it is for <input name=\"label\" required maxlength=\"100\" placeholder=\"e.g. nightly report\"></label>\
+         <button type=\"submit\">Create token</button></form>",
+        esc(&admin.name)
+    );
+    layout(Some(&admin), "Admins", "Admins", &c)
 }

@@ -167,6 +167,7 @@ fn totals<'a>(days: impl Iterator<Item = &'a db::console::DayFigures>) -> Totals
         margin_fen: 0,
         calls: 0,
         failed_calls: 0,
+        quota_refusals: 0,
     };
     for d in days {
         t.active_users += d.active_users;
@@ -177,6 +178,7 @@ fn totals<'a>(days: impl Iterator<Item = &'a db::console::DayFigures>) -> Totals
         t.spend_nanos += d.spend_nanos;
         t.calls += d.calls;
         t.failed_calls += d.failed_calls;
+        t.quota_refusals += d.quota_refusals;
     }
     t.spend = budget::format_units(t.spend_nanos);
     t.margin_fen = t.charges_fen - nanos_to_fen(t.spend_nanos);
@@ -666,8 +668,9 @@ pub async fn usage(state: &AppState, days: Option<u32>) -> AppResult<Usage> {
 
 // ---------------------------------------------------------------- settings
 
-fn read_settings(c: &Conn, topups: Vec<i64>) -> AppResult<SettingsView> {
+fn read_settings(c: &Conn, fallback: &[i64]) -> AppResult<SettingsView> {
     let s = money::settings(c)?;
+    let topups = billing::topups::live(c, fallback)?;
     Ok(SettingsView {
         price_fen: s.price_fen,
         free_daily: s.free_daily,
@@ -682,8 +685,8 @@ fn read_settings(c: &Conn, topups: Vec<i64>) -> AppResult<SettingsView> {
 }
 
 pub async fn settings(state: &AppState) -> AppResult<SettingsView> {
-    let topups = state.config().quota.topup_amounts_fen.clone();
-    state.db().run(move |c| read_settings(c, topups)).await
+    let fallback = state.config().quota.topup_amounts_fen.clone();
+    state.db().run(move |c| read_settings(c, &fallback)).await
 }
 
 /// Changes the live settings the CLI changes (`set-price`,
@@ -727,10 +730,14 @@ pub async fn update_settings(
             changes.push((key, budget::to_nanos(v)));
         }
     }
-    if changes.is_empty() {
+    if let Some(t) = &input.topup_amounts_fen {
+        billing::topups::validate(t).map_err(|e| AppError::validation("topup_amounts_fen", e))?;
+    }
+    if changes.is_empty() && input.topup_amounts_fen.is_none() {
         return Err(AppError::validation("price_fen", "nothing to change"));
     }
-    let topups = state.config().quota.topup_amounts_fen.clone();
+    let topups = input.topup_amounts_fen;
+    let fallback = state.config().quota.topup_amounts_fen.clone();
     let now = to_ms(state.now());
     let actor = admin.name.clone();
     state
@@ -752,7 +759,22 @@ pub async fn update_settings(
                     now,
                 )?;
             }
-            read_settings(tx, topups)
+            if let Some(amounts) = topups {
+                let before = billing::topups::live(tx, &fallback)?;
+                if before != amounts {
+                    money::set_topups(tx, &amounts, now)?;
+                    audit(
+                        tx,
+                        &actor,
+                        "settings.set",
+                        "topup_amounts_fen",
+                        Some(json!({ "topup_amounts_fen": before })),
+                        Some(json!({ "topup_amounts_fen": amounts })),
+                        now,
+                    )?;
+                }
+            }
+            read_settings(tx, &fallback)
         })
         .await
 }
@@ -796,6 +818,7 @@ pub async fn providers(state: &AppState) -> AppResult<ProviderList> {
                         provider_model: f.provider_model,
                         outcome: f.outcome,
                         latency_ms: f.latency_ms,
+                        error: f.error,
                     })
                     .collect(),
             }
@@ -974,4 +997,163 @@ pub async fn backup_now(state: &AppState, admin: &Admin) -> AppResult<BackupFile
         bytes,
         modified_at: Some(rfc3339(now)),
     })
+}
+
+/// Runs `admin backup --to` from the console. The target is a name under
+/// `backup.dir` (sub-directories allowed, created; `.db` at the end; no
+/// `..`, no absolute path: the console never writes elsewhere on the
+/// server) or `s3://bucket/key` (with `[storage.s3]`'s endpoint and keys).
+/// As with the CLI, an existing target is refused (409), never overwritten.
+pub async fn backup_copy(
+    state: &AppState,
+    admin: &Admin,
+    input: BackupInput,
+) -> AppResult<BackupCopy> {
+    use crate::ops::backup;
+    let to = input.to.trim().to_string();
+    let bad = |why: &str| AppError::validation("to", why);
+    if to.is_empty() || to.len() > 512 {
+        return Err(bad("1 to 512 characters"));
+    }
+    let src = state.db().path().to_path_buf();
+    let name = backup::scheduled_name(state.now());
+    let (bytes, written) = if to.starts_with("s3://") {
+        let (bucket, key) = backup::parse_s3_url(&to)
+            .ok_or_else(|| bad("an s3 destination looks like s3://bucket/path/file.db"))?;
+        let s3 = state.config().storage.s3.clone();
+        if s3.endpoint.is_empty() || s3.access_key_id.is_empty() || s3.secret_access_key.is_empty()
+        {
+            return Err(bad(
+                "an s3:// destination needs storage.s3.endpoint, access_key_id and secret_access_key",
+            ));
+        }
+        let upstream = |e: anyhow::Error| {
+            tracing::warn!(error = %format!("{e:#}"), "console backup to S3 failed");
+            AppError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::UpstreamError,
+                format!("the bucket: {e:#}"),
+            )
+        };
+        if backup::s3_exists(&s3, &bucket, &key)
+            .await
+            .map_err(upstream)?
+        {
+            return Err(AppError::conflict(format!(
+                "{to} exists already; refusing to overwrite"
+            )));
+        }
+        let local = state.config().data_dir().join(format!(".upload-{name}"));
+        let l = local.clone();
+        let bytes = tokio::task::spawn_blocking(move || backup::backup_to(&src, &l, |_, _| {}))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
+            .map_err(AppError::internal)?;
+        let sent = backup::upload(&s3, &local, &bucket, &key).await;
+        let _ = tokio::fs::remove_file(&local).await;
+        sent.map_err(upstream)?;
+        (bytes, to.clone())
+    } else {
+        let rel = std::path::Path::new(&to);
+        let fine = |c: std::path::Component<'_>| match c {
+            std::path::Component::Normal(p) => p.to_str().is_some_and(|p| {
+                !p.starts_with('.')
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            }),
+            _ => false,
+        };
+        if !to.ends_with(".db") || !rel.components().all(fine) {
+            return Err(bad(
+                "a file name under backup.dir ending in .db (letters, digits, '.', '_', '-'; sub-directories allowed, no '..', no absolute path), or s3://bucket/key",
+            ));
+        }
+        let dest = std::path::Path::new(&state.config().backup.dir).join(rel);
+        if dest.exists() {
+            return Err(AppError::conflict(format!(
+                "{to} exists already in backup.dir; refusing to overwrite"
+            )));
+        }
+        let d = dest.clone();
+        let bytes = tokio::task::spawn_blocking(move || backup::backup_to(&src, &d, |_, _| {}))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
+            .map_err(AppError::internal)?;
+        let shown = std::path::absolute(&dest).unwrap_or(dest);
+        (bytes, shown.display().to_string())
+    };
+    let now = to_ms(state.now());
+    let (actor, target) = (admin.name.clone(), written.clone());
+    state
+        .db()
+        .write(move |tx| {
+            audit(
+                tx,
+                &actor,
+                "backup.copy",
+                &target,
+                None,
+                Some(json!({"bytes": bytes})),
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, to = %written, bytes, "backup copied from the console");
+    Ok(BackupCopy { to: written, bytes })
+}
+
+// ------------------------------------------------------------------ doctor
+
+fn doctor_report(ran_at: Option<i64>, checks: &[crate::ops::doctor::Check]) -> DoctorReport {
+    use crate::ops::doctor::Status;
+    let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
+    DoctorReport {
+        ran_at: ran_at.map(rfc3339),
+        ok: count(Status::Fail) == 0,
+        ok_count: count(Status::Ok),
+        warn_count: count(Status::Warn),
+        fail_count: count(Status::Fail),
+        checks: checks
+            .iter()
+            .map(|c| DoctorCheck {
+                part: c.part.to_string(),
+                status: match c.status {
+                    Status::Ok => "ok",
+                    Status::Warn => "warn",
+                    Status::Fail => "fail",
+                }
+                .into(),
+                message: c.message.clone(),
+                key: c.key.clone(),
+                fix: c.fix.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The last `doctor` report (run from the console), without running
+/// anything: the checks call out over the network and take seconds.
+pub fn doctor(state: &AppState) -> DoctorReport {
+    state
+        .console()
+        .last_doctor()
+        .unwrap_or_else(|| doctor_report(None, &[]))
+}
+
+/// Runs `mvp28 doctor`'s checks against the running server's config now,
+/// keeps the report for the System page, and writes an audit row.
+pub async fn run_doctor(state: &AppState, admin: &Admin) -> AppResult<DoctorReport> {
+    let checks = crate::ops::doctor::for_server(state.clone()).await;
+    let now = to_ms(state.now());
+    let report = doctor_report(Some(now), &checks);
+    state.console().keep_doctor(report.clone());
+    let (actor, after) = (
+        admin.name.clone(),
+        json!({"ok": report.ok_count, "warn": report.warn_count, "fail": report.fail_count}),
+    );
+    state
+        .db()
+        .write(move |tx| audit(tx, &actor, "doctor.run", "doctor", None, Some(after), now))
+        .await?;
+    Ok(report)
 }

@@ -47,6 +47,8 @@ pub struct Totals {
     pub margin_fen: i64,
     pub calls: i64,
     pub failed_calls: i64,
+    /// 402 `quota_exhausted` answers (counted per local day since V11).
+    pub quota_refusals: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -258,7 +260,8 @@ pub struct SettingsView {
     /// Upstream currency, decimal text; "0" = no budget.
     pub daily_budget: String,
     pub monthly_budget: String,
-    /// From the config file (`quota.topup_amounts_fen`); read-only here.
+    /// What a checkout may ask for, in fen (live; seeded from
+    /// `quota.topup_amounts_fen`, changed here or by `admin set-topups`).
     pub topup_amounts_fen: Vec<i64>,
 }
 
@@ -272,6 +275,8 @@ pub struct SettingsInput {
     /// >= 0, upstream currency (e.g. 5 or 2.5); 0 = no budget
     pub daily_budget: Option<f64>,
     pub monthly_budget: Option<f64>,
+    /// 1–10 distinct amounts of 1–10000000 fen, in the order to offer them
+    pub topup_amounts_fen: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -296,6 +301,9 @@ pub struct ProviderFailure {
     /// `error`, `timeout` or `partial`
     pub outcome: String,
     pub latency_ms: i64,
+    /// Why it failed: e.g. `HTTP 503: …` (at most 200 characters, never
+    /// the request or a key); null for calls recorded before it was kept.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -364,4 +372,101 @@ pub struct BackupList {
     pub dir: String,
     /// Newest first.
     pub items: Vec<BackupFile>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: i64,
+    pub label: String,
+    pub created_at: String,
+    /// Set once revoked (revoked tokens stay listed).
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminView {
+    pub name: String,
+    pub created_at: String,
+    pub last_login_at: Option<String>,
+    /// Browser sessions still open.
+    pub sessions: i64,
+    /// Every API token, newest first (never the token itself).
+    pub tokens: Vec<TokenView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminList {
+    pub items: Vec<AdminView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdminInput {
+    /// 1–64 letters, digits, `.`, `_`, `-`, `@`
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OneTimePassword {
+    pub name: String,
+    /// Shown once, stored only as an Argon2id hash: hand it over now.
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenInput {
+    /// What it is for, 1–100 characters (the token acts as the caller)
+    pub label: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewToken {
+    pub id: i64,
+    pub admin: String,
+    pub label: String,
+    /// `mvp28adm_…`, shown once, stored only as its SHA-256: send it as
+    /// `Authorization: Bearer …`.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupInput {
+    /// A file name (or relative path) under `backup.dir`, ending in `.db`,
+    /// or `s3://bucket/key` (uploaded with `[storage.s3]`'s endpoint and
+    /// keys). The target must not exist.
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupCopy {
+    /// Where it went: an absolute path, or the `s3://` URL.
+    pub to: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DoctorCheck {
+    /// config, mode, database, disk, tls, storage, llm, wechat, wechat_pay, public_url, clock
+    pub part: String,
+    /// `ok`, `warn` or `fail`
+    pub status: String,
+    pub message: String,
+    /// The config key to fix.
+    pub key: Option<String>,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DoctorReport {
+    /// When the checks last ran (null: not since the server started).
+    pub ran_at: Option<String>,
+    /// No check failed.
+    pub ok: bool,
+    pub ok_count: usize,
+    pub warn_count: usize,
+    pub fail_count: usize,
+    pub checks: Vec<DoctorCheck>,
 }

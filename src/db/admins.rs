@@ -173,6 +173,52 @@ pub fn find_token(conn: &Conn, token_hash: &str) -> AppResult<Option<(i64, Strin
         .optional()?)
 }
 
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub admin_id: i64,
+    pub admin_name: String,
+    pub label: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.admin_id, a.name, t.label, t.created_at, t.revoked_at
+     FROM admin_tokens t JOIN admins a ON a.id = t.admin_id";
+
+fn token_row(r: &Row<'_>) -> crate::db::sql::DbResult<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        admin_id: r.get(1)?,
+        admin_name: r.get(2)?,
+        label: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+/// Every API token (live and revoked), newest first; never the hash.
+pub fn tokens(conn: &Conn) -> AppResult<Vec<TokenRow>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} ORDER BY t.id DESC"))?;
+    let rows = stmt.query_map([], token_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn token(conn: &Conn, id: i64) -> AppResult<Option<TokenRow>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} WHERE t.id = ?1"))?
+        .query_row([id], token_row)
+        .optional()?)
+}
+
+/// Open browser sessions per admin id.
+pub fn session_counts(conn: &Conn) -> AppResult<Vec<(i64, i64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT admin_id, count(*) FROM admin_sessions GROUP BY admin_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Revokes a token by id; false when it was not live.
 pub fn revoke_token(tx: &Tx<'_>, id: i64, now: i64) -> AppResult<bool> {
     Ok(tx

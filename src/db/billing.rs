@@ -57,6 +57,36 @@ pub fn set_setting(conn: &Conn, key: &str, value: i64, now: i64) -> AppResult<()
     Ok(())
 }
 
+/// The top-up amounts are the settings `topup.0`, `topup.1`, … in order.
+const TOPUP_KEYS: &str = "topup.%";
+
+/// The stored top-up amounts, in order (empty before they are seeded).
+pub fn topups(conn: &Conn) -> AppResult<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT value FROM settings WHERE key LIKE ?1 ORDER BY CAST(substr(key, 7) AS INTEGER)",
+    )?;
+    let rows = stmt.query_map([TOPUP_KEYS], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces the top-up amounts (validated by the caller).
+pub fn set_topups(tx: &Tx<'_>, amounts: &[i64], now: i64) -> AppResult<()> {
+    tx.prepare_cached("DELETE FROM settings WHERE key LIKE ?1")?
+        .execute([TOPUP_KEYS])?;
+    for (i, a) in amounts.iter().enumerate() {
+        set_setting(tx, &format!("topup.{i}"), *a, now)?;
+    }
+    Ok(())
+}
+
+/// Stores the first top-up amounts unless some are stored already.
+pub fn seed_topups(tx: &Tx<'_>, amounts: &[i64], now: i64) -> AppResult<()> {
+    if topups(tx)?.is_empty() && !amounts.is_empty() {
+        set_topups(tx, amounts, now)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuotaState {
     pub free_used_today: i64,

@@ -144,6 +144,8 @@ pub struct DayFigures {
     pub spend_nanos: i64,
     pub calls: i64,
     pub failed_calls: i64,
+    /// 402 `quota_exhausted` answers that day (kept since V11).
+    pub quota_refusals: i64,
 }
 
 /// Daily figures since `since_ms`, keyed by local day (`offset_secs` from UTC).
@@ -219,7 +221,28 @@ pub fn daily(
             Ok(())
         },
     )?;
+    fill(
+        format!(
+            "SELECT day, count FROM quota_refusals
+             WHERE day >= {}",
+            day("CAST(?1 AS BIGINT)")
+        ),
+        &|e, r| {
+            e.quota_refusals = r.get(1)?;
+            Ok(())
+        },
+    )?;
     Ok(out)
+}
+
+/// Counts one 402 `quota_exhausted` answer on local `day`.
+pub fn count_quota_refusal(tx: &crate::db::sql::Tx<'_>, day: &str) -> AppResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO quota_refusals (day, count) VALUES (?1, 1)
+         ON CONFLICT(day) DO UPDATE SET count = quota_refusals.count + 1",
+    )?
+    .execute([day])?;
+    Ok(())
 }
 
 /// (model, provider, latency_ms, outcome) of calls since `since_ms`, at most
@@ -245,6 +268,8 @@ pub struct ProviderCall {
     pub provider_model: String,
     pub outcome: String,
     pub latency_ms: i64,
+    /// Why it failed (short, secret-free); null for calls before V11.
+    pub error: Option<String>,
     #[serde(skip)]
     pub created_ms: i64,
 }
@@ -261,7 +286,7 @@ pub fn provider_calls(
         )?
         .query_row([provider], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT model, provider_model, outcome, latency_ms, created_at FROM llm_calls
+        "SELECT model, provider_model, outcome, latency_ms, created_at, error FROM llm_calls
          WHERE provider = ?1 AND outcome <> 'ok' ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![provider, failures], |r| {
@@ -271,6 +296,7 @@ pub fn provider_calls(
             outcome: r.get(2)?,
             latency_ms: r.get(3)?,
             created_ms: r.get(4)?,
+            error: r.get(5)?,
         })
     })?;
     Ok((last_ok, rows.collect::<Result<_, _>>()?))

@@ -20,13 +20,15 @@ pub struct CallRecord {
     pub outcome: CallOutcome,
     pub cost_nanos: i64,
     pub created_at: i64,
+    /// Why a failed call failed (`llm::short_error`); None when it did not.
+    pub error: Option<String>,
 }
 
 /// Records a call and adds its cost to the day's and month's spend.
 pub fn record_call(tx: &Tx<'_>, c: &CallRecord, day: &str, month: &str) -> AppResult<()> {
     tx.prepare_cached("INSERT INTO llm_calls (user_id, message_id, model, provider, provider_model, prompt_tokens,
-             completion_tokens, estimated, latency_ms, outcome, cost_nanos, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?.execute(
+             completion_tokens, estimated, latency_ms, outcome, cost_nanos, created_at, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?.execute(
         params![
             c.user_id,
             c.message_id,
@@ -39,7 +41,8 @@ pub fn record_call(tx: &Tx<'_>, c: &CallRecord, day: &str, month: &str) -> AppRe
             c.latency_ms,
             c.outcome,
             c.cost_nanos,
-            c.created_at
+            c.created_at,
+            c.error
         ],
     )?;
     if c.cost_nanos > 0 {

@@ -166,9 +166,27 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         started.elapsed(),
     );
     if res.status() == StatusCode::PAYMENT_REQUIRED {
-        m.inc("quota_exhausted_total", labels(&[("route", &route)]), 1);
+        quota_refused(&state, &route).await;
     }
     res
+}
+
+/// Counts a 402 `quota_exhausted` (an HTTP answer, or a WebSocket error
+/// frame): in /metrics, and per local day in the database for the
+/// console's overview (before the answer leaves, so it is never behind
+/// it). A lost count is logged, never the request's problem.
+pub async fn quota_refused(state: &AppState, route: &str) {
+    state
+        .metrics()
+        .inc("quota_exhausted_total", labels(&[("route", route)]), 1);
+    let day = state.at().day;
+    if let Err(e) = state
+        .db()
+        .write(move |tx| crate::db::console::count_quota_refusal(tx, &day))
+        .await
+    {
+        tracing::warn!(error = %e, "could not count a 402");
+    }
 }
 
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {

@@ -118,6 +118,19 @@ impl LlmError {
             if (400..500).contains(s) && *s != 408 && *s != 429)
     }
 
+    /// What the operator sees of a failed call (stored with it in
+    /// `llm_calls.error`): short, without the request, key-like words
+    /// redacted.
+    pub fn summary(&self) -> String {
+        match self {
+            LlmError::Timeout => "timed out".into(),
+            LlmError::Upstream { status, detail, .. } => short_error(&match status {
+                Some(s) => format!("HTTP {s}: {detail}"),
+                None => detail.clone(),
+            }),
+        }
+    }
+
     pub fn to_app_error(&self, provider: &str) -> AppError {
         match self {
             LlmError::Timeout => {
@@ -192,6 +205,52 @@ pub struct Attempt {
     pub latency_ms: i64,
     /// `Error` or `Timeout`
     pub outcome: CallOutcome,
+    /// [`LlmError::summary`] of the failure.
+    pub error: String,
+}
+
+/// Longest error text kept with a failed call.
+pub const ERROR_TEXT_MAX: usize = 200;
+
+/// An error text fit to store and show an operator: whitespace collapsed,
+/// words that look like secrets (`sk-…`, `Bearer …`'s token, long runs of
+/// letters and digits) redacted, at most [`ERROR_TEXT_MAX`] characters.
+/// Provider errors are already scrubbed of the configured key; this is the
+/// second line of defence.
+pub fn short_error(text: &str) -> String {
+    let secretish = |w: &str| {
+        let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        let lower = core.to_ascii_lowercase();
+        let has_digit = core.chars().any(|c| c.is_ascii_digit());
+        let has_alpha = core.chars().any(|c| c.is_ascii_alphabetic());
+        lower.starts_with("sk-")
+            || lower.starts_with("sk_")
+            || lower.starts_with("mvp28adm_")
+            || (core.len() >= 24
+                && has_digit
+                && has_alpha
+                && core
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.+/=".contains(c)))
+    };
+    let mut out = String::new();
+    let mut after_bearer = false;
+    for w in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if after_bearer || secretish(w) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(w);
+        }
+        after_bearer = w.eq_ignore_ascii_case("bearer");
+    }
+    if out.chars().count() > ERROR_TEXT_MAX {
+        out = out.chars().take(ERROR_TEXT_MAX - 1).collect();
+        out.push('…');
+    }
+    out
 }
 
 /// Token counts as the upstream reported them (either may be missing).
@@ -309,6 +368,7 @@ impl Route {
                         } else {
                             CallOutcome::Error
                         },
+                        error: e.summary(),
                     });
                     if e.is_request_fault() {
                         // The request's fault (filtered, too long, bad):
@@ -759,6 +819,30 @@ fn events_from_body(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn error_texts_are_short_and_keep_no_secrets() {
+        let e = LlmError::upstream(
+            Some(401),
+            "{\"error\": {\"message\": \"Incorrect API key provided: sk-live-AbC123. Auth: Bearer abc\ndef\"}}",
+        );
+        let s = e.summary();
+        assert!(s.starts_with("HTTP 401: "), "{s}");
+        assert!(
+            !s.contains("sk-live") && !s.contains("abc") && !s.contains('\n'),
+            "{s}"
+        );
+        assert_eq!(LlmError::Timeout.summary(), "timed out");
+        let long = short_error(&"word ".repeat(100));
+        assert_eq!(long.chars().count(), ERROR_TEXT_MAX);
+        assert!(long.ends_with('…'));
+        assert!(short_error("id 0123456789abcdef0123456789abcdef end").contains("[redacted]"));
+        assert_eq!(
+            short_error("HTTP 503: Service Unavailable"),
+            "HTTP 503: Service Unavailable"
+        );
+    }
+
     use super::*;
 
     /// Wires an OpenAI-compatible upstream might send, good and bad.

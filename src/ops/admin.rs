@@ -23,6 +23,12 @@ pub enum AdminCommand {
         #[arg(value_name = "N", value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
         n: i64,
     },
+    /// Set the top-up amounts a checkout may ask for, in fen, live
+    /// (e.g. 600,1200,3000: 1 to 10 distinct amounts of 1 to 10000000 fen).
+    SetTopups {
+        #[arg(value_name = "FEN,FEN,…")]
+        amounts: String,
+    },
     /// Credit (or, with a negative amount, debit) a user's balance.
     Grant {
         #[arg(long, value_name = "USER_ID")]
@@ -151,6 +157,31 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::SetFreeQuota { n } => {
             set(repo::FREE_DAILY, n)?;
             println!("free_daily = {n} (live)");
+        }
+        AdminCommand::SetTopups { amounts } => {
+            let amounts =
+                billing::topups::parse(&amounts).map_err(|e| anyhow::anyhow!("set-topups: {e}"))?;
+            let fallback = config.quota.topup_amounts_fen.clone();
+            let a = amounts.clone();
+            db.write_blocking(move |tx| {
+                let before = billing::topups::live(tx, &fallback)?;
+                repo::set_topups(tx, &a, now_ms)?;
+                let (b, a) = (
+                    serde_json::json!({ "topup_amounts_fen": before }).to_string(),
+                    serde_json::json!({ "topup_amounts_fen": a }).to_string(),
+                );
+                db::admins::append_audit(
+                    tx,
+                    "cli",
+                    "settings.set",
+                    "topup_amounts_fen",
+                    Some(&b),
+                    Some(&a),
+                    now_ms,
+                )
+            })
+            .map_err(err)?;
+            println!("topup_amounts_fen = {amounts:?} (live)");
         }
         AdminCommand::Grant { user, fen, reason } => {
             if fen == 0 {

@@ -122,17 +122,13 @@ pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
         .then(|| (bucket.to_string(), key.to_string()))
 }
 
-/// Uploads a finished backup file through object_store to `bucket/key`,
-/// using the endpoint, region and keys of `[storage.s3]` (streamed in parts,
-/// never read whole into memory). Returns the bytes sent.
-pub async fn upload(
+/// The S3 bucket of an `s3://` destination, with the endpoint, region and
+/// keys of `[storage.s3]`.
+fn s3_store(
     s3: &crate::config::S3Config,
-    file: &Path,
     bucket: &str,
-    key: &str,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<object_store::aws::AmazonS3> {
     use object_store::aws::AmazonS3Builder;
-    use tokio::io::AsyncWriteExt;
     if s3.endpoint.is_empty() || s3.access_key_id.is_empty() || s3.secret_access_key.is_empty() {
         bail!(
             "an s3:// destination needs storage.s3.endpoint, access_key_id and secret_access_key"
@@ -143,7 +139,7 @@ pub async fn upload(
     if !s3.session_token.is_empty() {
         builder = builder.with_token(&s3.session_token);
     }
-    let store = builder
+    builder
         .with_endpoint(endpoint)
         .with_region(if s3.region.is_empty() {
             "us-east-1"
@@ -156,7 +152,35 @@ pub async fn upload(
         .with_virtual_hosted_style_request(false)
         .with_allow_http(endpoint.starts_with("http://"))
         .build()
-        .context("configuring the S3 destination")?;
+        .context("configuring the S3 destination")
+}
+
+/// Whether `bucket/key` exists already (a backup never overwrites).
+pub async fn s3_exists(
+    s3: &crate::config::S3Config,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<bool> {
+    use object_store::ObjectStoreExt;
+    let store = s3_store(s3, bucket)?;
+    match store.head(&object_store::path::Path::from(key)).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("asking the bucket about {key}: {e}")),
+    }
+}
+
+/// Uploads a finished backup file through object_store to `bucket/key`,
+/// using the endpoint, region and keys of `[storage.s3]` (streamed in parts,
+/// never read whole into memory). Returns the bytes sent.
+pub async fn upload(
+    s3: &crate::config::S3Config,
+    file: &Path,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let store = s3_store(s3, bucket)?;
     let mut writer = object_store::buffered::BufWriter::new(
         std::sync::Arc::new(store),
         object_store::path::Path::from(key),

@@ -171,37 +171,8 @@ fn collect(config_path: Option<&Path>, env: &Environment) -> Vec<Check> {
             "remove the variable or rename it (`mvp28 config check` refuses it)",
         ));
     }
-    match cfg.mode() {
-        Ok(m) if m.is_dev() => out.push(Check::warn(
-            "mode",
-            if m.dev_login { "auth.dev_login" } else { "llm.allow_echo" },
-            format!("dev: {}", m.why),
-            "for production set wechat.app_id and an LLM api_key, and leave auth.dev_login / llm.allow_echo unset",
-        )),
-        Ok(m) => out.push(Check::ok("mode", format!("prod: {}", m.why))),
-        Err(e) => out.push(Check::fail(
-            "mode",
-            &e.key,
-            format!("serve would refuse to start: {}", e.message),
-            "",
-        )),
-    }
-    out.extend(database::database(&cfg));
-    out.extend(certificate(&cfg));
-    let payments = match crate::pay::Payments::from_config(&cfg) {
-        Ok(p) => p,
-        Err(e) => {
-            let text = format!("{e:#}");
-            let key = text.split(':').next().unwrap_or("wechat_pay").to_string();
-            out.push(Check::fail(
-                "wechat_pay",
-                &key,
-                text,
-                "point it at a readable PEM file from the merchant platform",
-            ));
-            None
-        }
-    };
+    let (local, payments) = local_checks(&cfg);
+    out.extend(local);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -218,20 +189,84 @@ fn collect(config_path: Option<&Path>, env: &Environment) -> Vec<Check> {
             return out;
         }
     };
-    runtime.block_on(async {
-        let (storage, llm, wechat, pay, url, clock) = tokio::join!(
-            storage::storage(&cfg),
-            models::models(&cfg),
-            wechat::login(&cfg),
-            wechat::pay(&cfg, payments.as_ref()),
-            network::public_url(&cfg),
-            network::clock(&cfg),
-        );
-        for part in [storage, llm, wechat, pay, url, clock] {
-            out.extend(part);
-        }
-    });
+    out.extend(runtime.block_on(remote_checks(&cfg, payments.as_ref())));
     out
+}
+
+/// The checks of the running server's config, for the operator console
+/// (run on demand: the remote probes take seconds): the same checks as the
+/// command after loading the config.
+pub async fn for_server(state: crate::http::AppState) -> Vec<Check> {
+    let st = state.clone();
+    let local = tokio::task::spawn_blocking(move || local_checks(st.config())).await;
+    let (mut out, payments) = match local {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Check::fail(
+                "doctor",
+                "-",
+                format!("the checks did not run: {e}"),
+                "",
+            )]
+        }
+    };
+    out.insert(0, Check::ok("config", "valid (the running server's)"));
+    out.extend(remote_checks(state.config(), payments.as_ref()).await);
+    out
+}
+
+/// Mode, database, disk, certificate and the payment keys: local and quick.
+fn local_checks(cfg: &Config) -> (Vec<Check>, Option<crate::pay::Payments>) {
+    let mut out = vec![];
+    match cfg.mode() {
+        Ok(m) if m.is_dev() => out.push(Check::warn(
+            "mode",
+            if m.dev_login { "auth.dev_login" } else { "llm.allow_echo" },
+            format!("dev: {}", m.why),
+            "for production set wechat.app_id and an LLM api_key, and leave auth.dev_login / llm.allow_echo unset",
+        )),
+        Ok(m) => out.push(Check::ok("mode", format!("prod: {}", m.why))),
+        Err(e) => out.push(Check::fail(
+            "mode",
+            &e.key,
+            format!("serve would refuse to start: {}", e.message),
+            "",
+        )),
+    }
+    out.extend(database::database(cfg));
+    out.extend(certificate(cfg));
+    let payments = match crate::pay::Payments::from_config(cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            let text = format!("{e:#}");
+            let key = text.split(':').next().unwrap_or("wechat_pay").to_string();
+            out.push(Check::fail(
+                "wechat_pay",
+                &key,
+                text,
+                "point it at a readable PEM file from the merchant platform",
+            ));
+            None
+        }
+    };
+    (out, payments)
+}
+
+/// Storage, models, WeChat, WeChat Pay, the public URL and the clock: each
+/// a call over the network, all at once.
+async fn remote_checks(cfg: &Config, payments: Option<&crate::pay::Payments>) -> Vec<Check> {
+    let (storage, llm, wechat, pay, url, clock) = tokio::join!(
+        storage::storage(cfg),
+        models::models(cfg),
+        wechat::login(cfg),
+        wechat::pay(cfg, payments),
+        network::public_url(cfg),
+        network::clock(cfg),
+    );
+    [storage, llm, wechat, pay, url, clock]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// HTTPS: warns while the served certificate has under 14 days left.

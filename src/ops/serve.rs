@@ -100,11 +100,12 @@ pub fn open_db(config: &Config, now: i64) -> anyhow::Result<Db> {
             budget::to_nanos(config.llm.monthly_budget),
         ),
     ];
+    let topups = config.quota.topup_amounts_fen.clone();
     db.write_blocking(move |tx| {
         for (key, value) in seeds {
             db::billing::seed_setting(tx, key, value, now)?;
         }
-        Ok(())
+        db::billing::seed_topups(tx, &topups, now)
     })
     .map_err(|e| anyhow::anyhow!("seeding settings: {e}"))?;
     Ok(db)

@@ -69,7 +69,8 @@ fn payments(state: &AppState) -> AppResult<&super::Payments> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckoutRequest {
-    /// One of `quota.topup_amounts_fen`
+    /// One of the live top-up amounts (`admin set-topups`, the console;
+    /// seeded from `quota.topup_amounts_fen`)
     #[schema(example = 600)]
     amount_fen: i64,
 }

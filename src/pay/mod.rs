@@ -28,7 +28,6 @@ pub struct Payments {
     pub notify_url: String,
     pub description: String,
     pub api_v3: ApiV3Key,
-    pub topup_amounts_fen: Vec<i64>,
 }
 
 impl Payments {
@@ -82,7 +81,6 @@ impl Payments {
             notify_url: cfg.pay_notify_url(),
             description: p.description.clone(),
             api_v3,
-            topup_amounts_fen: cfg.quota.topup_amounts_fen.clone(),
         }))
     }
 }

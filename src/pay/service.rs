@@ -57,11 +57,17 @@ pub async fn checkout(
     user_id: UserId,
     amount_fen: i64,
 ) -> AppResult<CheckoutResponse> {
-    if !pay.topup_amounts_fen.contains(&amount_fen) {
-        return Err(AppError::validation(
-            "amount_fen",
-            format!("must be one of {:?}", pay.topup_amounts_fen),
-        ));
+    // the live amounts (`admin set-topups`, the console), not the config's
+    let fallback = state.config().quota.topup_amounts_fen.clone();
+    let amounts = state
+        .db()
+        .run(move |c| crate::billing::topups::live(c, &fallback))
+        .await?;
+    if !amounts.contains(&amount_fen) {
+        return Err(
+            AppError::validation("amount_fen", format!("must be one of {amounts:?}"))
+                .with("topup_amounts_fen", json!(amounts)),
+        );
     }
     let now = state.now();
     let now_ms = to_ms(now);

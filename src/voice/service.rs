@@ -243,7 +243,7 @@ async fn transcribe_alone(
     let text = match stt(state, v, &m).await {
         Ok(t) => t,
         Err(e) => {
-            let call = subject.untokened(stt_provider, started, outcome_of(&e), &state.at());
+            let call = subject.failed(stt_provider, started, &e, &state.at());
             fail(state, hold, call).await;
             return Err(e);
         }
@@ -372,7 +372,7 @@ async fn speech_now(
                 Err(e) => e,
                 Ok(_) => upstream("speech synthesis returned no (or too much) audio"),
             };
-            let call = subject.untokened("voice", started, outcome_of(&e), &state.at());
+            let call = subject.failed("voice", started, &e, &state.at());
             fail(state, hold, call).await;
             return Err(e);
         }
@@ -493,12 +493,4 @@ async fn charge<T: Send + 'static>(
             Ok((stored, billing::quota::after(tx, &uid, &at.day, charged)?))
         })
         .await
-}
-
-fn outcome_of(e: &AppError) -> CallOutcome {
-    if e.status == axum::http::StatusCode::GATEWAY_TIMEOUT {
-        CallOutcome::Timeout
-    } else {
-        CallOutcome::Error
-    }
 }

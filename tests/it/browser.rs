@@ -376,6 +376,9 @@ async fn console_in_headless_chromium() {
     browser
         .wait_for("!!document.querySelector(\"[data-provider='openai'] .status-failed\")")
         .await;
+    browser
+        .wait_for("document.querySelector(\"[data-provider='openai'] .error-text\").innerText.startsWith('HTTP 503')")
+        .await;
     browser.click("[data-provider='openai'] button").await;
     browser
         .wait_for("document.getElementById('flash').className === 'error' && document.getElementById('flash').textContent.includes('FAILED')")
@@ -388,6 +391,164 @@ async fn console_in_headless_chromium() {
         .wait_for("document.querySelector('#audit').innerText.includes('user.grant') && document.querySelector('#audit').innerText.includes('payment.settle')")
         .await;
     browser.screenshot("system").await;
+    drop(browser);
+    app.stop().await;
+}
+
+/// Logs in as `name` on the login page and waits for the overview.
+async fn log_in(browser: &mut Browser, app: &TestApp, name: &str, pw: &str) {
+    browser.goto(&app.url("/admin/login")).await;
+    browser.fill("#login input[name=name]", name).await;
+    browser.fill("#login input[name=password]", pw).await;
+    browser.mark().await;
+    browser.click("#login button").await;
+    browser.wait_new_page().await;
+    browser.wait_for("location.pathname === '/admin/'").await;
+}
+
+/// On Admins, creates an API token and uses it as `Authorization:
+/// Bearer` on the admin API; makes a second admin (one-time password
+/// shown once, and it logs in); on Settings edits the top-up amounts and
+/// sees a checkout refused and accepted by them; runs the doctor checks on
+/// System.
+#[tokio::test]
+async fn console_tokens_admins_topups_and_doctor_in_headless_chromium() {
+    let Some(mut browser) =
+        Browser::launch("console_tokens_admins_topups_and_doctor_in_headless_chromium").await
+    else {
+        return;
+    };
+    let pay = FakeWechatPay::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let app = TestApp::builder()
+        .config(|c| {
+            pay.configure(c, keys.path());
+            c.auth.dev_login = Some(true);
+        })
+        .spawn()
+        .await;
+    let pw = create_admin(&app, "ops");
+    let (user_token, _) = app.login("hana").await;
+    log_in(&mut browser, &app, "ops", &pw).await;
+
+    // Admins: a new API token, shown once
+    browser.goto(&app.url("/admin/admins")).await;
+    browser.screenshot("admins").await;
+    browser
+        .fill("#new-token input[name=label]", "nightly report")
+        .await;
+    browser.click("#new-token button").await;
+    browser
+        .wait_for("document.getElementById('flash').textContent.includes('mvp28adm_')")
+        .await;
+    browser.screenshot("token-created").await;
+    let token = browser
+        .eval("document.getElementById('flash').textContent.match(/mvp28adm_[0-9a-f]+/)[0]")
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    for path in ["/api/admin/me", "/api/admin/settings"] {
+        let res = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        if path == "/api/admin/me" {
+            let me: Value = res.json().await.unwrap();
+            assert_eq!(me["admin"], "ops");
+            assert_eq!(me["via"], "token");
+        }
+    }
+    // listed (never the token itself), revocable from the page
+    browser.goto(&app.url("/admin/admins")).await;
+    browser
+        .wait_for("document.querySelector('#tokens').innerText.includes('nightly report')")
+        .await;
+    let page = browser.eval("document.body.innerHTML").await;
+    assert!(!page.as_str().unwrap().contains(&token));
+
+    // a second admin: the one-time password logs in
+    browser.fill("#new-admin input[name=name]", "bea").await;
+    browser.click("#new-admin button").await;
+    browser
+        .wait_for("document.getElementById('flash').textContent.includes('One-time password')")
+        .await;
+    browser.screenshot("admin-created").await;
+    let bea_pw = browser
+        .eval("document.getElementById('flash').textContent.split(': ').pop().trim()")
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(bea_pw.len(), 20, "{bea_pw}");
+    let bea = crate::console::login(&app, "bea", &bea_pw).await;
+    assert!(bea.is_ok(), "the shown password does not log in");
+
+    // Settings: new top-up amounts, live at checkout
+    browser.goto(&app.url("/admin/settings")).await;
+    browser
+        .fill("#settings input[name=topup_amounts_fen]", "800, 1600")
+        .await;
+    browser.mark().await;
+    browser.click("#settings button").await;
+    browser.wait_new_page().await;
+    browser
+        .wait_for("document.querySelector('#settings input[name=topup_amounts_fen]').value === '800,1600'")
+        .await;
+    browser.screenshot("settings-topups").await;
+    let (s, b) = app
+        .post(
+            "/api/pay/checkout",
+            Some(&user_token),
+            json!({"amount_fen": 600}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 422, "{b}");
+    assert_eq!(b["error"]["topup_amounts_fen"], json!([800, 1600]));
+    let (s, b) = app
+        .post(
+            "/api/pay/checkout",
+            Some(&user_token),
+            json!({"amount_fen": 1600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // revoke the token from the page: it stops working
+    browser.goto(&app.url("/admin/admins")).await;
+    browser.eval("window.confirm = () => true").await;
+    browser.mark().await;
+    browser.click("#tokens button.revoke").await;
+    browser.wait_new_page().await;
+    browser
+        .wait_for("document.querySelector('#tokens').innerText.includes('revoked')")
+        .await;
+    let res = app
+        .client
+        .get(app.url("/api/admin/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // System: doctor on demand
+    browser.goto(&app.url("/admin/system")).await;
+    browser.mark().await;
+    browser.click("#doctor-run").await;
+    browser.wait_new_page().await;
+    browser
+        .wait_for("!!document.querySelector('#doctor') && document.querySelector('#doctor').innerText.includes('database')")
+        .await;
+    browser.screenshot("system-doctor").await;
+    browser.goto(&app.url("/admin/system")).await;
+    browser
+        .wait_for("['token.create', 'admin.create', 'settings.set', 'token.revoke', 'doctor.run'].every(a => document.querySelector('#audit').innerText.includes(a))")
+        .await;
     drop(browser);
     app.stop().await;
 }

@@ -715,6 +715,7 @@ async fn pages_need_a_session_and_render_from_the_binary() {
         "/admin/settings".into(),
         "/admin/providers".into(),
         "/admin/system".into(),
+        "/admin/admins".into(),
     ] {
         let res = no_redirect
             .get(app.url(&page))
@@ -786,4 +787,676 @@ async fn backup_from_the_console_is_listed_and_audited() {
     assert_eq!(b["items"][0]["name"], name.as_str());
     let audit = audit_actions(&app, &token).await;
     assert_eq!(audit[0]["action"], "backup.run");
+}
+
+/// Every audit row as text (to prove no secret reached it).
+async fn audit_text(app: &TestApp, token: &str) -> String {
+    serde_json::to_string(&audit_actions(app, token).await).unwrap()
+}
+
+#[tokio::test]
+async fn admins_and_tokens_from_the_console_audited_without_secrets() {
+    let app = TestApp::spawn().await;
+    let pw = create_admin(&app, "ops");
+    let sess = login(&app, "ops", &pw).await.unwrap();
+    let (s, b) = call(&app, &sess, Method::GET, "/api/admin/admins", None, false).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    assert_eq!(b["items"][0]["name"], "ops");
+    assert_eq!(b["items"][0]["sessions"], 1);
+    assert!(!b.to_string().contains("argon2"), "{b}");
+
+    // without the CSRF token: 403, nobody created
+    let body = json!({"name": "bea"});
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/admins",
+        Some(body.clone()),
+        false,
+    )
+    .await;
+    assert_error(s, &b, 403, "csrf_failed");
+    let (s, b) = login(&app, "bea", "anything").await.err().unwrap();
+    assert_error(s, &b, 401, "unauthorized");
+
+    // created: the one-time password works, once shown
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/admins",
+        Some(body.clone()),
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["name"], "bea");
+    let bea_pw = b["password"].as_str().unwrap().to_string();
+    assert_eq!(bea_pw.len(), 20);
+    let bea = login(&app, "bea", &bea_pw).await.unwrap();
+
+    // bad input: the error shape, nothing created
+    for (body, status, code) in [
+        (json!({"name": "bea"}), 409, "conflict"),
+        (json!({"name": "no spaces"}), 422, "validation"),
+        (json!({"name": ""}), 422, "validation"),
+        (json!({"name": "x", "role": "root"}), 400, "invalid_request"),
+        (json!({}), 422, "validation"),
+    ] {
+        let (s, b) = call(
+            &app,
+            &sess,
+            Method::POST,
+            "/api/admin/admins",
+            Some(body),
+            true,
+        )
+        .await;
+        assert_error(s, &b, status, code);
+    }
+    let (_, b) = call(&app, &sess, Method::GET, "/api/admin/admins", None, false).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 2, "{b}");
+
+    // nobody resets themselves from the console; another admin can
+    let (s, b) = call(
+        &app,
+        &bea,
+        Method::POST,
+        "/api/admin/admins/bea/reset",
+        None,
+        true,
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/admins/nobody/reset",
+        None,
+        true,
+    )
+    .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/admins/bea/reset",
+        None,
+        false,
+    )
+    .await;
+    assert_error(s, &b, 403, "csrf_failed");
+    assert!(
+        login(&app, "bea", &bea_pw).await.is_ok(),
+        "a refused reset changed the password"
+    );
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/admins/bea/reset",
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let bea_new = b["password"].as_str().unwrap().to_string();
+    // her sessions ended; only the new password works
+    let (s, _) = call(&app, &bea, Method::GET, "/api/admin/me", None, false).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(login(&app, "bea", &bea_pw).await.is_err());
+    assert!(login(&app, "bea", &bea_new).await.is_ok());
+
+    // an API token from the console: acts as the caller, works as Bearer
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/tokens",
+        Some(json!({"label": "ci"})),
+        false,
+    )
+    .await;
+    assert_error(s, &b, 403, "csrf_failed");
+    for body in [json!({"label": "  "}), json!({"label": "x".repeat(101)})] {
+        let (s, b) = call(
+            &app,
+            &sess,
+            Method::POST,
+            "/api/admin/tokens",
+            Some(body),
+            true,
+        )
+        .await;
+        assert_error(s, &b, 422, "validation");
+    }
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/tokens",
+        Some(json!({"label": "ci"})),
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["admin"], "ops");
+    let token = b["token"].as_str().unwrap().to_string();
+    let token_id = b["id"].as_i64().unwrap();
+    assert!(token.starts_with("mvp28adm_"));
+    let (s, me) = with_token(&app, &token, Method::GET, "/api/admin/me", None).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me["admin"], "ops");
+    assert_eq!(me["via"], "token");
+    let (_, b) = with_token(&app, &token, Method::GET, "/api/admin/admins", None).await;
+    let ops = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "ops")
+        .unwrap()
+        .clone();
+    assert_eq!(ops["tokens"][0]["label"], "ci");
+    assert!(ops["tokens"][0]["revoked_at"].is_null());
+    assert!(!b.to_string().contains(&token), "a token listed: {b}");
+
+    // every action audited, no password or token in the trail
+    let trail = audit_text(&app, &token).await;
+    for secret in [&bea_pw, &bea_new, &token, &pw] {
+        assert!(
+            !trail.contains(secret.as_str()),
+            "a secret in the audit trail: {trail}"
+        );
+    }
+    let audit = audit_actions(&app, &token).await;
+    let find = |action: &str| {
+        audit
+            .iter()
+            .find(|a| a["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {audit:?}"))
+            .clone()
+    };
+    let created = find("admin.create");
+    assert_eq!(
+        (created["actor"].as_str(), created["target"].as_str()),
+        (Some("ops"), Some("bea"))
+    );
+    let reset = find("admin.reset");
+    assert_eq!(reset["target"], "bea");
+    assert!(
+        reset["before"].as_str().unwrap().contains("\"sessions\":2"),
+        "{reset}"
+    );
+    let made = find("token.create");
+    assert!(made["after"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("\"token_id\":{token_id}")));
+
+    // revoke: unknown, bad id, then the real one (with the token itself)
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::DELETE,
+        "/api/admin/tokens/999",
+        None,
+        true,
+    )
+    .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::DELETE,
+        "/api/admin/tokens/abc",
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(s.as_u16(), 400, "{b}");
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::DELETE,
+        &format!("/api/admin/tokens/{token_id}"),
+        None,
+        false,
+    )
+    .await;
+    assert_error(s, &b, 403, "csrf_failed");
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::DELETE,
+        &format!("/api/admin/tokens/{token_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, b) = with_token(&app, &token, Method::GET, "/api/admin/me", None).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::DELETE,
+        &format!("/api/admin/tokens/{token_id}"),
+        None,
+        true,
+    )
+    .await;
+    assert_error(s, &b, 409, "conflict");
+    let (_, b) = call(&app, &sess, Method::GET, "/api/admin/audit", None, false).await;
+    assert_eq!(b["items"][0]["action"], "token.revoke");
+    assert_eq!(b["items"][0]["target"], token_id.to_string());
+    // and the CLI sees what the console made
+    let out = app.cli(&["admin", "list-admins"]);
+    assert!(stdout(&out).contains("bea"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn top_up_amounts_are_live_from_the_console_and_the_cli() {
+    let fake = FakeWechatPay::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let app = TestApp::builder()
+        .config(|c| {
+            fake.configure(c, keys.path());
+            c.auth.dev_login = Some(true);
+            c.quota.free_daily = 0;
+        })
+        .spawn()
+        .await;
+    create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let (user_token, _) = app.login("tina").await;
+    let checkout = |fen: i64| {
+        let (app, t) = (&app, user_token.clone());
+        async move {
+            app.post("/api/pay/checkout", Some(&t), json!({"amount_fen": fen}))
+                .await
+        }
+    };
+    // seeded from the config
+    let (_, b) = with_token(&app, &token, Method::GET, "/api/admin/settings", None).await;
+    assert_eq!(b["topup_amounts_fen"], json!([600, 1000, 3000]));
+
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::PUT,
+        "/api/admin/settings",
+        Some(json!({"topup_amounts_fen": [700, 1500]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["topup_amounts_fen"], json!([700, 1500]));
+    let (s, b) = checkout(1500).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = checkout(600).await;
+    let e = assert_error(s, &b, 422, "validation");
+    assert_eq!(e["topup_amounts_fen"], json!([700, 1500]));
+    // a 402 offers the live amounts
+    let (s, b) = app
+        .post("/api/chat", Some(&user_token), json!({"message": "hi"}))
+        .await;
+    let e = assert_error(s, &b, 402, "quota_exhausted");
+    assert_eq!(e["topup_amounts_fen"], json!([700, 1500]));
+
+    // bad lists: the error shape, nothing changed
+    for body in [
+        json!({"topup_amounts_fen": []}),
+        json!({"topup_amounts_fen": [0]}),
+        json!({"topup_amounts_fen": [-600]}),
+        json!({"topup_amounts_fen": [600, 600]}),
+        json!({"topup_amounts_fen": [100_000_000]}),
+        json!({"topup_amounts_fen": (1..=11).collect::<Vec<i64>>()}),
+    ] {
+        let (s, b) = with_token(&app, &token, Method::PUT, "/api/admin/settings", Some(body)).await;
+        let e = assert_error(s, &b, 422, "validation");
+        assert_eq!(e["field"], "topup_amounts_fen");
+    }
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::PUT,
+        "/api/admin/settings",
+        Some(json!({"topup_amounts_fen": ["600"]})),
+    )
+    .await;
+    assert!(matches!(s.as_u16(), 400 | 422), "{s} {b}");
+    let (_, b) = with_token(&app, &token, Method::GET, "/api/admin/settings", None).await;
+    assert_eq!(b["topup_amounts_fen"], json!([700, 1500]));
+
+    // the CLI: same rules, same setting, same trail
+    for bad in ["0", "600,abc", "600,600", ""] {
+        let out = app.cli(&["admin", "set-topups", bad]);
+        assert!(!out.status.success(), "set-topups {bad:?} accepted");
+    }
+    let out = app.cli(&["admin", "set-topups", "600,1200,3000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, b) = with_token(&app, &token, Method::GET, "/api/admin/settings", None).await;
+    assert_eq!(b["topup_amounts_fen"], json!([600, 1200, 3000]));
+    let (s, b) = checkout(1200).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = checkout(1500).await;
+    assert_error(s, &b, 422, "validation");
+    let audit = audit_actions(&app, &token).await;
+    let topups: Vec<&Value> = audit
+        .iter()
+        .filter(|a| a["target"] == "topup_amounts_fen")
+        .collect();
+    assert_eq!(topups.len(), 2, "{audit:?}");
+    assert_eq!(topups[0]["actor"], "cli");
+    assert!(topups[0]["before"].as_str().unwrap().contains("[700,1500]"));
+    assert_eq!(topups[1]["actor"], "ops");
+    assert!(topups[1]["before"]
+        .as_str()
+        .unwrap()
+        .contains("[600,1000,3000]"));
+}
+
+#[tokio::test]
+async fn quota_refusals_are_counted_per_local_day() {
+    let app = TestApp::builder()
+        .config(|c| c.quota.free_daily = 1)
+        .spawn()
+        .await;
+    create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let (user_token, _) = app.login("uma").await;
+    let chat = || app.post("/api/chat", Some(&user_token), json!({"message": "hi"}));
+    assert_eq!(chat().await.0, StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(chat().await.0.as_u16(), 402);
+    }
+    // a refusal over the WebSocket counts too
+    {
+        use crate::streaming::{ws_connect, ws_next, ws_send};
+        let mut ws = ws_connect(&app, &user_token, true).await;
+        ws_send(&mut ws, json!({"type": "chat", "message": "hi"})).await;
+        let f = ws_next(&mut ws).await;
+        assert_eq!(f["error"]["code"], "quota_exhausted", "{f}");
+    }
+    let (_, o) = with_token(
+        &app,
+        &token,
+        Method::GET,
+        "/api/admin/overview?days=2",
+        None,
+    )
+    .await;
+    assert_eq!(o["today_totals"]["quota_refusals"], 3, "{o}");
+    assert_eq!(o["days"][1]["quota_refusals"], 3, "{o}");
+    // the next local day: yesterday keeps its three, today starts at none
+    app.clock.advance(chrono::Duration::days(1));
+    assert_eq!(chat().await.0, StatusCode::OK);
+    assert_eq!(chat().await.0.as_u16(), 402);
+    let (_, o) = with_token(
+        &app,
+        &token,
+        Method::GET,
+        "/api/admin/overview?days=2",
+        None,
+    )
+    .await;
+    assert_eq!(o["days"][0]["quota_refusals"], 3, "{o}");
+    assert_eq!(o["days"][1]["quota_refusals"], 1, "{o}");
+    assert_eq!(o["today_totals"]["quota_refusals"], 1, "{o}");
+    assert_eq!(o["period_totals"]["quota_refusals"], 4, "{o}");
+    // kept in the database: a restart does not reset them
+    let mut app = app;
+    app.restart().await;
+    let (_, o) = with_token(
+        &app,
+        &token,
+        Method::GET,
+        "/api/admin/overview?days=2",
+        None,
+    )
+    .await;
+    assert_eq!(o["period_totals"]["quota_refusals"], 4, "{o}");
+    assert_eq!(o["quota_exhausted_since_start"], 0, "{o}");
+}
+
+#[tokio::test]
+async fn provider_failures_keep_a_short_error_without_the_key() {
+    let fake = FakeOpenAi::start().await;
+    let provider = fake.provider(5);
+    let app = TestApp::builder()
+        .config(|c| c.llm.providers = vec![provider])
+        .spawn()
+        .await;
+    create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let (user_token, _) = app.login("vic").await;
+    fake.set(Behavior::Status(503));
+    let (s, _) = app
+        .post(
+            "/api/chat",
+            Some(&user_token),
+            json!({"message": "private words"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 502);
+    let (s, p) = with_token(&app, &token, Method::GET, "/api/admin/providers", None).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let f = &p["items"][0]["recent_failures"][0];
+    let error = f["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error text: {p}"));
+    assert!(error.starts_with("HTTP 503"), "{error}");
+    assert!(error.contains("Incorrect API key provided"), "{error}");
+    assert!(error.chars().count() <= 200, "{error}");
+    // the fake quotes the key back: never stored, never shown
+    assert!(
+        !p.to_string().contains(crate::fakes::openai::API_KEY),
+        "{p}"
+    );
+    assert!(!p.to_string().contains("private words"), "{p}");
+    let stored: Option<String> = rusqlite::Connection::open(&app.config.database.path)
+        .unwrap()
+        .query_row(
+            "SELECT error FROM llm_calls WHERE outcome <> 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(error));
+}
+
+#[tokio::test]
+async fn doctor_runs_on_demand_and_is_kept() {
+    let app = TestApp::spawn().await;
+    let pw = create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let sess = login(&app, "ops", &pw).await.unwrap();
+    // nothing runs on a read
+    let (s, d) = with_token(&app, &token, Method::GET, "/api/admin/doctor", None).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert!(d["ran_at"].is_null(), "{d}");
+    assert_eq!(d["checks"], json!([]));
+    let (s, b) = call(&app, &sess, Method::POST, "/api/admin/doctor", None, false).await;
+    assert_error(s, &b, 403, "csrf_failed");
+    let (s, b) = app.post("/api/admin/doctor", None, json!({})).await;
+    assert_error(s, &b, 401, "unauthorized");
+
+    let (s, d) = call(&app, &sess, Method::POST, "/api/admin/doctor", None, true).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert!(d["ran_at"].is_string(), "{d}");
+    let checks = d["checks"].as_array().unwrap();
+    let parts: Vec<&str> = checks.iter().map(|c| c["part"].as_str().unwrap()).collect();
+    for part in ["config", "mode", "database", "disk", "storage", "llm"] {
+        assert!(parts.contains(&part), "no {part} check: {d}");
+    }
+    // the embedded defaults are dev mode: a warning with its key and fix
+    let mode = checks.iter().find(|c| c["part"] == "mode").unwrap();
+    assert_eq!(mode["status"], "warn", "{mode}");
+    assert!(mode["key"].is_string() && mode["fix"].is_string(), "{mode}");
+    assert_eq!(
+        d["ok_count"].as_u64().unwrap()
+            + d["warn_count"].as_u64().unwrap()
+            + d["fail_count"].as_u64().unwrap(),
+        checks.len() as u64
+    );
+    let (_, again) = with_token(&app, &token, Method::GET, "/api/admin/doctor", None).await;
+    assert_eq!(again, d);
+    let audit = audit_actions(&app, &token).await;
+    assert_eq!(audit[0]["action"], "doctor.run");
+    // the System page shows it
+    let html = app
+        .client
+        .get(app.url("/admin/system"))
+        .header("cookie", &sess.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"doctor\""), "{html}");
+}
+
+// multi-thread: the in-process S3 server keeps answering while a backup runs
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_to_a_chosen_name_or_s3_and_nowhere_else() {
+    let s3 = crate::fakes::s3::FakeS3::start().await;
+    let s3cfg = s3.config();
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("b");
+    let d = dir.to_string_lossy().into_owned();
+    let app = TestApp::builder()
+        .config(|c| {
+            c.backup.dir = d;
+            c.storage.s3 = s3cfg.clone();
+        })
+        .spawn()
+        .await;
+    let pw = create_admin(&app, "ops");
+    let token = create_token(&app, "ops");
+    let sess = login(&app, "ops", &pw).await.unwrap();
+    let copy = |to: &str| json!({ "to": to });
+
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(copy("before-upgrade.db")),
+        false,
+    )
+    .await;
+    assert_error(s, &b, 403, "csrf_failed");
+    assert!(!dir.join("before-upgrade.db").exists());
+
+    let (s, b) = call(
+        &app,
+        &sess,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(copy("upgrades/before-upgrade.db")),
+        true,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let written = dir.join("upgrades/before-upgrade.db");
+    assert!(written.exists());
+    assert!(b["bytes"].as_u64().unwrap() > 0);
+    assert!(
+        b["to"]
+            .as_str()
+            .unwrap()
+            .ends_with("upgrades/before-upgrade.db"),
+        "{b}"
+    );
+    let n: i64 = rusqlite::Connection::open(&written)
+        .unwrap()
+        .query_row("SELECT count(*) FROM admins", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let modified = std::fs::metadata(&written).unwrap().modified().unwrap();
+
+    // the same target again: 409, not overwritten
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(copy("upgrades/before-upgrade.db")),
+    )
+    .await;
+    assert_error(s, &b, 409, "conflict");
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().modified().unwrap(),
+        modified
+    );
+
+    // nowhere outside backup.dir, nothing but .db files
+    let outside = backups.path().join("escaped.db");
+    for to in [
+        "../escaped.db".to_string(),
+        outside.to_string_lossy().into_owned(),
+        "notes.txt".into(),
+        ".hidden.db".into(),
+        "s3://only-a-bucket".into(),
+        "".into(),
+    ] {
+        let (s, b) = with_token(
+            &app,
+            &token,
+            Method::POST,
+            "/api/admin/backups/copy",
+            Some(copy(&to)),
+        )
+        .await;
+        let e = assert_error(s, &b, 422, "validation");
+        assert_eq!(e["field"], "to", "{to}");
+    }
+    assert!(!outside.exists());
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(json!({"to": "x.db", "over": true})),
+    )
+    .await;
+    assert_error(s, &b, 400, "invalid_request");
+
+    // s3://: uploaded with [storage.s3]'s keys; an existing key is refused
+    let url = format!("s3://{}/backups/console.db", s3cfg.bucket);
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(copy(&url)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["to"], url.as_str());
+    let n: i64 = rusqlite::Connection::open(s3.file_of("backups/console.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM admins", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let (s, b) = with_token(
+        &app,
+        &token,
+        Method::POST,
+        "/api/admin/backups/copy",
+        Some(copy(&url)),
+    )
+    .await;
+    assert_error(s, &b, 409, "conflict");
+
+    let audit = audit_actions(&app, &token).await;
+    let copies: Vec<&Value> = audit
+        .iter()
+        .filter(|a| a["action"] == "backup.copy")
+        .collect();
+    assert_eq!(copies.len(), 2, "{audit:?}");
+    assert_eq!(copies[0]["target"], url.as_str());
 }

@@ -249,7 +249,7 @@ async fn an_upstream_failure_mid_stream_stores_the_partial_reply_as_failed_and_c
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn ws_connect(app: &TestApp, token: &str, by_header: bool) -> Ws {
+pub(crate) async fn ws_connect(app: &TestApp, token: &str, by_header: bool) -> Ws {
     let url = app.url("/api/chat/ws").replace("http://", "ws://");
     let req = if by_header {
         let mut r = url.into_client_request().unwrap();

@@ -15,6 +15,8 @@
       case "int": return v === "" ? undefined : Number(v);
       case "float": return v === "" ? undefined : Number(v);
       case "yuan": return v === "" ? undefined : Math.round(Number(v) * 100);
+      // "600, 1200, 3000" -> [600, 1200, 3000]
+      case "intlist": return v === "" ? undefined : v.split(",").map(function (s) { return Number(s.trim()); });
       default: return v;
     }
   };
@@ -43,7 +45,7 @@
         var show = el.dataset.show;
         if (json && show && json[show] !== undefined) {
           var v = json[show];
-          flash(Array.isArray(v) ? v.join("\n") : (json.ok === false ? "FAILED: " : "") + String(v), json.ok === false);
+          flash(Array.isArray(v) ? v.join("\n") : (json.ok === false ? "FAILED: " : "") + (el.dataset.label || "") + String(v), json.ok === false);
         } else {
           flash(json ? JSON.stringify(json, null, 2) : "done", false);
         }
