@@ -1256,8 +1256,7 @@ async fn provider_failures_keep_a_short_error_without_the_key() {
         "{p}"
     );
     assert!(!p.to_string().contains("private words"), "{p}");
-    let stored: Option<String> = rusqlite::Connection::open(&app.config.database.path)
-        .unwrap()
+    let stored: Option<String> = super::common::TestDb::of(&app)
         .query_row(
             "SELECT error FROM llm_calls WHERE outcome <> 'ok'",
             [],
@@ -1322,6 +1321,9 @@ async fn doctor_runs_on_demand_and_is_kept() {
 // multi-thread: the in-process S3 server keeps answering while a backup runs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_to_a_chosen_name_or_s3_and_nowhere_else() {
+    if super::common::sqlite_only("the online backup API copies the SQLite file") {
+        return;
+    }
     let s3 = crate::fakes::s3::FakeS3::start().await;
     let s3cfg = s3.config();
     let backups = tempfile::tempdir().unwrap();
