@@ -74,6 +74,15 @@ impl Hold {
         Ok(repo::held_keys(conn)?.into_iter().map(Hold::of).collect())
     }
 
+    /// The open holds of instances no longer alive (none beat since
+    /// `alive_after`): what a crash or a stop left behind.
+    pub fn orphaned(conn: &Conn, alive_after: i64) -> AppResult<Vec<Hold>> {
+        Ok(crate::db::instances::orphaned_holds(conn, alive_after)?
+            .into_iter()
+            .map(Hold::of)
+            .collect())
+    }
+
     pub fn key(&self) -> &str {
         &self.keys[0]
     }

@@ -569,7 +569,10 @@ fn title_of(message: &str) -> String {
 /// Startup: replies left `generating` by a crash are marked failed and what
 /// every open hold (a reply's, a voice operation's) held is given back.
 pub async fn recover_orphans(db: &Db, now_ms: i64) -> AppResult<usize> {
-    let holds = db.run(Hold::open).await?;
+    // Only what dead instances left: on Postgres a live one's turns are
+    // still running (see ops::cluster).
+    let alive_after = crate::ops::cluster::alive_after(db);
+    let holds = db.run(move |c| Hold::orphaned(c, alive_after)).await?;
     let n = holds.len();
     for hold in holds {
         db.write(move |tx| {

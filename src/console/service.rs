@@ -960,8 +960,16 @@ pub async fn backups(state: &AppState) -> AppResult<BackupList> {
     Ok(BackupList { dir, items })
 }
 
+fn refuse_on_postgres(state: &AppState) -> AppResult<()> {
+    if state.db().backend() == crate::db::Backend::Postgres {
+        return Err(AppError::conflict(crate::ops::backup::POSTGRES_BACKUPS));
+    }
+    Ok(())
+}
+
 /// `admin backup` into `backup.dir` now (a consistent online copy).
 pub async fn backup_now(state: &AppState, admin: &Admin) -> AppResult<BackupFile> {
+    refuse_on_postgres(state)?;
     let src = state.db().path().to_path_buf();
     let name = crate::ops::backup::scheduled_name(state.now());
     let dest = std::path::Path::new(&state.config().backup.dir).join(&name);
@@ -1010,6 +1018,7 @@ pub async fn backup_copy(
     input: BackupInput,
 ) -> AppResult<BackupCopy> {
     use crate::ops::backup;
+    refuse_on_postgres(state)?;
     let to = input.to.trim().to_string();
     let bad = |why: &str| AppError::validation("to", why);
     if to.is_empty() || to.len() > 512 {

@@ -195,10 +195,10 @@ pub struct Reservation {
 
 pub fn insert_reservation(tx: &Tx<'_>, r: &Reservation, now: i64) -> AppResult<()> {
     tx.prepare_cached(
-        "INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7)",
+        "INSERT INTO reservations (id, user_id, message_id, kind, amount_fen, free_day, state, created_at, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'held', ?7, ?8)",
     )?
-    .execute(params![r.id, r.user_id, r.key, r.kind, r.amount_fen, r.free_day, now])?;
+    .execute(params![r.id, r.user_id, r.key, r.kind, r.amount_fen, r.free_day, now, tx.instance()])?;
     Ok(())
 }
 

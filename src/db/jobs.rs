@@ -37,8 +37,9 @@ pub fn create(
     now: i64,
 ) -> AppResult<()> {
     tx.execute(
-        "INSERT INTO jobs (id, user_id, action, state, created_at) VALUES (?1, ?2, ?3, 'running', ?4)",
-        params![id, user_id, action, now],
+        "INSERT INTO jobs (id, user_id, action, state, created_at, owner)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+        params![id, user_id, action, now, tx.instance()],
     )?;
     let mut stmt = tx.prepare(
         "INSERT INTO job_items (job_id, idx, media_id, state, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
@@ -99,16 +100,25 @@ pub fn items(conn: &Conn, job_id: &JobId) -> AppResult<Vec<ItemRow>> {
 }
 
 /// Startup: jobs still running, their interrupted items made pending again.
-pub fn resume_all(tx: &Tx<'_>, now: i64) -> AppResult<Vec<JobRow>> {
+/// Claims the running jobs whose owner is not alive (no beat since
+/// `alive_after`) for this instance, resets their interrupted items, and
+/// returns them.
+pub fn resume_all(tx: &Tx<'_>, now: i64, alive_after: i64) -> AppResult<Vec<JobRow>> {
+    tx.execute(
+        "UPDATE jobs SET owner = ?1 WHERE state = 'running'
+         AND (owner IS NULL OR owner NOT IN (SELECT id FROM instances WHERE heartbeat_at >= ?2))",
+        params![tx.instance(), alive_after],
+    )?;
     tx.execute(
         "UPDATE job_items SET state = 'pending', updated_at = ?1
-         WHERE state = 'running' AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
-        [now],
+         WHERE state = 'running'
+         AND job_id IN (SELECT id FROM jobs WHERE state = 'running' AND owner = ?2)",
+        params![now, tx.instance()],
     )?;
     let mut stmt = tx.prepare(&format!(
-        "SELECT {JOB_COLS} FROM jobs WHERE state = 'running' ORDER BY created_at"
+        "SELECT {JOB_COLS} FROM jobs WHERE state = 'running' AND owner = ?1 ORDER BY created_at"
     ))?;
-    let rows = stmt.query_map([], job_row)?;
+    let rows = stmt.query_map([tx.instance()], job_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

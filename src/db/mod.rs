@@ -9,6 +9,7 @@ pub mod billing;
 pub mod chat;
 pub mod console;
 pub mod inspect;
+pub mod instances;
 pub mod jobs;
 pub mod location;
 pub mod media;
@@ -216,7 +217,7 @@ impl Db {
     ) -> std::io::Result<Db> {
         Ok(Db {
             inner: Arc::new(Inner {
-                writer: writer::Writer::start(writer)?,
+                writer: writer::Writer::start(writer, new_instance_id().into())?,
                 readers,
                 permits: Semaphore::new(pool_size as usize),
                 path,
@@ -225,6 +226,12 @@ impl Db {
                 acquisitions: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// This process's instance id (`ins_…`): owner of the holds and jobs
+    /// it starts, and its row in `instances` while serving.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.writer.instance
     }
 
     pub fn backend(&self) -> Backend {
@@ -527,6 +534,12 @@ fn applied_versions_pg(conn: &Conn<'_>) -> anyhow::Result<Vec<i32>> {
         .prepare("SELECT version FROM refinery_schema_history")?
         .query_map(sql::params![], |r| r.get(0))?
         .collect::<Result<_, _>>()?)
+}
+
+fn new_instance_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("ins_{n:016x}")
 }
 
 /// A read that proves the schema is there (health checks).

@@ -472,6 +472,7 @@ enum ConnKind<'c> {
 /// may write. Reads work on it too (it derefs to [`Conn`]).
 pub struct Tx<'c> {
     conn: Conn<'c>,
+    instance: &'c str,
 }
 
 impl<'c> Deref for Tx<'c> {
@@ -482,8 +483,14 @@ impl<'c> Deref for Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
-    pub(crate) fn new(conn: Conn<'c>) -> Tx<'c> {
-        Tx { conn }
+    pub(crate) fn new(conn: Conn<'c>, instance: &'c str) -> Tx<'c> {
+        Tx { conn, instance }
+    }
+
+    /// The server instance this write runs for (what it holds is its own,
+    /// see `db::instances`).
+    pub fn instance(&self) -> &str {
+        self.instance
     }
 }
 

@@ -103,19 +103,25 @@ pub struct WriterStats {
 
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    pub instance: Arc<str>,
     pub stats: Arc<WriterStats>,
 }
 
 impl Writer {
     /// Starts the writer thread, which owns `conn` until every handle is gone.
-    pub fn start(conn: WriterConn) -> std::io::Result<Writer> {
+    pub fn start(conn: WriterConn, instance: Arc<str>) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let me = instance.clone();
         std::thread::Builder::new()
             .name("mvp28-db-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats))?;
-        Ok(Writer { jobs: tx, stats })
+            .spawn(move || run(conn, rx, &thread_stats, &me))?;
+        Ok(Writer {
+            jobs: tx,
+            stats,
+            instance,
+        })
     }
 
     pub async fn write<T, F>(&self, f: F) -> AppResult<T>
@@ -207,7 +213,7 @@ impl WriterConn {
     }
 }
 
-fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats) {
+fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats, me: &str) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -224,13 +230,13 @@ fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterSta
         stats.queued_micros.fetch_add(waited, Ordering::Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        run_batch(&mut conn, batch);
+        run_batch(&mut conn, batch, me);
     }
 }
 
-fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>) {
+fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) {
     let tx = match conn.begin() {
-        Ok(c) => Tx::new(c),
+        Ok(c) => Tx::new(c, me),
         Err(e) => {
             let msg = e.to_string();
             tracing::warn!(error = %msg, "could not begin a write transaction");
@@ -294,7 +300,7 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        let writer = Arc::new(Writer::start(WriterConn::Sqlite(conn)).unwrap());
+        let writer = Arc::new(Writer::start(WriterConn::Sqlite(conn), "test".into()).unwrap());
         let mut tasks = vec![];
         for n in 0..200i64 {
             let w = writer.clone();

@@ -190,7 +190,10 @@ pub async fn resume(state: &AppState) -> AppResult<usize> {
     let now = to_ms(state.now());
     let jobs = state
         .db()
-        .write(move |tx| repo::resume_all(tx, now))
+        .write({
+            let alive_after = crate::ops::cluster::alive_after(state.db());
+            move |tx| repo::resume_all(tx, now, alive_after)
+        })
         .await?;
     // The holds of interrupted describe items were released at start
     // (crash recovery): hold again for what will run, or fail the item.

@@ -151,6 +151,15 @@ pub fn spawn_retention(state: AppState) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
         loop {
             tick.tick().await;
+            // once cluster-wide: the instance holding the lease sweeps
+            match crate::ops::cluster::lease(state.db(), "location_retention", hour / 2).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "location retention lease failed");
+                    continue;
+                }
+            }
             if let Err(e) = purge_expired(&state).await {
                 tracing::warn!(error = %e, "location retention sweep failed");
             }

@@ -266,6 +266,10 @@ pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Backup { to } => {
             drop(pooled);
+            if db.backend() == crate::db::Backend::Postgres {
+                eprintln!("{}", crate::ops::backup::POSTGRES_BACKUPS);
+                return Ok(ExitCode::FAILURE);
+            }
             let target = to.to_string_lossy().into_owned();
             let s3 = if target.starts_with("s3://") {
                 Some(crate::ops::backup::parse_s3_url(&target).ok_or_else(|| {

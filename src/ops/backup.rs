@@ -84,9 +84,18 @@ pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<usize> {
 }
 
 /// `serve`'s scheduled backups (`backup.every_hours` > 0).
+/// Why `admin backup` (and the console's) refuse on Postgres.
+pub const POSTGRES_BACKUPS: &str = "this deployment keeps its data in Postgres: back it up with \
+     pg_dump (pg_dump --format=custom \"$DATABASE_URL\" > mvp28.dump) or your provider's \
+     backups and point-in-time recovery (Supabase: Database > Backups); docs/postgres.md";
+
 pub fn spawn_schedule(state: crate::http::AppState) {
     let cfg = state.config().backup.clone();
     if cfg.every_hours == 0 {
+        return;
+    }
+    if state.db().backend() == crate::db::Backend::Postgres {
+        tracing::warn!("backup.every_hours is ignored on Postgres: {POSTGRES_BACKUPS}");
         return;
     }
     tokio::spawn(async move {

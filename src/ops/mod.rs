@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod backup;
 pub mod cli;
+pub mod cluster;
 pub mod doctor;
 pub mod lock;
 pub mod logging;

@@ -69,6 +69,9 @@ impl Server {
                 self.handle.abort();
             }
         }
+        if let Err(e) = crate::ops::cluster::leave(self.state.db()).await {
+            tracing::warn!(error = %e, "could not mark this instance stopped");
+        }
         self.state.db().checkpoint()
     }
 }
@@ -217,6 +220,10 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         ),
         None => None,
     };
+    crate::ops::cluster::join(state.db())
+        .await
+        .map_err(|e| anyhow::anyhow!("registering this instance: {e}"))?;
+    crate::ops::cluster::spawn_heartbeat(state.clone());
     crate::http::ratelimit::spawn_shrinker(state.clone());
     if let Err(e) = crate::location::purge_expired(&state).await {
         tracing::warn!(error = %e, "location retention sweep failed");

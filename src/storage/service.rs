@@ -470,6 +470,16 @@ pub fn spawn_sweeper(state: AppState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // once cluster-wide: the instance holding the lease sweeps
+            let lease = std::time::Duration::from_secs(1800);
+            match crate::ops::cluster::lease(state.db(), "pending_upload_sweep", lease).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pending upload sweep lease failed");
+                    continue;
+                }
+            }
             if let Err(e) = sweep_pending(&state).await {
                 tracing::warn!(error = %e, "pending upload sweep failed");
             }

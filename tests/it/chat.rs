@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::fakes::openai::{Behavior, FakeOpenAi, API_KEY};
 
-async fn app_with(fake: &FakeOpenAi, timeout_secs: u64) -> TestApp {
+pub(crate) async fn app_with(fake: &FakeOpenAi, timeout_secs: u64) -> TestApp {
     let provider = fake.provider(timeout_secs);
     TestApp::builder()
         .config(|c| {
@@ -28,13 +28,13 @@ async fn chat(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
     app.post("/api/chat", Some(token), body).await
 }
 
-async fn quota(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn quota(app: &TestApp, token: &str) -> Value {
     let (s, b) = app.get("/api/me", Some(token)).await;
     assert_eq!(s, StatusCode::OK);
     b["quota"].clone()
 }
 
-fn admin(app: &TestApp, args: &[&str]) -> String {
+pub(crate) fn admin(app: &TestApp, args: &[&str]) -> String {
     let out = app.cli(args);
     assert!(
         out.status.success(),
@@ -45,7 +45,7 @@ fn admin(app: &TestApp, args: &[&str]) -> String {
     stdout(&out)
 }
 
-fn assert_audit_clean(app: &TestApp) {
+pub(crate) fn assert_audit_clean(app: &TestApp) {
     let out = app.cli(&["admin", "audit"]);
     assert!(out.status.success(), "audit failed: {}", stdout(&out));
     assert!(stdout(&out).contains("audit ok"));

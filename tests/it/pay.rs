@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::fakes::wechatpay::{self as wxpay, FakeWechatPay, Notify};
 
-async fn pay_app(fake: &FakeWechatPay) -> TestApp {
+pub(crate) async fn pay_app(fake: &FakeWechatPay) -> TestApp {
     pay_app_at(fake, None, |_| {}).await
 }
 
-async fn pay_app_at(
+pub(crate) async fn pay_app_at(
     fake: &FakeWechatPay,
     at: Option<chrono::DateTime<Utc>>,
     f: impl FnOnce(&mut mvp28::config::Config),
@@ -46,14 +46,14 @@ async fn checkout(app: &TestApp, token: &str, amount: i64) -> (StatusCode, Value
     .await
 }
 
-async fn checkout_ok(app: &TestApp, token: &str, amount: i64) -> String {
+pub(crate) async fn checkout_ok(app: &TestApp, token: &str, amount: i64) -> String {
     let (s, b) = checkout(app, token, amount).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["out_trade_no"].as_str().unwrap().to_string()
 }
 
 /// POSTs a notification to the webhook; returns (status, body text).
-async fn deliver(app: &TestApp, n: &Notify) -> (StatusCode, String) {
+pub(crate) async fn deliver(app: &TestApp, n: &Notify) -> (StatusCode, String) {
     let mut req = app
         .client
         .post(app.url("/api/pay/wechat/webhook"))
@@ -72,7 +72,7 @@ fn assert_fail(status: StatusCode, body: &str, want: u16) {
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
 }
 
-async fn balance(app: &TestApp, token: &str) -> i64 {
+pub(crate) async fn balance(app: &TestApp, token: &str) -> i64 {
     let (s, b) = app.get("/api/me", Some(token)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["quota"]["balance_fen"].as_i64().unwrap()
@@ -92,7 +92,7 @@ fn db_balance(app: &TestApp, user_id: &str) -> i64 {
         .unwrap()
 }
 
-fn topups(app: &TestApp, out_trade_no: &str) -> i64 {
+pub(crate) fn topups(app: &TestApp, out_trade_no: &str) -> i64 {
     db(app)
         .query_row(
             "SELECT count(*) FROM ledger WHERE kind = 'topup' AND reference = ?1",

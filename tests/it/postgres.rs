@@ -33,3 +33,192 @@ fn the_integration_suite_passes_on_postgres() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------------------------ several instances
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::chat::{admin, assert_audit_clean, quota};
+use super::common::TestApp;
+use super::fakes::openai::{Behavior, FakeOpenAi};
+use super::fakes::wechatpay::FakeWechatPay;
+
+/// A cluster and one fresh database on it, or None (skipped loudly).
+fn database() -> Option<(Cluster, String)> {
+    let cluster = Cluster::start()?;
+    let url = super::pgcluster::create_db(&cluster.url("postgres"));
+    Some((cluster, url))
+}
+
+/// An in-process server on the shared database (its own port, pool,
+/// writer and instance id).
+async fn instance(fake: &FakeOpenAi, url: &str) -> TestApp {
+    let provider = fake.provider(10);
+    let url = url.to_owned();
+    TestApp::builder()
+        .config(move |c| {
+            c.llm.providers = vec![provider];
+            c.llm.breaker_failures = 1000;
+            c.database.url = url;
+        })
+        .spawn()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_keep_the_money_rule_exactly() {
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Slow(Duration::from_millis(50)));
+    let a = Arc::new(instance(&fake, &url).await);
+    let b = Arc::new(instance(&fake, &url).await);
+    let (token, uid) = a.login("alice").await;
+    admin(&a, &["admin", "set-free-quota", "2"]);
+    admin(&a, &["admin", "grant", "--user", &uid, "--fen", "500"]);
+    // k = 2 free + 5 paid = 7 messages left, 20 asked for over both
+    let mut tasks = vec![];
+    for i in 0..20 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post(
+                "/api/chat",
+                Some(&token),
+                json!({"message": format!("c{i}")}),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = vec![];
+    for t in tasks {
+        statuses.push(t.await.unwrap().as_u16());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 402).count();
+    assert_eq!((ok, refused), (7, 13), "{statuses:?}");
+    for app in [&a, &b] {
+        let q = quota(app, &token).await;
+        assert_eq!(q["balance_fen"], 0, "{q}");
+        assert_eq!(q["free_remaining"], 0, "{q}");
+    }
+    assert_eq!(fake.count(), 7);
+    assert_audit_clean(&a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_notification_ten_times_over_two_instances_credits_once() {
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeWechatPay::start().await;
+    let (u1, u2) = (url.clone(), url.clone());
+    let a = Arc::new(super::pay::pay_app_at(&fake, None, move |c| c.database.url = u1).await);
+    let b = Arc::new(super::pay::pay_app_at(&fake, None, move |c| c.database.url = u2).await);
+    let (token, _) = a.login("alice").await;
+    let no = super::pay::checkout_ok(&a, &token, 1000).await;
+    let n = fake.notification(&fake.pay(&no), a.clock_now());
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let n = n.clone();
+            tokio::spawn(async move { super::pay::deliver(&app, &n).await })
+        })
+        .collect();
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        assert!(s.is_success(), "{s} {body}");
+    }
+    assert_eq!(super::pay::balance(&a, &token).await, 1000);
+    assert_eq!(super::pay::balance(&b, &token).await, 1000);
+    assert_eq!(super::pay::topups(&a, &no), 1);
+    assert_audit_clean(&a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_on_the_other_instance_is_answered_from_the_stored_reply() {
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let b = instance(&fake, &url).await;
+    let (token, _) = a.login("alice").await;
+    let body = json!({"message": "hello", "client_msg_id": "retry-1"});
+    let (s, first) = a.post("/api/chat", Some(&token), body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let (s, again) = b.post("/api/chat", Some(&token), body).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["message"]["id"], first["message"]["id"]);
+    assert_eq!(again["message"]["content"], first["message"]["content"]);
+    assert_eq!(fake.count(), 1, "the retry did not reach the model again");
+    let q = quota(&b, &token).await;
+    assert_eq!(q["free_used_today"], 1, "{q}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settings_changed_by_the_cli_are_seen_by_every_instance_at_once() {
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let b = instance(&fake, &url).await;
+    let (token, _) = a.login("alice").await;
+    admin(&a, &["admin", "set-price", "250"]);
+    admin(&a, &["admin", "set-free-quota", "3"]);
+    for app in [&a, &b] {
+        let q = quota(app, &token).await;
+        assert_eq!(q["price_fen"], 250, "{q}");
+        assert_eq!(q["free_limit"], 3, "{q}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_instance_leaves_a_live_instances_holds_alone() {
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    fake.set(Behavior::Slow(Duration::from_millis(1500)));
+    let a = Arc::new(instance(&fake, &url).await);
+    let (token, uid) = a.login("alice").await;
+    admin(&a, &["admin", "set-free-quota", "0"]);
+    admin(&a, &["admin", "grant", "--user", &uid, "--fen", "100"]);
+    let turn = {
+        let (a, token) = (a.clone(), token.clone());
+        tokio::spawn(async move {
+            a.post("/api/chat", Some(&token), json!({"message": "slow"}))
+                .await
+        })
+    };
+    // the turn holds the user's only paid message (nothing spendable)...
+    let mut held = false;
+    for _ in 0..100 {
+        if quota(&a, &token).await["balance_fen"] == 0 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "the turn never held its message");
+    // ...when another instance starts (and runs its crash recovery)
+    let c = instance(&fake, &url).await;
+    let q = quota(&c, &token).await;
+    assert_eq!(
+        q["balance_fen"], 0,
+        "a live instance's hold was released: {q}"
+    );
+    let (s, reply) = turn.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{reply}");
+    // charged exactly once: released by mistake, it would be free again
+    let q = quota(&c, &token).await;
+    assert_eq!(q["balance_fen"], 0, "{q}");
+    assert_audit_clean(&a);
+}
