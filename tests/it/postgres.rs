@@ -222,3 +222,117 @@ async fn a_starting_instance_leaves_a_live_instances_holds_alone() {
     assert_eq!(q["balance_fen"], 0, "{q}");
     assert_audit_clean(&a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_resume_on_the_other_instance_gets_the_rest_once_stored() {
+    use super::streaming::{ws_connect, ws_next, ws_send, ws_until_end};
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let b = instance(&fake, &url).await;
+    let (token, _) = a.login("alice").await;
+    fake.set(Behavior::Gated);
+    let mut ws = ws_connect(&a, &token, false).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "chat", "message": "a longer reply please"}),
+    )
+    .await;
+    let first = ws_next(&mut ws).await;
+    assert_eq!(first["type"], "delta", "{first}");
+    let got = first["text"].as_str().unwrap().to_string();
+    let message_id = first["message_id"].as_str().unwrap().to_string();
+    drop(ws);
+    // the client reconnects through the load balancer and lands on B
+    let mut ws2 = ws_connect(&b, &token, true).await;
+    ws_send(
+        &mut ws2,
+        json!({"type": "resume", "message_id": message_id, "offset": got.chars().count()}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.open_gate();
+    let (rest, done) = ws_until_end(&mut ws2).await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(format!("{got}{rest}"), "reply to: a longer reply please");
+    assert_eq!(done["message"]["id"], message_id.as_str());
+}
+
+#[tokio::test]
+async fn an_unreachable_database_at_start_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = super::common::free_port(); // nothing listens there
+    let started = std::time::Instant::now();
+    let out = super::common::run_cli(
+        dir.path(),
+        &["serve"],
+        &[
+            (
+                "DATABASE_URL",
+                &format!("postgres://app:s3cret-pw@127.0.0.1:{port}/app"),
+            ),
+            ("MVP28_DATABASE__CONNECT_TIMEOUT_SECS", "3"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        super::common::stderr(&out)
+    );
+    let err = super::common::stderr(&out);
+    assert!(err.contains("cannot reach the database"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("s3cret"), "the password is echoed: {err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_goes_away_is_503_and_service_comes_back_with_it() {
+    let Some((cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let (token, _) = a.login("alice").await;
+    let (s, b) = a
+        .post("/api/chat", Some(&token), json!({"message": "one"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    cluster.stop();
+    for body in [json!({"message": "two"}), json!({"message": "three"})] {
+        let (s, b) = a.post("/api/chat", Some(&token), body).await;
+        super::common::assert_error(s, &b, 503, "unavailable");
+    }
+    let (s, b) = a.get("/api/me", Some(&token)).await;
+    super::common::assert_error(s, &b, 503, "unavailable");
+
+    cluster.restart();
+    let mut back = None;
+    for _ in 0..50 {
+        let (s, b) = a
+            .post("/api/chat", Some(&token), json!({"message": "four"}))
+            .await;
+        if s == StatusCode::OK {
+            back = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back.is_some(), "no recovery after the database came back");
+    // nothing half-written: two replies stored, two free messages used
+    let stored = super::common::TestDb::of(&a)
+        .query_row(
+            "SELECT count(*) FROM messages WHERE status = 'complete'",
+            [] as [&dyn mvp28::db::sql::ToValue; 0],
+            |r| r.get::<i64>(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 4, "one and four, question and reply each");
+    let q = quota(&a, &token).await;
+    assert_eq!(q["free_used_today"], 2, "{q}");
+    assert_audit_clean(&a);
+}

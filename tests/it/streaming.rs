@@ -285,7 +285,7 @@ pub(crate) async fn ws_next(ws: &mut Ws) -> Value {
 }
 
 /// Collects delta texts until done/error; returns (text, final frame).
-async fn ws_until_end(ws: &mut Ws) -> (String, Value) {
+pub(crate) async fn ws_until_end(ws: &mut Ws) -> (String, Value) {
     let mut text = String::new();
     loop {
         let f = ws_next(ws).await;
