@@ -336,3 +336,32 @@ async fn a_database_that_goes_away_is_503_and_service_comes_back_with_it() {
     assert_eq!(q["free_used_today"], 2, "{q}");
     assert_audit_clean(&a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn periodic_work_runs_on_one_instance_at_a_time() {
+    use mvp28::ops::cluster::lease;
+    let Some((_cluster, url)) = database() else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let b = instance(&fake, &url).await;
+    let (da, db) = (a.state().db(), b.state().db());
+    let ttl = Duration::from_millis(800);
+    assert!(lease(da, "sweep", ttl).await.unwrap());
+    assert!(
+        !lease(db, "sweep", ttl).await.unwrap(),
+        "two holders at once"
+    );
+    assert!(lease(da, "sweep", ttl).await.unwrap(), "the holder renews");
+    assert!(
+        lease(db, "other", ttl).await.unwrap(),
+        "leases are per name"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        lease(db, "sweep", ttl).await.unwrap(),
+        "an expired lease passes on"
+    );
+    assert!(!lease(da, "sweep", ttl).await.unwrap());
+}
