@@ -40,6 +40,7 @@ if [ "$STREAMS" -gt "$FD_STREAMS" ]; then
   STREAMS_ASKED=$STREAMS
   STREAMS=$FD_STREAMS
 fi
+BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 cargo build --release --locked -q --bin mvp28 --example hello_bench --example stream_bench
 # Honours CARGO_TARGET_DIR and a configured build.target-dir.
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
@@ -156,6 +157,8 @@ for sync in $SYNC_MODES; do
   echo " chat turns stored: $TURNS; server peak RSS $((PEAK_KIB / 1024)) MiB"
   stop_server
 done
+# the same chat on the Postgres backend, one and two instances (docs/postgres.md)
+. "$BENCH_DIR/bench-postgres.sh"
 
 echo
 echo "streaming (fake OpenAI-compatible upstream in the bench process, ulimit -n $(ulimit -n)):"
@@ -178,6 +181,15 @@ for sync in $SYNC_MODES; do
   line "POST /api/chat / health, sync=$sync$extra" "$R ($rps req/s)" ">= 0.50" "$(verdict "$R >= 0.5")"
   line "POST /api/chat p99 at $CONNS conns, sync=$sync" "$p99" "< 10 ms" "$(verdict "$P99MS < 10")"
 done
+if [ -n "$RPS_chat_pg1" ]; then
+  eval "base=\$RPS_chat_$FIRST"
+  R1=$(python3 -c "print(f'{$RPS_chat_pg1/$base:.2f}')")
+  R2=$(python3 -c "print(f'{$RPS_chat_pg2/$base:.2f}')")
+  line "POST /api/chat Postgres 1 instance / SQLite" "$R1 ($RPS_chat_pg1 req/s, p99 $P99_chat_pg1)" "(info)" ""
+  line "POST /api/chat Postgres 2 instances / SQLite" "$R2 ($RPS_chat_pg2 req/s)" "(info)" ""
+else
+  line "POST /api/chat on Postgres" "$PG_NOTE" "(info)" ""
+fi
 line "idle RSS" "$((IDLE_KIB / 1024)) MiB" "< 20 MiB" "$(verdict "$IDLE_KIB < 20 * 1024")"
 line "start to healthy" "${READY_FIRST} ms" "< 150 ms" "$(verdict "$READY_FIRST < 150")"
 for kind in sse ws; do
