@@ -960,6 +960,39 @@ pub async fn backups(state: &AppState) -> AppResult<BackupList> {
     Ok(BackupList { dir, items })
 }
 
+/// A consistent online copy of the SQLite file (off the async threads).
+async fn copy_database(src: std::path::PathBuf, dest: std::path::PathBuf) -> AppResult<u64> {
+    tokio::task::spawn_blocking(move || crate::ops::backup::backup_to(&src, &dest, |_, _| {}))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
+        .map_err(AppError::internal)
+}
+
+async fn audit_backup(
+    state: &AppState,
+    admin: &Admin,
+    action: &'static str,
+    target: &str,
+    bytes: u64,
+) -> AppResult<()> {
+    let now = to_ms(state.now());
+    let (actor, target) = (admin.name.clone(), target.to_owned());
+    state
+        .db()
+        .write(move |tx| {
+            audit(
+                tx,
+                &actor,
+                action,
+                &target,
+                None,
+                Some(json!({"bytes": bytes})),
+                now,
+            )
+        })
+        .await
+}
+
 fn refuse_on_postgres(state: &AppState) -> AppResult<()> {
     if state.db().backend() == crate::db::Backend::Postgres {
         return Err(AppError::conflict(crate::ops::backup::POSTGRES_BACKUPS));
@@ -978,32 +1011,13 @@ pub async fn backup_now(state: &AppState, admin: &Admin) -> AppResult<BackupFile
             "a backup of this second exists; retry in a second",
         ));
     }
-    let bytes =
-        tokio::task::spawn_blocking(move || crate::ops::backup::backup_to(&src, &dest, |_, _| {}))
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
-            .map_err(AppError::internal)?;
-    let now = to_ms(state.now());
-    let (actor, n) = (admin.name.clone(), name.clone());
-    state
-        .db()
-        .write(move |tx| {
-            audit(
-                tx,
-                &actor,
-                "backup.run",
-                &n,
-                None,
-                Some(json!({"bytes": bytes})),
-                now,
-            )
-        })
-        .await?;
+    let bytes = copy_database(src, dest).await?;
+    audit_backup(state, admin, "backup.run", &name, bytes).await?;
     tracing::info!(admin = %admin.name, bytes, "backup written from the console");
     Ok(BackupFile {
         name,
         bytes,
-        modified_at: Some(rfc3339(now)),
+        modified_at: Some(rfc3339(to_ms(state.now()))),
     })
 }
 
@@ -1054,10 +1068,7 @@ pub async fn backup_copy(
         }
         let local = state.config().data_dir().join(format!(".upload-{name}"));
         let l = local.clone();
-        let bytes = tokio::task::spawn_blocking(move || backup::backup_to(&src, &l, |_, _| {}))
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
-            .map_err(AppError::internal)?;
+        let bytes = copy_database(src, l).await?;
         let sent = backup::upload(&s3, &local, &bucket, &key).await;
         let _ = tokio::fs::remove_file(&local).await;
         sent.map_err(upstream)?;
@@ -1084,29 +1095,11 @@ pub async fn backup_copy(
             )));
         }
         let d = dest.clone();
-        let bytes = tokio::task::spawn_blocking(move || backup::backup_to(&src, &d, |_, _| {}))
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("backup task: {e}")))?
-            .map_err(AppError::internal)?;
+        let bytes = copy_database(src, d).await?;
         let shown = std::path::absolute(&dest).unwrap_or(dest);
         (bytes, shown.display().to_string())
     };
-    let now = to_ms(state.now());
-    let (actor, target) = (admin.name.clone(), written.clone());
-    state
-        .db()
-        .write(move |tx| {
-            audit(
-                tx,
-                &actor,
-                "backup.copy",
-                &target,
-                None,
-                Some(json!({"bytes": bytes})),
-                now,
-            )
-        })
-        .await?;
+    audit_backup(state, admin, "backup.copy", &written, bytes).await?;
     tracing::info!(admin = %admin.name, to = %written, bytes, "backup copied from the console");
     Ok(BackupCopy { to: written, bytes })
 }
