@@ -8,5 +8,6 @@ pub mod cli;
 pub mod doctor;
 pub mod lock;
 pub mod logging;
+pub mod migrate_data;
 pub mod serve;
 pub mod systemd;
