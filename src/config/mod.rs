@@ -43,7 +43,7 @@ pub use chat::ChatConfig;
 pub use cidr::Cidr;
 pub use database::{DatabaseConfig, Synchronous};
 pub use jobs::JobsConfig;
-pub use layering::database_path;
+pub use layering::{database_path, is_postgres_url};
 pub use llm::{LlmConfig, PriceConfig, ProviderConfig, RouteConfig};
 pub use location::LocationConfig;
 pub use log::LogConfig;

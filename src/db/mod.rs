@@ -8,6 +8,7 @@ pub mod admins;
 pub mod billing;
 pub mod chat;
 pub mod console;
+pub mod copy;
 pub mod inspect;
 pub mod instances;
 pub mod jobs;
@@ -415,6 +416,84 @@ impl Db {
         }
         bail!("WAL checkpoint could not complete (database busy)")
     }
+}
+
+/// The migrations a database has applied, next to the ones this binary
+/// carries, read without migrating (or creating) anything.
+#[derive(Debug, Clone)]
+pub struct SchemaVersions {
+    pub applied: Vec<i32>,
+    pub known: Vec<i32>,
+}
+
+impl SchemaVersions {
+    fn new(mut applied: Vec<i32>, runner: &refinery::Runner) -> SchemaVersions {
+        let mut known: Vec<i32> = runner
+            .get_migrations()
+            .iter()
+            .map(|m| m.version())
+            .collect();
+        applied.sort_unstable();
+        known.sort_unstable();
+        SchemaVersions { applied, known }
+    }
+
+    /// Exactly this binary's migrations are applied.
+    pub fn is_current(&self) -> bool {
+        self.applied == self.known
+    }
+
+    /// The highest version applied (0: none).
+    pub fn version(&self) -> i32 {
+        self.applied.last().copied().unwrap_or(0)
+    }
+
+    /// This binary's highest version.
+    pub fn binary_version(&self) -> i32 {
+        self.known.last().copied().unwrap_or(0)
+    }
+}
+
+/// [`SchemaVersions`] of a SQLite file; None when there is no such file.
+pub fn schema_versions_sqlite(path: &Path) -> anyhow::Result<Option<SchemaVersions>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening database {}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(Some(SchemaVersions::new(
+        applied_versions(&conn)?,
+        &embedded::migrations::runner(),
+    )))
+}
+
+/// [`SchemaVersions`] of a Postgres database (connecting from a plain
+/// thread, as [`Db::open_postgres`] does).
+pub fn schema_versions_postgres(settings: &PgSettings<'_>) -> anyhow::Result<SchemaVersions> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let connector = pg::PgConnector::new(
+                settings.url,
+                settings.ca_file,
+                settings.statement_timeout,
+                settings.connect_timeout,
+            )?;
+            let conn = connector.connect().map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the database at {}: {}",
+                    connector.describe(),
+                    DbError::from(e)
+                )
+            })?;
+            Ok(SchemaVersions::new(
+                applied_versions_pg(&Conn::postgres(&conn))?,
+                &embedded_pg::migrations::runner(),
+            ))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the schema version panicked")))
+    })
 }
 
 /// Refuses a schema newer than this binary, then applies what is pending.

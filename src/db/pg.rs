@@ -187,6 +187,34 @@ impl PgConn {
             .collect()
     }
 
+    /// Runs `f` on each row as it arrives from the server (the result is
+    /// never held whole in memory).
+    pub fn for_each(
+        &self,
+        sql: &str,
+        values: &[ValueRef<'_>],
+        mut f: impl FnMut(&[Value]) -> DbResult<()>,
+    ) -> DbResult<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let stmt = self.statement(sql)?;
+        let mut client = self.client();
+        let mut rows = client.query_raw(&stmt, values.iter().map(|v| v as &dyn ToSql))?;
+        let mut decoded = Vec::new();
+        while let Some(row) = rows.next()? {
+            decoded.clear();
+            for i in 0..row.len() {
+                decoded.push(row.try_get::<_, AnyValue>(i).map(|v| v.0).map_err(|e| {
+                    DbError::Convert {
+                        index: i,
+                        message: e.to_string(),
+                    }
+                })?);
+            }
+            f(&decoded)?;
+        }
+        Ok(())
+    }
+
     pub fn batch(&self, sql: &str) -> DbResult<()> {
         Ok(self.client().batch_execute(sql)?)
     }

@@ -38,6 +38,76 @@ impl Backend {
         }
     }
 
+    /// The application's tables and their columns in this schema, as rows
+    /// of (table, column, numbered): `numbered` is 1 for a column the
+    /// database numbers from a counter that must be moved past copied ids
+    /// (Postgres identity and serial columns; SQLite's AUTOINCREMENT
+    /// follows inserted ids by itself, so never there). Ordered by table,
+    /// then column position; SQLite's own tables are left out.
+    pub fn catalog_columns_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "SELECT m.name, p.name, 0 FROM sqlite_master AS m, pragma_table_info(m.name) AS p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                 ORDER BY m.name, p.cid"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(c.relname AS TEXT), CAST(a.attname AS TEXT), \
+                    CASE WHEN pg_get_serial_sequence(quote_ident(c.relname), a.attname) IS NULL \
+                         THEN 0 ELSE 1 END \
+                 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+                 JOIN pg_attribute AS a ON a.attrelid = c.oid \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+                   AND a.attnum > 0 AND NOT a.attisdropped \
+                 ORDER BY c.relname, a.attnum"
+            }
+        }
+    }
+
+    /// Foreign keys between the tables of this schema, as rows of (table,
+    /// referenced table).
+    pub fn catalog_foreign_keys_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "SELECT m.name, f.\"table\" FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f \
+                 WHERE m.type = 'table'"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(c.relname AS TEXT), CAST(r.relname AS TEXT) \
+                 FROM pg_constraint AS k JOIN pg_class AS c ON c.oid = k.conrelid \
+                 JOIN pg_class AS r ON r.oid = k.confrelid \
+                 JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+                 WHERE k.contype = 'f' AND n.nspname = current_schema()"
+            }
+        }
+    }
+
+    /// Starts a read-only transaction that sees one consistent state of
+    /// the whole database, with no statement time limit (whole-table reads).
+    pub fn begin_snapshot_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN DEFERRED",
+            Backend::Postgres => {
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = 0"
+            }
+        }
+    }
+
+    /// Moves the counter behind `table`.`column` (a `numbered` column of
+    /// [`catalog_columns_sql`](Self::catalog_columns_sql)) past the
+    /// highest id stored, so the next insert gets a fresh one. None where
+    /// nothing is needed (SQLite). `table` and `column` must be plain
+    /// identifiers.
+    pub fn reset_counter_sql(self, table: &str, column: &str) -> Option<String> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+                 COALESCE(max(\"{column}\"), 1), max(\"{column}\") IS NOT NULL) FROM \"{table}\""
+            )),
+        }
+    }
+
     /// `YYYY-MM-DD` of a unix-milliseconds column, shifted by a fixed UTC
     /// offset (the quota's local day).
     pub fn local_day(self, col: &str, offset_secs: i64) -> String {
@@ -443,7 +513,12 @@ enum RowInner<'r> {
 
 impl Row<'_> {
     pub fn get<T: FromValue>(&self, index: usize) -> DbResult<T> {
-        let v = match &self.inner {
+        T::from_value(self.get_ref(index)?).map_err(|message| DbError::Convert { index, message })
+    }
+
+    /// A column as it is stored, whatever its type (generic copies).
+    pub fn get_ref(&self, index: usize) -> DbResult<ValueRef<'_>> {
+        Ok(match &self.inner {
             RowInner::Lite(r) => ValueRef::from(r.get_ref(index)?),
             RowInner::Pg(values) => values
                 .get(index)
@@ -452,8 +527,15 @@ impl Row<'_> {
                     message: "no such column".into(),
                 })?
                 .as_ref(),
-        };
-        T::from_value(v).map_err(|message| DbError::Convert { index, message })
+        })
+    }
+
+    /// How many columns the row has.
+    pub fn column_count(&self) -> usize {
+        match &self.inner {
+            RowInner::Lite(r) => r.as_ref().column_count(),
+            RowInner::Pg(values) => values.len(),
+        }
     }
 }
 
@@ -557,6 +639,33 @@ impl<'c> Conn<'c> {
         match self.kind {
             ConnKind::Lite(c) => Ok(c.execute_batch(sql)?),
             ConnKind::Pg(c) => c.batch(sql),
+        }
+    }
+
+    /// Runs `f` on every row of `sql` as the rows arrive, without holding
+    /// the whole result in memory (whole-table reads: `db::copy`).
+    pub fn for_each_row<P, F>(&self, sql: &str, params: P, mut f: F) -> DbResult<()>
+    where
+        P: Params,
+        F: FnMut(&Row<'_>) -> DbResult<()>,
+    {
+        let values = params.values();
+        match self.kind {
+            ConnKind::Lite(c) => {
+                let mut stmt = c.prepare(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+                while let Some(r) = rows.next()? {
+                    f(&Row {
+                        inner: RowInner::Lite(r),
+                    })?;
+                }
+                Ok(())
+            }
+            ConnKind::Pg(c) => c.for_each(sql, &values, |values| {
+                f(&Row {
+                    inner: RowInner::Pg(values),
+                })
+            }),
         }
     }
 }

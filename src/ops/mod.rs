@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod doctor;
 pub mod lock;
 pub mod logging;
+pub mod migrate_data;
 pub mod serve;
 pub mod systemd;

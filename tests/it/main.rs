@@ -13,6 +13,7 @@ mod foundation;
 mod hardening;
 mod location;
 mod media;
+mod migrate_data;
 mod miniprogram;
 mod moderation;
 mod openapi;
