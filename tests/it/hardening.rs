@@ -850,7 +850,9 @@ async fn the_access_log_names_route_templates_not_signed_url_tokens() {
         .unwrap()
         .status()
         .is_success());
-    drop(server);
+    // a clean stop flushes the non-blocking access log (SIGKILL may not)
+    let mut server = server;
+    server.terminate(std::time::Duration::from_secs(15));
     let text = std::fs::read_to_string(&log).unwrap();
     let secret_of = |url: &str| {
         url.split('?')
