@@ -160,9 +160,10 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expr` until it is true (10 s at most).
+    /// Polls `expr` until it is true (30 s at most: Chromium on a loaded
+    /// 2-core machine can take seconds to render a page).
     async fn wait_for(&mut self, expr: &str) {
-        for _ in 0..100 {
+        for _ in 0..300 {
             if self.eval(expr).await == json!(true) {
                 return;
             }
