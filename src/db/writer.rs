@@ -87,7 +87,8 @@ impl<T: Send + 'static> Finish for TypedFinish<T> {
 
     fn finish(self: Box<Self>, commit_error: Option<&str>) {
         let result = match (commit_error, self.result) {
-            (Some(e), Ok(_)) => Err(AppError::internal(anyhow::anyhow!("commit failed: {e}"))),
+            // Nothing of the batch was written: the caller may retry.
+            (Some(e), Ok(_)) => Err(unavailable(&format!("commit failed: {e}"))),
             (_, r) => r,
         };
         (self.reply)(result);
