@@ -885,7 +885,8 @@ pub async fn system(state: &AppState) -> AppResult<SystemView> {
     Ok(SystemView {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_secs: state.console().uptime_secs(),
-        database_path: path.display().to_string(),
+        // the SQLite file, or the Postgres server without its password
+        database_path: state.db().location().to_string(),
         database_bytes: bytes,
         wal_bytes: wal,
         users_total: users,
