@@ -11,15 +11,19 @@ if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
   echo " Postgres: $PG_NOTE"
   return 0 2>/dev/null || exit 0
 fi
-PG_DIR="$WORK/pg"
+# its own directory: the postgres user cannot enter the bench's mktemp dir
+PG_DIR="$(mktemp -d /tmp/mvp28-bench-pg.XXXXXX)"
+chmod 755 "$PG_DIR"
 PG_PORT=$((PORT + 20))
-mkdir -p "$PG_DIR"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PG_DIR"
 as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
-pg_stop() { as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true; }
+pg_stop() {
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
 
 pg_chat() { # instances; sets RPS_chat_pgN
   local n="$1" db="bench$1" pids="" i port
