@@ -191,7 +191,7 @@ pub async fn chat(state: &AppState, user_id: &UserId, input: ChatInput) -> AppRe
 async fn generate(
     state: &AppState,
     user_id: &UserId,
-    turn: Turn,
+    mut turn: Turn,
     route: Route,
     (message, prepared): (String, crate::media::Prepared),
     gen: &Generation,
@@ -204,13 +204,16 @@ async fn generate(
     }
     // The newest earlier messages that fit `llm.context_max_chars`.
     let budget = state.config().llm.context_max_chars;
-    let mut context = Vec::with_capacity(turn.context.len());
+    // Taken, not copied: the turn lives as long as its stream, and the
+    // earlier messages are only needed to build the request.
+    let rows = std::mem::take(&mut turn.context);
+    let mut context = Vec::with_capacity(rows.len());
     let mut used = 0usize;
-    for c in turn.context.iter().rev() {
+    for c in rows.into_iter().rev() {
         let content = match &c.attachments {
             // Earlier attachments are named, not re-sent.
             Some(a) => format!("{}{}", c.content, crate::media::placeholder(a)),
-            None => c.content.clone(),
+            None => c.content,
         };
         used += content.chars().count();
         if used > budget {

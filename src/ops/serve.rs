@@ -246,6 +246,8 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
     };
     let (handle, http_handle, http_addr) = match tls.as_mut() {
         None => {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| no_delay(tcp));
             let handle = tokio::spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
@@ -255,7 +257,9 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         }
         Some(t) => {
             use axum::serve::ListenerExt;
-            let tls_listener = t.listener(listener)?.tap_io(|_| {});
+            let tls_listener = t
+                .listener(listener)?
+                .tap_io(|tls| no_delay(tls.get_ref().0));
             let handle = tokio::spawn(async move {
                 axum::serve(tls_listener, app)
                     .with_graceful_shutdown(shutdown)
@@ -287,6 +291,15 @@ pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Server>
         tls,
         http_handle,
     })
+}
+
+/// Small writes leave at once: a streamed reply is one small write per
+/// delta, and with Nagle's algorithm each would wait for the ACK of the
+/// previous one (up to the peer's delayed-ACK timer, 40 ms on Linux).
+fn no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 /// `mvp28 serve` until SIGTERM/SIGINT.
