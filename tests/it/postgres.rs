@@ -54,6 +54,27 @@ fn database() -> Option<(Cluster, String)> {
     Some((cluster, url))
 }
 
+/// Two instances on one fresh database, with their fake model.
+struct Pair {
+    _cluster: Cluster,
+    fake: FakeOpenAi,
+    a: TestApp,
+    b: TestApp,
+}
+
+async fn pair() -> Option<Pair> {
+    let (cluster, url) = database()?;
+    let fake = FakeOpenAi::start().await;
+    let a = instance(&fake, &url).await;
+    let b = instance(&fake, &url).await;
+    Some(Pair {
+        _cluster: cluster,
+        fake,
+        a,
+        b,
+    })
+}
+
 /// An in-process server on the shared database (its own port, pool,
 /// writer and instance id).
 async fn instance(fake: &FakeOpenAi, url: &str) -> TestApp {
@@ -143,12 +164,15 @@ async fn one_notification_ten_times_over_two_instances_credits_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_on_the_other_instance_is_answered_from_the_stored_reply() {
-    let Some((_cluster, url)) = database() else {
+    let Some(Pair {
+        _cluster,
+        fake,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
     };
-    let fake = FakeOpenAi::start().await;
-    let a = instance(&fake, &url).await;
-    let b = instance(&fake, &url).await;
     let (token, _) = a.login("alice").await;
     let body = json!({"message": "hello", "client_msg_id": "retry-1"});
     let (s, first) = a.post("/api/chat", Some(&token), body.clone()).await;
@@ -164,12 +188,15 @@ async fn a_retry_on_the_other_instance_is_answered_from_the_stored_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn settings_changed_by_the_cli_are_seen_by_every_instance_at_once() {
-    let Some((_cluster, url)) = database() else {
+    let Some(Pair {
+        _cluster,
+        fake: _fake,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
     };
-    let fake = FakeOpenAi::start().await;
-    let a = instance(&fake, &url).await;
-    let b = instance(&fake, &url).await;
     let (token, _) = a.login("alice").await;
     admin(&a, &["admin", "set-price", "250"]);
     admin(&a, &["admin", "set-free-quota", "3"]);
@@ -226,12 +253,15 @@ async fn a_starting_instance_leaves_a_live_instances_holds_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_websocket_resume_on_the_other_instance_gets_the_rest_once_stored() {
     use super::streaming::{ws_connect, ws_next, ws_send, ws_until_end};
-    let Some((_cluster, url)) = database() else {
+    let Some(Pair {
+        _cluster,
+        fake,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
     };
-    let fake = FakeOpenAi::start().await;
-    let a = instance(&fake, &url).await;
-    let b = instance(&fake, &url).await;
     let (token, _) = a.login("alice").await;
     fake.set(Behavior::Gated);
     let mut ws = ws_connect(&a, &token, false).await;
@@ -340,12 +370,15 @@ async fn a_database_that_goes_away_is_503_and_service_comes_back_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn periodic_work_runs_on_one_instance_at_a_time() {
     use mvp28::ops::cluster::lease;
-    let Some((_cluster, url)) = database() else {
+    let Some(Pair {
+        _cluster,
+        fake: _fake,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
     };
-    let fake = FakeOpenAi::start().await;
-    let a = instance(&fake, &url).await;
-    let b = instance(&fake, &url).await;
     let (da, db) = (a.state().db(), b.state().db());
     let ttl = Duration::from_millis(800);
     assert!(lease(da, "sweep", ttl).await.unwrap());
