@@ -4,6 +4,7 @@
 use crate::db::sql::{params, Conn, Tx};
 use crate::error::AppResult;
 
+/// Registers this instance, or beats: its row says it is alive now.
 pub fn register(tx: &Tx<'_>, now_wall_ms: i64) -> AppResult<()> {
     tx.execute(
         "INSERT INTO instances (id, started_at, heartbeat_at) VALUES (?1, ?2, ?2)
@@ -13,17 +14,12 @@ pub fn register(tx: &Tx<'_>, now_wall_ms: i64) -> AppResult<()> {
     Ok(())
 }
 
-pub fn beat(tx: &Tx<'_>, now_wall_ms: i64) -> AppResult<()> {
-    register(tx, now_wall_ms)
-}
-
 /// A clean stop: others may release what this instance still held at once.
 pub fn retire(tx: &Tx<'_>) -> AppResult<()> {
     tx.execute(
         "UPDATE instances SET heartbeat_at = 0 WHERE id = ?1",
         [tx.instance()],
     )?;
-    // Dead rows older than a day are of no use to anyone.
     Ok(())
 }
 

@@ -56,7 +56,11 @@ pub fn spawn_heartbeat(state: AppState) {
             tick.tick().await;
             beats += 1;
             let now = wall_ms();
-            if let Err(e) = state.db().write(move |tx| instances::beat(tx, now)).await {
+            if let Err(e) = state
+                .db()
+                .write(move |tx| instances::register(tx, now))
+                .await
+            {
                 tracing::warn!(error = %e, "instance heartbeat failed");
                 continue;
             }

@@ -381,18 +381,23 @@ impl TestDb {
         }
     }
 
+    /// Parameters owned, to cross to the Postgres thread.
+    fn owned<P: Params>(params: P) -> Vec<SqlValue> {
+        params.values().into_iter().map(|v| v.to_owned()).collect()
+    }
+
     pub fn query_row<T: Send, P: Params>(
         &self,
         sql: &str,
         params: P,
         f: impl FnOnce(&Row<'_>) -> DbResult<T> + Send,
     ) -> DbResult<T> {
-        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        let values = Self::owned(params);
         self.with(|c| c.query_row(sql, values, f))
     }
 
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> DbResult<usize> {
-        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        let values = Self::owned(params);
         self.with(|c| c.execute(sql, values))
     }
 
@@ -403,7 +408,7 @@ impl TestDb {
         params: P,
         f: impl FnMut(&Row<'_>) -> DbResult<T> + Send,
     ) -> DbResult<Vec<T>> {
-        let values: Vec<SqlValue> = params.values().into_iter().map(|v| v.to_owned()).collect();
+        let values = Self::owned(params);
         self.with(|c| c.prepare(sql)?.query_map(values, f)?.collect())
     }
 }

@@ -89,26 +89,7 @@ impl Cluster {
                 "--no-instructions",
             ],
         );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c full_page_writes=off -c max_connections=400 -c shared_buffers=32MB",
-            base.display()
-        );
-        cluster.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &cluster.dir.to_string_lossy(),
-                "-o",
-                &opts,
-                "-l",
-                &base.join("log").to_string_lossy(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        cluster.pg_ctl_start();
         Some(cluster)
     }
 
@@ -145,9 +126,14 @@ impl Cluster {
 
     /// Starts it again after [`stop`](Self::stop): same data, same port.
     pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+
+    fn pg_ctl_start(&self) {
         let base = self.dir.parent().expect("base");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c full_page_writes=off -c max_connections=400 -c shared_buffers=32MB",
             self.port,
             base.display()
         );
@@ -161,6 +147,8 @@ impl Cluster {
                 "-l",
                 &base.join("log").to_string_lossy(),
                 "-w",
+                "-t",
+                "60",
                 "start",
             ],
         );
