@@ -9,7 +9,6 @@ use crate::db::sql::Conn;
 use axum::http::StatusCode;
 
 use super::At;
-use crate::db::billing::get_setting;
 use crate::db::usage as repo;
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -40,12 +39,13 @@ pub struct Standing {
 }
 
 pub fn standing(c: &Conn, at: &At) -> AppResult<Standing> {
-    let (day_spend, month_spend) = repo::spend(c, &at.day, &at.month)?;
+    let [day_spend, month_spend, day_budget, month_budget] =
+        repo::spend_and_budgets(c, (&at.day, &at.month), (DAILY_BUDGET, MONTHLY_BUDGET))?;
     Ok(Standing {
         day_spend,
         month_spend,
-        day_budget: get_setting(c, DAILY_BUDGET)?.unwrap_or(0),
-        month_budget: get_setting(c, MONTHLY_BUDGET)?.unwrap_or(0),
+        day_budget,
+        month_budget,
     })
 }
 

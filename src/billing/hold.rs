@@ -32,8 +32,7 @@ impl Hold {
     ) -> AppResult<Hold> {
         repo::ensure_quota_row(tx, user_id, at.ms)?;
         for key in &keys {
-            let s = repo::settings(tx)?;
-            let q = repo::quota_state(tx, user_id, &at.day)?;
+            let (s, q) = repo::settings_and_quota(tx, user_id, &at.day)?;
             let (kind, amount_fen) = if q.free_used_today < s.free_daily {
                 repo::set_free_used(tx, user_id, &at.day, q.free_used_today + 1, at.ms)?;
                 (ReservationKind::Free, 0)
@@ -93,7 +92,7 @@ impl Hold {
     pub fn settle(&self, tx: &Tx<'_>, now_ms: i64) -> AppResult<i64> {
         let mut charged = 0;
         for key in &self.keys {
-            let Some(r) = repo::held_for(tx, key)? else {
+            let Some(r) = repo::close_held(tx, key, ReservationState::Settled, now_ms)? else {
                 continue;
             };
             if r.kind == ReservationKind::Paid && r.amount_fen > 0 {
@@ -108,7 +107,6 @@ impl Hold {
                 )?;
                 charged += r.amount_fen;
             }
-            repo::close_reservation(tx, &r.id, ReservationState::Settled, now_ms)?;
         }
         Ok(charged)
     }
@@ -117,14 +115,13 @@ impl Hold {
     /// counted day) or the held fen. The ledger is not touched.
     pub fn release(&self, tx: &Tx<'_>, now_ms: i64) -> AppResult<()> {
         for key in &self.keys {
-            let Some(r) = repo::held_for(tx, key)? else {
+            let Some(r) = repo::close_held(tx, key, ReservationState::Released, now_ms)? else {
                 continue;
             };
             match r.kind {
                 ReservationKind::Paid => repo::add_held(tx, &r.user_id, -r.amount_fen, now_ms)?,
                 ReservationKind::Free => repo::give_back_free(tx, &r.user_id, &r.free_day, now_ms)?,
             }
-            repo::close_reservation(tx, &r.id, ReservationState::Released, now_ms)?;
         }
         Ok(())
     }

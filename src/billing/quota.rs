@@ -30,8 +30,7 @@ pub struct ReplyQuota {
 
 /// The user's quota on local day `day`.
 pub fn view(conn: &Conn, user_id: &UserId, day: &str) -> AppResult<QuotaView> {
-    let s = repo::settings(conn)?;
-    let q = repo::quota_state(conn, user_id, day)?;
+    let (s, q) = repo::settings_and_quota(conn, user_id, day)?;
     Ok(QuotaView {
         free_limit: s.free_daily,
         free_used_today: q.free_used_today,

@@ -328,14 +328,14 @@ async fn settle(
     state
         .db()
         .write(move |tx| {
-            if !repo::message_exists(tx, &reply_id)? {
-                calls::record(tx, &at, &calls)?;
+            let tokens = (usage.prompt, usage.completion);
+            calls::record(tx, &at, &calls)?;
+            let Some(message) =
+                repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?
+            else {
                 Hold::of(reply_id).release(tx, at.ms)?;
                 return Ok(None);
-            }
-            let tokens = (usage.prompt, usage.completion);
-            let message = repo::complete_reply(tx, &reply_id, &session_id, &text, tokens, at.ms)?;
-            calls::record(tx, &at, &calls)?;
+            };
             let charged = Hold::of(reply_id).settle(tx, at.ms)?;
             Ok(Some(ChatReply {
                 session_id,
@@ -411,9 +411,12 @@ async fn begin(
     let context_len = state.config().llm.context_messages;
     let continue_within_ms = i64::from(state.config().chat.continue_within_minutes) * 60_000;
     let warn_state = state.clone();
+    // Relaxed: the turn's first token need not wait for the disk. If the
+    // machine loses this commit, it loses a turn nobody was charged for;
+    // the turn's end (settled or released) is durable and takes it along.
     state
         .db()
-        .write(move |tx| {
+        .write_relaxed(move |tx| {
             let now = at.ms;
             if let Some(cmid) = &input.client_msg_id {
                 if let Some(reply) = repo::reply_for_client_msg(tx, &uid, cmid)? {

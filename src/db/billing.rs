@@ -119,6 +119,38 @@ pub fn quota_state(conn: &Conn, user_id: &UserId, today: &str) -> AppResult<Quot
         .unwrap_or_default())
 }
 
+/// [`settings`] and [`quota_state`] in one statement: every chat turn
+/// needs both, twice.
+pub fn settings_and_quota(
+    conn: &Conn,
+    user_id: &UserId,
+    today: &str,
+) -> AppResult<(Settings, QuotaState)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE((SELECT value FROM settings WHERE key = 'free_daily'), 0),
+                    COALESCE((SELECT value FROM settings WHERE key = 'price_fen'), 0),
+                    q.free_used, q.balance_fen, q.held_fen
+             FROM (SELECT 1 AS one) AS base
+             LEFT JOIN (SELECT CASE WHEN free_day = ?2 THEN free_used ELSE 0 END AS free_used,
+                               balance_fen, held_fen
+                        FROM user_quotas WHERE user_id = ?1) AS q ON TRUE",
+        )?
+        .query_row(params![user_id, today], |r| {
+            Ok((
+                Settings {
+                    free_daily: r.get(0)?,
+                    price_fen: r.get(1)?,
+                },
+                QuotaState {
+                    free_used_today: r.get::<Option<i64>>(2)?.unwrap_or(0),
+                    balance_fen: r.get::<Option<i64>>(3)?.unwrap_or(0),
+                    held_fen: r.get::<Option<i64>>(4)?.unwrap_or(0),
+                },
+            ))
+        })?)
+}
+
 pub fn ensure_quota_row(tx: &Tx<'_>, user_id: &UserId, now: i64) -> AppResult<()> {
     tx.prepare_cached(
         "INSERT INTO user_quotas (user_id, updated_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
@@ -202,14 +234,21 @@ pub fn insert_reservation(tx: &Tx<'_>, r: &Reservation, now: i64) -> AppResult<(
     Ok(())
 }
 
-/// The reservation still held for `key`, if any.
-pub fn held_for(conn: &Conn, key: &str) -> AppResult<Option<Reservation>> {
-    Ok(conn
+/// Closes the reservation still held for `key` as `settled` or
+/// `released`, and returns it; None when nothing was held.
+pub fn close_held(
+    tx: &Tx<'_>,
+    key: &str,
+    state: ReservationState,
+    now: i64,
+) -> AppResult<Option<Reservation>> {
+    Ok(tx
         .prepare_cached(
-            "SELECT id, user_id, message_id, kind, amount_fen, free_day FROM reservations
-             WHERE message_id = ?1 AND state = 'held'",
+            "UPDATE reservations SET state = ?2, closed_at = ?3
+             WHERE message_id = ?1 AND state = 'held'
+             RETURNING id, user_id, message_id, kind, amount_fen, free_day",
         )?
-        .query_row([key], |r| {
+        .query_row(params![key, state, now], |r| {
             Ok(Reservation {
                 id: r.get(0)?,
                 user_id: r.get(1)?,
@@ -220,18 +259,6 @@ pub fn held_for(conn: &Conn, key: &str) -> AppResult<Option<Reservation>> {
             })
         })
         .optional()?)
-}
-
-/// Closes a held reservation as `settled` or `released`.
-pub fn close_reservation(
-    tx: &Tx<'_>,
-    id: &str,
-    state: ReservationState,
-    now: i64,
-) -> AppResult<()> {
-    tx.prepare_cached("UPDATE reservations SET state = ?2, closed_at = ?3 WHERE id = ?1")?
-        .execute(params![id, state, now])?;
-    Ok(())
 }
 
 /// Keys whose reservations are still held (after a crash, all of them).
@@ -272,15 +299,13 @@ pub fn append_ledger(
     reference: &str,
     now: i64,
 ) -> AppResult<i64> {
-    let balance: i64 = tx
-        .prepare_cached("SELECT balance_fen FROM user_quotas WHERE user_id = ?1")?
-        .query_row([user_id], |r| r.get(0))?;
-    tx.prepare_cached(
-        "INSERT INTO ledger (user_id, delta_fen, balance_after, kind, reference, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![user_id, delta, balance, kind, reference, now])?;
-    Ok(balance)
+    Ok(tx
+        .prepare_cached(
+            "INSERT INTO ledger (user_id, delta_fen, balance_after, kind, reference, created_at)
+             VALUES (?1, ?2, (SELECT balance_fen FROM user_quotas WHERE user_id = ?1), ?3, ?4, ?5)
+             RETURNING balance_after",
+        )?
+        .query_row(params![user_id, delta, kind, reference, now], |r| r.get(0))?)
 }
 
 #[derive(Debug, Clone)]

@@ -202,7 +202,8 @@ pub fn set_attachments(tx: &Tx<'_>, message_id: &MessageId, json: &str) -> AppRe
 }
 
 /// Stores the finished reply and bumps its session's activity; returns the
-/// stored message.
+/// stored row, or None when the row is gone (its session or account was
+/// deleted while the reply was generated).
 pub fn complete_reply(
     tx: &Tx<'_>,
     id: &MessageId,
@@ -210,26 +211,19 @@ pub fn complete_reply(
     content: &str,
     tokens: (Option<i64>, Option<i64>),
     now: i64,
-) -> AppResult<MessageRow> {
+) -> AppResult<Option<MessageRow>> {
     let row = tx
         .prepare_cached(&format!(
             "UPDATE messages SET content = ?2, status = 'complete', prompt_tokens = ?3,
              completion_tokens = ?4 WHERE id = ?1 RETURNING {MESSAGE_COLS}"
         ))?
-        .query_row(params![id, content, tokens.0, tokens.1], message_row)?;
-    tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![session_id, now])?;
+        .query_row(params![id, content, tokens.0, tokens.1], message_row)
+        .optional()?;
+    if row.is_some() {
+        tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![session_id, now])?;
+    }
     Ok(row)
-}
-
-/// Whether a message row still exists (a session or account deleted while
-/// its reply was generated takes the row with it).
-pub fn message_exists(conn: &Conn, id: &MessageId) -> AppResult<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")?
-        .query_row([id], |_| Ok(()))
-        .optional()?
-        .is_some())
 }
 
 /// Removes a turn that produced nothing (the user may retry it with the same

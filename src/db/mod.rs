@@ -35,6 +35,7 @@ use rusqlite::{Connection, OptionalExtension as _};
 use tokio::sync::Semaphore;
 
 pub use sql::{Backend, Conn, DbError, DbResult, OptionalExtension, Tx};
+pub use writer::Durability;
 
 use crate::config::Synchronous;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -146,7 +147,7 @@ impl Db {
             .build(manager)
             .with_context(|| format!("opening database {}", path.display()))?;
         Ok(Db::assemble(
-            writer::WriterConn::Sqlite(writer),
+            writer::WriterConn::sqlite(writer, sync)?,
             Readers::Sqlite(pool),
             pool_size,
             path.to_path_buf(),
@@ -338,7 +339,18 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
-        self.inner.writer.write(f).await
+        self.inner.writer.write(Durability::Durable, f).await
+    }
+
+    /// [`write`](Self::write) answered as soon as the commit is visible,
+    /// before it is on disk: the next durable write makes it durable too
+    /// (see [`Durability::Relaxed`] for what may use it).
+    pub async fn write_relaxed<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
+    {
+        self.inner.writer.write(Durability::Relaxed, f).await
     }
 
     /// [`write`](Self::write) for synchronous callers (the CLI, outside
@@ -351,13 +363,15 @@ impl Db {
         self.inner.writer.write_blocking(f)
     }
 
-    /// (write jobs, group commits, total seconds jobs waited in the queue)
-    pub fn write_stats(&self) -> (u64, u64, f64) {
+    /// (write jobs, group commits, total seconds jobs waited in the queue,
+    /// WAL fsyncs that answered durable writes)
+    pub fn write_stats(&self) -> (u64, u64, f64, u64) {
         let s = &self.inner.writer.stats;
         (
             s.jobs.load(Ordering::Relaxed),
             s.batches.load(Ordering::Relaxed),
             s.queued_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            s.syncs.load(Ordering::Relaxed),
         )
     }
 

@@ -56,19 +56,25 @@ pub fn record_call(tx: &Tx<'_>, c: &CallRecord, day: &str, month: &str) -> AppRe
     Ok(())
 }
 
-/// Spend so far in the given day and month (nanos).
-pub fn spend(conn: &Conn, day: &str, month: &str) -> AppResult<(i64, i64)> {
-    // one statement: this runs in every chat turn
+/// Spend so far in the given day and month, and the settings
+/// `day_budget_key` and `month_budget_key` (nanos; 0 when unset), in one
+/// statement: every chat turn checks them.
+pub fn spend_and_budgets(
+    conn: &Conn,
+    (day, month): (&str, &str),
+    (day_budget_key, month_budget_key): (&str, &str),
+) -> AppResult<[i64; 4]> {
     let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(max(CASE WHEN period = ?1 THEN cost_nanos END), 0),
-                COALESCE(max(CASE WHEN period = ?2 THEN cost_nanos END), 0)
-         FROM llm_spend WHERE period IN (?1, ?2)",
+        "SELECT COALESCE((SELECT cost_nanos FROM llm_spend WHERE period = ?1), 0),
+                COALESCE((SELECT cost_nanos FROM llm_spend WHERE period = ?2), 0),
+                COALESCE((SELECT value FROM settings WHERE key = ?3), 0),
+                COALESCE((SELECT value FROM settings WHERE key = ?4), 0)",
     )?;
-    Ok(
-        stmt.query_row([format!("d:{day}"), format!("m:{month}")], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?,
-    )
+    let periods = (format!("d:{day}"), format!("m:{month}"));
+    Ok(stmt.query_row(
+        params![periods.0, periods.1, day_budget_key, month_budget_key],
+        |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
+    )?)
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -8,8 +8,22 @@
 //! quotas, sessions) into the WAL; committing a batch writes them once, and
 //! writers never meet SQLITE_BUSY inside the process (no busy-handler
 //! sleeps). Semantics stay those of running the jobs one after another.
+//!
+//! Durability on SQLite with `synchronous = FULL` is pipelined: the writer
+//! commits without syncing (`NORMAL`) and hands the batch's replies to a
+//! syncer thread, which fsyncs the WAL and only then answers them. The
+//! next batch runs meanwhile, and one fsync answers every batch committed
+//! before it began. The WAL is append-only (a checkpoint syncs it first),
+//! so an answered write is on disk exactly as with FULL.
+//!
+//! A [`Durability::Relaxed`] job is answered at its commit, without
+//! waiting for the disk (on Postgres an all-relaxed batch commits with
+//! `synchronous_commit = off`). Both logs are written in order, so the
+//! next durable commit puts it on disk too: a power failure can lose a
+//! relaxed write, never a durable one that came after it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -19,15 +33,29 @@ use tokio::sync::oneshot;
 use super::pg::{PgConn, PgConnector};
 use super::sql::{Conn, DbError, Tx};
 
+use crate::config::Synchronous;
 use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Jobs per transaction at most: bounds the latency a batch adds.
 const MAX_BATCH: usize = 64;
 
+/// When a write's caller hears back: after the commit is on disk, or as
+/// soon as it is visible (on disk with the next durable commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Durable,
+    /// For writes whose loss in a power failure loses nothing anybody was
+    /// told is kept: a chat turn's start (its hold and messages) is made
+    /// durable by the turn's end, and a turn lost with the machine was
+    /// neither answered nor charged.
+    Relaxed,
+}
+
 trait Job: Send {
     fn run(self: Box<Self>, tx: &Tx<'_>) -> Box<dyn Finish>;
     fn fail(self: Box<Self>, e: AppError);
     fn enqueued(&self) -> Instant;
+    fn durability(&self) -> Durability;
 }
 
 trait Finish: Send {
@@ -43,6 +71,7 @@ struct TypedJob<T, F> {
     f: F,
     reply: Reply<T>,
     enqueued: Instant,
+    durability: Durability,
     span: tracing::Span,
 }
 
@@ -78,6 +107,10 @@ where
     fn enqueued(&self) -> Instant {
         self.enqueued
     }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
 }
 
 impl<T: Send + 'static> Finish for TypedFinish<T> {
@@ -100,6 +133,8 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     pub batches: AtomicU64,
     pub queued_micros: AtomicU64,
+    /// fsyncs of the WAL by the syncer (SQLite, `synchronous = FULL`)
+    pub syncs: AtomicU64,
 }
 
 pub struct Writer {
@@ -115,9 +150,13 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let me = instance.clone();
+        let syncer = match conn.wal() {
+            Some(wal) => Some(Syncer::start(wal, stats.clone())?),
+            None => None,
+        };
         std::thread::Builder::new()
             .name("mvp28-db-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, &me))?;
+            .spawn(move || run(conn, rx, syncer, &thread_stats, &me))?;
         Ok(Writer {
             jobs: tx,
             stats,
@@ -125,13 +164,13 @@ impl Writer {
         })
     }
 
-    pub async fn write<T, F>(&self, f: F) -> AppResult<T>
+    pub async fn write<T, F>(&self, durability: Durability, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.send(f, reply_to(move |r| drop(reply.send(r))))?;
+        self.send(f, durability, reply_to(move |r| drop(reply.send(r))))?;
         rx.await.map_err(|_| dropped())?
     }
 
@@ -143,11 +182,15 @@ impl Writer {
         F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
     {
         let (reply, rx) = mpsc::sync_channel(1);
-        self.send(f, reply_to(move |r| drop(reply.send(r))))?;
+        self.send(
+            f,
+            Durability::Durable,
+            reply_to(move |r| drop(reply.send(r))),
+        )?;
         rx.recv().map_err(|_| dropped())?
     }
 
-    fn send<T, F>(&self, f: F, reply: Reply<T>) -> AppResult<()>
+    fn send<T, F>(&self, f: F, durability: Durability, reply: Reply<T>) -> AppResult<()>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> AppResult<T> + Send + 'static,
@@ -156,6 +199,7 @@ impl Writer {
             f,
             reply,
             enqueued: Instant::now(),
+            durability,
             span: tracing::Span::current(),
         });
         self.jobs.send(job).map_err(|_| {
@@ -177,7 +221,12 @@ fn dropped() -> AppError {
 /// fails as 503 `unavailable` and the next one reconnects.
 #[allow(clippy::large_enum_variant)] // one per process
 pub enum WriterConn {
-    Sqlite(rusqlite::Connection),
+    Sqlite {
+        conn: rusqlite::Connection,
+        /// The WAL to fsync before durable writes are answered; None when
+        /// `synchronous` is NORMAL (commits are answered unsynced).
+        wal: Option<PathBuf>,
+    },
     Postgres {
         connector: PgConnector,
         conn: Option<PgConn>,
@@ -189,12 +238,36 @@ pub enum WriterConn {
 const PG_WRITE_LOCK: i64 = 0x6d76_7032_3800;
 
 impl WriterConn {
-    /// Opens the transaction; the connection it runs on.
-    fn begin(&mut self) -> Result<Conn<'_>, DbError> {
+    /// The writer over `conn`; with `synchronous = FULL` its commits are
+    /// synced by the syncer thread instead of inside COMMIT.
+    pub fn sqlite(
+        conn: rusqlite::Connection,
+        synchronous: Synchronous,
+    ) -> rusqlite::Result<WriterConn> {
+        let wal = match (synchronous, conn.path()) {
+            (Synchronous::Full, Some(p)) if !p.is_empty() => {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                Some(PathBuf::from(format!("{p}-wal")))
+            }
+            _ => None,
+        };
+        Ok(WriterConn::Sqlite { conn, wal })
+    }
+
+    /// Where durable commits are synced before they are answered.
+    fn wal(&self) -> Option<PathBuf> {
         match self {
-            WriterConn::Sqlite(c) => {
-                c.execute_batch("BEGIN IMMEDIATE")?;
-                Ok(Conn::sqlite(c))
+            WriterConn::Sqlite { wal, .. } => wal.clone(),
+            WriterConn::Postgres { .. } => None,
+        }
+    }
+
+    /// Opens the transaction; the connection it runs on.
+    fn begin(&mut self, durability: Durability) -> Result<Conn<'_>, DbError> {
+        match self {
+            WriterConn::Sqlite { conn, .. } => {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                Ok(Conn::sqlite(conn))
             }
             WriterConn::Postgres { connector, conn } => {
                 if conn.as_ref().is_none_or(|c| c.is_closed()) {
@@ -202,8 +275,12 @@ impl WriterConn {
                     *conn = Some(connector.connect()?);
                 }
                 let c = conn.as_ref().expect("connected above");
+                let relax = match durability {
+                    Durability::Durable => "",
+                    Durability::Relaxed => "SET LOCAL synchronous_commit = off;",
+                };
                 if let Err(e) = c.batch(&format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; {relax} SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"
                 )) {
                     let _ = c.batch("ROLLBACK");
                     return Err(e);
@@ -214,7 +291,13 @@ impl WriterConn {
     }
 }
 
-fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterStats, me: &str) {
+fn run(
+    mut conn: WriterConn,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    syncer: Option<Syncer>,
+    stats: &WriterStats,
+    me: &str,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -231,12 +314,30 @@ fn run(mut conn: WriterConn, rx: mpsc::Receiver<Box<dyn Job>>, stats: &WriterSta
         stats.queued_micros.fetch_add(waited, Ordering::Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        run_batch(&mut conn, batch, me);
+        let Some(done) = run_batch(&mut conn, batch, me) else {
+            continue;
+        };
+        match &syncer {
+            Some(syncer) => syncer.answer(done),
+            None => done.into_iter().for_each(|(f, _)| f.finish(None)),
+        }
     }
+    // Dropping the syncer lets it answer what is queued, then it stops.
 }
 
-fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) {
-    let tx = match conn.begin() {
+/// A job's result once its batch committed, and how durable it must be
+/// before it is delivered.
+type Done = (Box<dyn Finish>, Durability);
+
+/// Runs one batch; what committed, or None when every reply was already
+/// delivered (nothing committed).
+fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) -> Option<Vec<Done>> {
+    let durability = if batch.iter().all(|j| j.durability() == Durability::Relaxed) {
+        Durability::Relaxed
+    } else {
+        Durability::Durable
+    };
+    let tx = match conn.begin(durability) {
         Ok(c) => Tx::new(c, me),
         Err(e) => {
             let msg = e.to_string();
@@ -244,15 +345,16 @@ fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) {
             for job in batch {
                 job.fail(unavailable(&msg));
             }
-            return;
+            return None;
         }
     };
-    let mut finished = Vec::with_capacity(batch.len());
+    let mut finished: Vec<Done> = Vec::with_capacity(batch.len());
     for job in batch {
         if let Err(e) = tx.execute_batch("SAVEPOINT job") {
             job.fail(AppError::from(e));
             continue;
         }
+        let durability = job.durability();
         let f = job.run(&tx);
         let end = if f.failed() {
             "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
@@ -262,26 +364,104 @@ fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) {
         if let Err(e) = tx.execute_batch(end) {
             // The transaction is in an unknown state: fail everything.
             tracing::error!(error = %e, "savepoint handling failed; rolling the batch back");
-            finished.push(f);
+            finished.push((f, durability));
             let msg = e.to_string();
             let _ = tx.execute_batch("ROLLBACK");
-            for f in finished {
+            for (f, _) in finished {
                 f.finish(Some(&msg));
             }
-            return;
+            return None;
         }
-        finished.push(f);
+        // A failed job wrote nothing: its answer need not wait for the disk.
+        let durability = if f.failed() {
+            Durability::Relaxed
+        } else {
+            durability
+        };
+        finished.push((f, durability));
     }
-    let commit = tx.execute_batch("COMMIT").err().map(|e| {
+    if let Err(e) = tx.execute_batch("COMMIT") {
         let _ = tx.execute_batch("ROLLBACK");
-        e.to_string()
-    });
-    if let Some(e) = &commit {
-        tracing::error!(error = %e, "batch commit failed");
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "batch commit failed");
+        for (f, _) in finished {
+            f.finish(Some(&msg));
+        }
+        return None;
     }
-    for f in finished {
-        f.finish(commit.as_deref());
+    Some(finished)
+}
+
+/// Answers durable writes once the WAL holding them is on disk; relaxed
+/// ones at once.
+struct Syncer {
+    queue: mpsc::Sender<Vec<Box<dyn Finish>>>,
+}
+
+impl Syncer {
+    fn start(wal: PathBuf, stats: Arc<WriterStats>) -> std::io::Result<Syncer> {
+        let (queue, rx) = mpsc::channel::<Vec<Box<dyn Finish>>>();
+        std::thread::Builder::new()
+            .name("mvp28-db-sync".into())
+            .spawn(move || sync_loop(&wal, &rx, &stats))?;
+        Ok(Syncer { queue })
     }
+
+    fn answer(&self, done: Vec<Done>) {
+        let mut waiting = Vec::with_capacity(done.len());
+        for (f, durability) in done {
+            match durability {
+                Durability::Relaxed => f.finish(None),
+                Durability::Durable => waiting.push(f),
+            }
+        }
+        if !waiting.is_empty() {
+            if let Err(mpsc::SendError(waiting)) = self.queue.send(waiting) {
+                for f in waiting {
+                    f.finish(Some("the database sync thread has stopped"));
+                }
+            }
+        }
+    }
+}
+
+fn sync_loop(wal: &Path, rx: &mpsc::Receiver<Vec<Box<dyn Finish>>>, stats: &WriterStats) {
+    let mut file: Option<std::fs::File> = None;
+    while let Ok(first) = rx.recv() {
+        // Every batch queued so far committed before this fsync starts.
+        let mut answers = first;
+        while let Ok(more) = rx.try_recv() {
+            answers.extend(more);
+        }
+        if let Err(e) = sync_wal(wal, &mut file) {
+            // After a failed fsync nothing says what reached the disk
+            // (the kernel may have dropped the dirty pages): answering
+            // either way would be a guess, so the process stops, as
+            // PostgreSQL does, and recovers from the WAL at its next start.
+            tracing::error!(error = %e, wal = %wal.display(), "fsync of the database log failed; stopping");
+            std::process::exit(74);
+        }
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        for f in answers {
+            f.finish(None);
+        }
+    }
+}
+
+/// fdatasync of the WAL (the file's size included). The first time, its
+/// directory too: NORMAL never syncs the directory entry of a new WAL.
+fn sync_wal(wal: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+    if file.is_none() {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(wal)?;
+        if let Some(dir) = wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *file = Some(f);
+    }
+    file.as_ref().expect("opened above").sync_data()
 }
 
 fn unavailable(msg: &str) -> AppError {
@@ -301,12 +481,18 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        let writer = Arc::new(Writer::start(WriterConn::Sqlite(conn), "test".into()).unwrap());
+        let writer = Arc::new(
+            Writer::start(
+                WriterConn::sqlite(conn, Synchronous::Full).unwrap(),
+                "test".into(),
+            )
+            .unwrap(),
+        );
         let mut tasks = vec![];
         for n in 0..200i64 {
             let w = writer.clone();
             tasks.push(tokio::spawn(async move {
-                w.write(move |tx| {
+                w.write(Durability::Durable, move |tx| {
                     tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
                     if n % 7 == 0 {
                         return Err(AppError::conflict("refused"));
@@ -343,5 +529,49 @@ mod tests {
             .unwrap();
         assert_eq!(bad, 0);
         assert!(writer.stats.batches.load(Ordering::Relaxed) <= 200);
+    }
+
+    /// With FULL, a durable write is answered after an fsync of the WAL
+    /// (counted), a relaxed one without; the data is there either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_writes_wait_for_an_fsync_and_relaxed_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        let conn = WriterConn::sqlite(conn, Synchronous::Full).unwrap();
+        let writer = Writer::start(conn, "t".into()).unwrap();
+        let insert = |d, n: i64| {
+            writer.write(d, move |tx| {
+                tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                Ok(())
+            })
+        };
+        let syncs = || writer.stats.syncs.load(Ordering::Relaxed);
+        insert(Durability::Relaxed, 1).await.unwrap();
+        assert_eq!(syncs(), 0);
+        insert(Durability::Durable, 2).await.unwrap();
+        assert_eq!(syncs(), 1, "answered after its fsync");
+        insert(Durability::Relaxed, 3).await.unwrap();
+        assert_eq!(syncs(), 1);
+        let check = rusqlite::Connection::open(&path).unwrap();
+        let n: i64 = check
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+
+        // NORMAL: nothing waits for an fsync
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let conn = WriterConn::sqlite(conn, Synchronous::Normal).unwrap();
+        let normal = Writer::start(conn, "n".into()).unwrap();
+        normal
+            .write(Durability::Durable, |tx| {
+                tx.execute("INSERT INTO t (n) VALUES (4)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(normal.stats.syncs.load(Ordering::Relaxed), 0);
     }
 }

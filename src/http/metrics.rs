@@ -321,7 +321,7 @@ async fn gauges(
             ));
         }
     }
-    let (jobs, batches, queued) = state.db().write_stats();
+    let (jobs, batches, queued, syncs) = state.db().write_stats();
     g.push((
         "db_write_jobs",
         "write transactions requested (cumulative)",
@@ -333,6 +333,12 @@ async fn gauges(
         "group commits that carried them (cumulative)",
         String::new(),
         batches as f64,
+    ));
+    g.push((
+        "db_wal_syncs",
+        "fsyncs of the SQLite WAL that answered durable writes (cumulative)",
+        String::new(),
+        syncs as f64,
     ));
     g.push((
         "db_write_queue_seconds",

@@ -679,3 +679,54 @@ async fn conversations_and_balances_survive_a_restart() {
         (Some(250), Some(1))
     );
 }
+
+/// A conversation deleted while its reply is being generated: the reply
+/// has nowhere to go, so the turn answers 404 and nothing is charged.
+#[tokio::test]
+async fn a_conversation_deleted_mid_reply_is_not_charged() {
+    let fake = FakeOpenAi::start().await;
+    let app = app_with(&fake, 30).await;
+    let (token, uid) = app.login("dora").await;
+    admin(&app, &["admin", "grant", "--user", &uid, "--fen", "300"]);
+    admin(&app, &["admin", "set-free-quota", "0"]);
+    fake.set(Behavior::Gated);
+    let turn = {
+        let request = app
+            .client
+            .post(app.url("/api/chat"))
+            .bearer_auth(&token)
+            .json(&json!({"message": "soon gone"}));
+        tokio::spawn(async move {
+            let res = request.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        })
+    };
+    while fake.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(quota(&app, &token).await["balance_fen"], 200, "100 held");
+    let (_, sessions) = app.get("/api/sessions", Some(&token)).await;
+    let id = sessions["items"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .delete(&format!("/api/sessions/{id}"), Some(&token))
+        .await;
+    assert!(s.is_success(), "{s}");
+    fake.open_gate();
+    let (s, b) = turn.await.unwrap();
+    assert_error(s, &b, 404, "not_found");
+    assert_eq!(quota(&app, &token).await["balance_fen"], 300);
+    let held: i64 = super::common::TestDb::of(&app)
+        .query_row(
+            "SELECT count(*) FROM reservations WHERE state = 'held'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(held, 0);
+    // the upstream call is spend all the same
+    let calls: i64 = super::common::TestDb::of(&app)
+        .query_row("SELECT count(*) FROM llm_calls", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(calls, 1);
+    assert_audit_clean(&app);
+}

@@ -456,29 +456,45 @@ async fn commits_are_durable_by_default_and_normal_is_a_choice() {
     if super::common::sqlite_only("PRAGMA synchronous") {
         return;
     }
-    async fn pragmas(app: &TestApp) -> (i64, i64) {
+    /// (readers' `synchronous`, WAL fsyncs a durable write waited for)
+    async fn durability(app: &TestApp) -> (i64, u64) {
         let db = app.state().db();
         let read = db
             .run(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
             .await
             .unwrap();
-        let write = db
-            .write(|tx| Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        (read, write)
+        let before = db.write_stats().3;
+        db.write(|tx| {
+            tx.execute("UPDATE settings SET updated_at = updated_at", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        (read, db.write_stats().3 - before)
     }
+    // FULL: the writer commits unsynced and a sync thread fsyncs the WAL
+    // before the write is answered (src/db/writer.rs)
     let app = TestApp::spawn().await;
     assert_eq!(
-        pragmas(&app).await,
-        (2, 2),
-        "FULL on readers and the writer"
+        durability(&app).await,
+        (2, 1),
+        "FULL: one fsync answered it"
     );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("\ndb_wal_syncs{} "), "{metrics}");
     let app = TestApp::builder()
         .config(|c| c.database.synchronous = mvp28::config::Synchronous::Normal)
         .spawn()
         .await;
-    assert_eq!(pragmas(&app).await, (1, 1));
+    assert_eq!(durability(&app).await, (1, 0));
 }
 
 // ---- 18. one serve per SQLite database ----
