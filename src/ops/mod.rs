@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod migrate_data;
 pub mod serve;
 pub mod systemd;

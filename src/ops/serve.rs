@@ -306,6 +306,7 @@ fn no_delay(tcp: &tokio::net::TcpStream) {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = start(config, Arc::new(SystemClock)).await?;
     crate::ops::systemd::ready(&format!("listening on {}", server.addr));
+    crate::ops::memory::release_startup_memory();
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = crate::ops::systemd::watchdog(&server) => {}
