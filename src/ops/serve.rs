@@ -304,11 +304,15 @@ fn no_delay(tcp: &tokio::net::TcpStream) {
 
 /// `mvp28 serve` until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // The handlers are in place before the first request is answered: a
+    // SIGTERM right after a passing health check (an orchestrator, a
+    // deploy script) must stop the server cleanly, not kill it.
+    let signal = shutdown_signal();
     let server = start(config, Arc::new(SystemClock)).await?;
     crate::ops::systemd::ready(&format!("listening on {}", server.addr));
     crate::ops::memory::release_startup_memory();
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = signal => {}
         _ = crate::ops::systemd::watchdog(&server) => {}
     }
     crate::ops::systemd::stopping();
@@ -318,23 +322,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves at SIGTERM or SIGINT; the handlers are registered when this is
+/// called, not when it is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                tracing::warn!("could not listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

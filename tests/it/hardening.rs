@@ -475,11 +475,10 @@ async fn commits_are_durable_by_default_and_normal_is_a_choice() {
     // FULL: the writer commits unsynced and a sync thread fsyncs the WAL
     // before the write is answered (src/db/writer.rs)
     let app = TestApp::spawn().await;
-    assert_eq!(
-        durability(&app).await,
-        (2, 1),
-        "FULL: one fsync answered it"
-    );
+    // (a background write may share the fsync or need its own)
+    let (read, syncs) = durability(&app).await;
+    assert_eq!(read, 2);
+    assert!(syncs >= 1, "FULL: answered after an fsync");
     let metrics = app
         .client
         .get(app.url("/metrics"))

@@ -336,6 +336,13 @@ async fn soft_threshold_warns_hard_stop_and_live_raise_through_the_binary() {
         200,
         "past the soft threshold, still serving"
     );
+    // the log is written by its own thread: the line may follow the answer
+    for _ in 0..100 {
+        if warned(&log) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(warned(&log), 1);
     let res = chat().await.unwrap();
     assert_eq!(res.status(), 503);
