@@ -266,6 +266,32 @@ async fn expect_error(res: reqwest::Response, status: u16, code: &str) -> Value 
 
 // ---------------------------------------------------------------- serve with defaults
 
+/// A SIGTERM sent as soon as the server takes connections (a deploy
+/// script, an orchestrator) stops it cleanly: the handlers used to be
+/// registered only after startup had finished, and such a SIGTERM killed
+/// the process (exit by signal, nothing flushed).
+#[tokio::test]
+async fn a_sigterm_as_soon_as_the_port_is_open_stops_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let logs = TempDir::new().unwrap();
+    for _ in 0..3 {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut p = spawn_serve(dir.path(), logs.path(), &bind, &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&bind).is_err() {
+            assert!(Instant::now() < deadline, "never listened: {}", p.stderr());
+            std::thread::yield_now();
+        }
+        p.sigterm();
+        assert_eq!(
+            p.wait_exit().await.code(),
+            Some(0),
+            "stderr:\n{}",
+            p.stderr()
+        );
+    }
+}
+
 #[tokio::test]
 async fn defaults_boot_answer_health_keep_jwt_secret_and_shut_down_cleanly() {
     let dir = TempDir::new().unwrap();
