@@ -448,10 +448,17 @@ fn sync_loop(wal: &Path, rx: &mpsc::Receiver<Vec<Box<dyn Finish>>>, stats: &Writ
     }
 }
 
-/// fdatasync of the WAL (the file's size included). The first time, its
-/// directory too: NORMAL never syncs the directory entry of a new WAL.
+/// fdatasync of the WAL (the file's size included). Whenever the file at
+/// `wal` is not the one held open (the first time; a WAL that SQLite
+/// deleted and created again), it is opened anew and its directory synced
+/// too: NORMAL never syncs the directory entry of a new WAL.
 fn sync_wal(wal: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
-    if file.is_none() {
+    let on_disk = std::fs::metadata(wal)?;
+    let current = match file {
+        Some(f) => same_file(&f.metadata()?, &on_disk),
+        None => false,
+    };
+    if !current {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -462,6 +469,17 @@ fn sync_wal(wal: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()>
         *file = Some(f);
     }
     file.as_ref().expect("opened above").sync_data()
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
 }
 
 fn unavailable(msg: &str) -> AppError {
@@ -573,5 +591,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(normal.stats.syncs.load(Ordering::Relaxed), 0);
+    }
+
+    /// The file synced is always the one at the WAL's path, also after it
+    /// was replaced.
+    #[cfg(unix)]
+    #[test]
+    fn the_wal_synced_is_the_one_at_its_path() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("x.db-wal");
+        std::fs::write(&wal, b"first").unwrap();
+        let mut held = None;
+        sync_wal(&wal, &mut held).unwrap();
+        let first = held.as_ref().unwrap().metadata().unwrap().ino();
+        sync_wal(&wal, &mut held).unwrap();
+        assert_eq!(held.as_ref().unwrap().metadata().unwrap().ino(), first);
+        let next = dir.path().join("next");
+        std::fs::write(&next, b"second").unwrap();
+        std::fs::rename(&next, &wal).unwrap();
+        sync_wal(&wal, &mut held).unwrap();
+        let now = held.as_ref().unwrap().metadata().unwrap().ino();
+        assert_eq!(now, std::fs::metadata(&wal).unwrap().ino());
+        assert_ne!(now, first);
     }
 }
