@@ -179,6 +179,13 @@ impl TestApp {
         self.send(self.client.delete(self.url(path)), token).await
     }
 
+    /// The `/metrics` page (from the test's own address, which may read it).
+    pub async fn metrics(&self) -> String {
+        let res = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert!(res.status().is_success(), "/metrics: {}", res.status());
+        res.text().await.unwrap()
+    }
+
     /// Runs the real binary against this app's database.
     pub fn cli(&self, args: &[&str]) -> Output {
         run_cli(

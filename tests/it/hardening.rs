@@ -479,15 +479,7 @@ async fn commits_are_durable_by_default_and_normal_is_a_choice() {
     let (read, syncs) = durability(&app).await;
     assert_eq!(read, 2);
     assert!(syncs >= 1, "FULL: answered after an fsync");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("\ndb_wal_syncs{} "), "{metrics}");
     let app = TestApp::builder()
         .config(|c| c.database.synchronous = mvp28::config::Synchronous::Normal)
@@ -749,16 +741,6 @@ async fn websocket_frames_after_deletion_or_expiry_are_refused_and_closed() {
 #[tokio::test]
 async fn custom_methods_do_not_grow_the_metric_series() {
     let app = TestApp::spawn().await;
-    let scrape = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // warm every series a probe can touch
     for m in ["M1AAAA", "M1AAAB"] {
         let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
@@ -768,7 +750,7 @@ async fn custom_methods_do_not_grow_the_metric_series() {
             .send()
             .await;
     }
-    let before = scrape().await.lines().count();
+    let before = app.metrics().await.lines().count();
     for i in 0..50 {
         let name = format!("M1{}{i}", "A".repeat(2000));
         let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
@@ -786,7 +768,7 @@ async fn custom_methods_do_not_grow_the_metric_series() {
             .send()
             .await;
     }
-    let text = scrape().await;
+    let text = app.metrics().await;
     assert!(!text.contains("M1AAAA"), "a custom method became a label");
     assert!(!text.contains("/no/such/path"), "a raw path became a label");
     assert!(

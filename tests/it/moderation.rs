@@ -61,17 +61,6 @@ fn count(app: &TestApp, sql: &str) -> i64 {
     db(app).query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
@@ -163,7 +152,7 @@ async fn token_is_fetched_once_for_many_checks_and_refreshed_once_on_40001() {
         .all(|c| c.access_token == "ACCESS-TOKEN-2"));
 
     // the token never reaches a log line or /metrics
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(!m.contains("ACCESS-TOKEN"));
     assert!(m.contains("moderation_checks_total{direction=\"input\",result=\"pass\"}"));
     assert!(m.contains("moderation_check_duration_seconds_count{direction=\"output\"}"));
@@ -199,7 +188,7 @@ async fn risky_input_is_refused_before_any_upstream_call_and_uncharged() {
     assert_eq!(count(&s.app, "SELECT count(*) FROM messages"), 0);
     assert_eq!(count(&s.app, "SELECT count(*) FROM sessions"), 0);
     assert_eq!(count(&s.app, "SELECT count(*) FROM reservations"), 0);
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_blocks_total{direction=\"input\",label=\"porn\"} 2"),
         "{m}"
@@ -276,7 +265,7 @@ async fn a_reply_turning_risky_is_cut_before_the_risky_segment_reaches_an_sse_cl
         .collect();
     assert!(outputs.len() >= 2, "{outputs:?}");
     assert!(outputs.last().unwrap().contains("RISKY"));
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(m.contains("moderation_blocks_total{direction=\"output\",label=\"porn\"} 1"));
 }
 
@@ -351,7 +340,7 @@ async fn wechat_down_refuses_with_fail_open_off() {
     assert_eq!(s.llm.count(), 0);
     assert_eq!(balance(&s.app, &token).await, 300);
     assert_eq!(count(&s.app, "SELECT count(*) FROM messages"), 0);
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_failures_total{direction=\"input\",reason=\"busy\"} 1"),
         "{m}"
@@ -386,7 +375,7 @@ async fn wechat_down_lets_text_through_with_fail_open_on() {
         .post("/api/chat", Some(&token), json!({"message": "hi"}))
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_failures_total{direction=\"input\",reason=\"token\"} 1"),
         "{m}"
@@ -728,7 +717,7 @@ async fn a_committed_image_is_checked_and_a_risky_verdict_blocks_attaching_and_d
         .push_verdict("fake-media-trace-1", "risky", 20002)
         .await;
     assert_eq!((st, text.as_str()), (200, "success"));
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_blocks_total{direction=\"image\",label=\"porn\"} 1"),
         "{m}"
@@ -827,7 +816,7 @@ async fn a_pending_image_waits_and_a_passed_one_can_be_attached() {
     assert_eq!(res.status(), 200);
     let checks = s.wechat.media_checks_done(2).await;
     assert_eq!(checks[1].fetched, Some((200, crate::media::PNG.to_vec())));
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_push_total{outcome=\"unknown_trace\"} 1"),
         "{m}"
@@ -897,7 +886,7 @@ async fn a_push_with_a_bad_signature_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    let m = metrics(&s.app).await;
+    let m = s.app.metrics().await;
     assert!(
         m.contains("moderation_push_total{outcome=\"bad_signature\"} 3"),
         "{m}"
