@@ -51,6 +51,19 @@ impl ServeProcess {
         assert!(ok, "kill -TERM failed");
     }
 
+    /// SIGTERM, then the exit, which must be a clean one (0); its stderr.
+    async fn stop_cleanly(&mut self) -> String {
+        self.sigterm();
+        let status = self.wait_exit().await;
+        let stderr = self.stderr();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "serve did not exit 0 on SIGTERM; stderr:\n{stderr}"
+        );
+        stderr
+    }
+
     /// Waits (generously) for the process to exit.
     async fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -282,13 +295,7 @@ async fn a_sigterm_as_soon_as_the_port_is_open_stops_cleanly() {
             assert!(Instant::now() < deadline, "never listened: {}", p.stderr());
             std::thread::yield_now();
         }
-        p.sigterm();
-        assert_eq!(
-            p.wait_exit().await.code(),
-            Some(0),
-            "stderr:\n{}",
-            p.stderr()
-        );
+        p.stop_cleanly().await;
     }
 }
 
@@ -328,14 +335,7 @@ async fn defaults_boot_answer_health_keep_jwt_secret_and_shut_down_cleanly() {
         "expected a non-empty WAL while serving after a write"
     );
 
-    p.sigterm();
-    let status = p.wait_exit().await;
-    let stderr = p.stderr();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "serve did not exit 0 on SIGTERM; stderr:\n{stderr}"
-    );
+    let stderr = p.stop_cleanly().await;
     assert!(
         file_len(&wal).is_none_or(|n| n == 0),
         "WAL not checkpointed at shutdown ({:?} bytes)",
@@ -376,13 +376,7 @@ async fn defaults_boot_answer_health_keep_jwt_secret_and_shut_down_cleanly() {
         StatusCode::OK,
         "token from before the restart rejected"
     );
-    p.sigterm();
-    assert_eq!(
-        p.wait_exit().await.code(),
-        Some(0),
-        "stderr:\n{}",
-        p.stderr()
-    );
+    p.stop_cleanly().await;
     assert!(
         file_len(&wal).is_none_or(|n| n == 0),
         "WAL not checkpointed after restart"
@@ -415,10 +409,7 @@ async fn a_burst_then_sigterm_leaves_every_access_line_in_stderr() {
         .count()
         .await;
     assert_eq!(answered, N);
-    p.sigterm();
-    let status = p.wait_exit().await;
-    let stderr = p.stderr();
-    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    let stderr = p.stop_cleanly().await;
     // The access log names route templates, not paths (a path may carry a
     // signed-URL token), so the burst's lines are counted: its requests are
     // the only ones answered 404 (or 429 past the per-IP limit).
