@@ -108,6 +108,39 @@ pub struct PgSettings<'a> {
     pub connect_timeout: Duration,
 }
 
+impl PgSettings<'_> {
+    fn connector(&self) -> anyhow::Result<pg::PgConnector> {
+        pg::PgConnector::new(
+            self.url,
+            self.ca_file,
+            self.statement_timeout,
+            self.connect_timeout,
+        )
+    }
+}
+
+/// Runs `f` on a plain thread: the synchronous Postgres client runs its
+/// own small runtime, which cannot start inside an async context.
+fn off_runtime<T: Send>(
+    what: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("{what} panicked")))
+    })
+}
+
+/// A database that cannot be reached, named by its location (never with
+/// the password).
+fn unreachable(location: &str, e: postgres::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the database at {location}: {}",
+        DbError::from(e)
+    )
+}
+
 impl Db {
     /// Opens (creating when absent) the database, checks WAL, refuses a
     /// schema newer than this binary, and applies pending migrations.
@@ -159,37 +192,20 @@ impl Db {
     /// retry loop), refuses a schema newer than this binary, applies
     /// pending migrations, and opens the pool.
     pub fn open_postgres(settings: &PgSettings<'_>, pool_size: u32) -> anyhow::Result<Db> {
-        // The synchronous client runs its own small runtime, which cannot
-        // start inside an async context: connect from a plain thread.
-        std::thread::scope(|s| {
-            s.spawn(|| Self::open_postgres_here(settings, pool_size))
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the database panicked")))
+        off_runtime("opening the database", || {
+            Self::open_postgres_here(settings, pool_size)
         })
     }
 
     fn open_postgres_here(settings: &PgSettings<'_>, pool_size: u32) -> anyhow::Result<Db> {
-        let connector = pg::PgConnector::new(
-            settings.url,
-            settings.ca_file,
-            settings.statement_timeout,
-            settings.connect_timeout,
-        )?;
+        let connector = settings.connector()?;
         let location = connector.describe();
-        let mut client = connector.connect_raw().map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the database at {location}: {}",
-                DbError::from(e)
-            )
-        })?;
+        let mut client = connector
+            .connect_raw()
+            .map_err(|e| unreachable(&location, e))?;
         migrate_pg(&mut client, &location)?;
         drop(client);
-        let writer = connector.connect().map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the database at {location}: {}",
-                DbError::from(e)
-            )
-        })?;
+        let writer = connector.connect().map_err(|e| unreachable(&location, e))?;
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
@@ -485,28 +501,15 @@ pub fn schema_versions_sqlite(path: &Path) -> anyhow::Result<Option<SchemaVersio
 /// [`SchemaVersions`] of a Postgres database (connecting from a plain
 /// thread, as [`Db::open_postgres`] does).
 pub fn schema_versions_postgres(settings: &PgSettings<'_>) -> anyhow::Result<SchemaVersions> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let connector = pg::PgConnector::new(
-                settings.url,
-                settings.ca_file,
-                settings.statement_timeout,
-                settings.connect_timeout,
-            )?;
-            let conn = connector.connect().map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the database at {}: {}",
-                    connector.describe(),
-                    DbError::from(e)
-                )
-            })?;
-            Ok(SchemaVersions::new(
-                applied_versions_pg(&Conn::postgres(&conn))?,
-                &embedded_pg::migrations::runner(),
-            ))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the schema version panicked")))
+    off_runtime("reading the schema version", || {
+        let connector = settings.connector()?;
+        let conn = connector
+            .connect()
+            .map_err(|e| unreachable(&connector.describe(), e))?;
+        Ok(SchemaVersions::new(
+            applied_versions_pg(&Conn::postgres(&conn))?,
+            &embedded_pg::migrations::runner(),
+        ))
     })
 }
 
