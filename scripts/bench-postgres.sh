@@ -2,7 +2,8 @@
 # Postgres backend with one and with two instances on one database, on a
 # throwaway cluster started here (Debian's postgresql; fsync on, as a real
 # deployment). Sets RPS_chat_pg1, RPS_chat_pg2 (sum of both instances),
-# P99_chat_pg1, PG_NOTE. Uses run(), BIN, WORK, PORT, CONNS, THREADS.
+# P99_chat_pg1, PG_NOTE. Uses run(), chat_script(), BIN, WORK, PORT, CONNS,
+# THREADS.
 
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 RPS_chat_pg1="" RPS_chat_pg2="" P99_chat_pg1="" PG_NOTE=""
@@ -37,15 +38,7 @@ pg_chat() { # instances; sets RPS_chat_pgN
     pids="$pids $!"
     until curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1; do sleep 0.01; done
   done
-  TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$((PORT + 21))/api/auth/wechat" -H 'content-type: application/json' \
-    -d '{"code":"dev:bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["token"])')
-  cat > "$WORK/chat-pg.lua" <<LUA
-wrk.method = "POST"
-wrk.body   = '{"message":"hello from the benchmark"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
-  cat "$WORK/get.lua" >> "$WORK/chat-pg.lua"
+  chat_script "http://127.0.0.1:$((PORT + 21))" "$WORK/chat-pg.lua"
   if [ "$n" = 1 ]; then
     run chat_pg1 "http://127.0.0.1:$((PORT + 21))/api/chat" "$WORK/chat-pg.lua"
   else

@@ -112,15 +112,19 @@ start_server() { # sync mode; sets PID, READY_MS
   PID=$!
   until curl -fsS "$BASE/api/health" >/dev/null 2>&1; do sleep 0.002; done
   READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
-  TOKEN=$(curl -fsS -X POST "$BASE/api/auth/wechat" -H 'content-type: application/json' \
+  chat_script "$BASE" "$WORK/chat.lua"
+}
+
+chat_script() { # base URL, file: logs in (dev login), writes wrk's chat script; sets TOKEN
+  TOKEN=$(curl -fsS -X POST "$1/api/auth/wechat" -H 'content-type: application/json' \
     -d '{"code":"dev:bench"}' | python3 -c 'import sys,json;print(json.load(sys.stdin)["token"])')
-  cat > "$WORK/chat.lua" <<LUA
+  cat > "$2" <<LUA
 wrk.method = "POST"
 wrk.body   = '{"message":"hello from the benchmark"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 LUA
-  cat "$WORK/get.lua" >> "$WORK/chat.lua"
+  cat "$WORK/get.lua" >> "$2"
 }
 
 stop_server() {
