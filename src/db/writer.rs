@@ -372,12 +372,6 @@ fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) -> Optio
             }
             return None;
         }
-        // A failed job wrote nothing: its answer need not wait for the disk.
-        let durability = if f.failed() {
-            Durability::Relaxed
-        } else {
-            durability
-        };
         finished.push((f, durability));
     }
     if let Err(e) = tx.execute_batch("COMMIT") {
@@ -393,7 +387,7 @@ fn run_batch(conn: &mut WriterConn, batch: Vec<Box<dyn Job>>, me: &str) -> Optio
 }
 
 /// Answers durable writes once the WAL holding them is on disk; relaxed
-/// ones at once.
+/// and failed ones at once.
 struct Syncer {
     queue: mpsc::Sender<Vec<Box<dyn Finish>>>,
 }
@@ -410,9 +404,11 @@ impl Syncer {
     fn answer(&self, done: Vec<Done>) {
         let mut waiting = Vec::with_capacity(done.len());
         for (f, durability) in done {
-            match durability {
-                Durability::Relaxed => f.finish(None),
-                Durability::Durable => waiting.push(f),
+            // A failed job wrote nothing: its answer need not wait either.
+            if durability == Durability::Durable && !f.failed() {
+                waiting.push(f);
+            } else {
+                f.finish(None);
             }
         }
         if !waiting.is_empty() {
@@ -492,20 +488,26 @@ fn unavailable(msg: &str) -> AppError {
 mod tests {
     use super::*;
 
+    /// A writer over the WAL database at `path`, with table `t (n INTEGER
+    /// PRIMARY KEY)` (created when missing).
+    fn writer_at(path: &Path, synchronous: Synchronous) -> Writer {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)",
+        )
+        .unwrap();
+        Writer::start(
+            WriterConn::sqlite(conn, synchronous).unwrap(),
+            "test".into(),
+        )
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_failing_job_rolls_back_alone_and_others_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .unwrap();
-        let writer = Arc::new(
-            Writer::start(
-                WriterConn::sqlite(conn, Synchronous::Full).unwrap(),
-                "test".into(),
-            )
-            .unwrap(),
-        );
+        let writer = Arc::new(writer_at(&path, Synchronous::Full));
         let mut tasks = vec![];
         for n in 0..200i64 {
             let w = writer.clone();
@@ -555,11 +557,7 @@ mod tests {
     async fn durable_writes_wait_for_an_fsync_and_relaxed_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (n INTEGER)")
-            .unwrap();
-        let conn = WriterConn::sqlite(conn, Synchronous::Full).unwrap();
-        let writer = Writer::start(conn, "t".into()).unwrap();
+        let writer = writer_at(&path, Synchronous::Full);
         let insert = |d, n: i64| {
             writer.write(d, move |tx| {
                 tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
@@ -580,9 +578,7 @@ mod tests {
         assert_eq!(n, 3);
 
         // NORMAL: nothing waits for an fsync
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let conn = WriterConn::sqlite(conn, Synchronous::Normal).unwrap();
-        let normal = Writer::start(conn, "n".into()).unwrap();
+        let normal = writer_at(&path, Synchronous::Normal);
         normal
             .write(Durability::Durable, |tx| {
                 tx.execute("INSERT INTO t (n) VALUES (4)", [])?;
